@@ -1,0 +1,148 @@
+#include "rrloader/store/segment.h"
+
+#include <arrow/util/key_value_metadata.h>
+
+#include <set>
+
+namespace rrl::store {
+
+namespace {
+
+std::string CacheKey(const io::ByteSource& src, const rrd::ChunkLocation& loc) {
+  return src.Name() + "@" + std::to_string(loc.offset);
+}
+
+bool HasNonEmptyCell(const arrow::ListArray& list) {
+  for (int64_t r = 0; r < list.length(); ++r) {
+    if (!list.IsNull(r) && list.value_length(r) > 0) return true;
+  }
+  return false;
+}
+
+std::string Meta(const std::shared_ptr<const arrow::KeyValueMetadata>& md, const char* key) {
+  if (!md) return "";
+  auto v = md->Get(key);
+  return v.ok() ? *v : "";
+}
+
+}  // namespace
+
+std::vector<std::string> Segment::EntityPaths() const {
+  std::vector<std::string> out;
+  for (const auto& [e, _] : by_entity_) out.push_back(e);
+  return out;
+}
+
+Result<std::shared_ptr<const chunk::Chunk>> Segment::LoadChunk(size_t i, ChunkCache& cache) const {
+  const auto& info = chunks_[i];
+  const std::string key = CacheKey(*source_, info.location);
+  if (auto hit = cache.Get(key)) return hit;
+  RRL_ASSIGN_OR_RETURN(auto ipc, rrd::ReadChunkIpc(*source_, info.location));
+  RRL_ASSIGN_OR_RETURN(auto decoded, chunk::Chunk::Decode(ipc, source_->Name() + ": chunk at byte offset " +
+                                                                   std::to_string(info.location.offset)));
+  if (decoded->entity_path() != info.entity_path) {
+    return Status::Corrupt(source_->Name() + ": chunk at byte offset " + std::to_string(info.location.offset) +
+                           " is for entity '" + decoded->entity_path() + "' but the footer says '" +
+                           info.entity_path + "'");
+  }
+  cache.Put(key, decoded);
+  return decoded;
+}
+
+Result<std::vector<std::shared_ptr<const chunk::Chunk>>> Segment::LoadEntity(const std::string& entity_path,
+                                                                            ChunkCache& cache) const {
+  std::vector<std::shared_ptr<const chunk::Chunk>> out;
+  auto it = by_entity_.find(entity_path);
+  if (it == by_entity_.end()) return out;
+  std::set<std::string> seen_ids;
+  for (size_t i : it->second) {
+    RRL_ASSIGN_OR_RETURN(auto c, LoadChunk(i, cache));
+    // Chunk ids are unique per recording; a repeated id is the same chunk written twice.
+    if (!c->chunk_id().empty() && !seen_ids.insert(c->chunk_id()).second) continue;
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void Segment::AddColumnsFromChunk(const chunk::Chunk& c) {
+  for (const auto& comp : c.components()) {
+    auto& col = columns_[{c.entity_path(), comp.component}];
+    if (!col.type) {
+      col.entity_path = c.entity_path();
+      col.component = comp.component;
+      col.archetype = comp.archetype;
+      col.component_type = comp.component_type;
+      col.type = comp.list->type();
+    }
+    if (c.is_static()) col.is_static = true;
+    if (col.semantically_empty && HasNonEmptyCell(*comp.list)) col.semantically_empty = false;
+  }
+}
+
+Status Segment::AddColumnsFromSorbetSchema(const arrow::Schema& schema) {
+  for (const auto& field : schema.fields()) {
+    const auto& md = field->metadata();
+    if (Meta(md, "rerun:kind") != "data") continue;
+    ColumnInfo col;
+    col.entity_path = Meta(md, "rerun:entity_path");
+    col.component = Meta(md, "rerun:component");
+    if (col.entity_path.empty() || col.component.empty()) {
+      return Status::Corrupt("footer schema column '" + field->name() + "' lacks rerun:entity_path or rerun:component");
+    }
+    col.archetype = Meta(md, "rerun:archetype");
+    col.component_type = Meta(md, "rerun:component_type");
+    col.type = field->type();
+    col.is_static = Meta(md, "rerun:is_static") == "true";
+    col.semantically_empty = Meta(md, "rerun:is_semantically_empty") == "true";
+    columns_[{col.entity_path, col.component}] = col;
+  }
+  return Status::OK();
+}
+
+Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdIndex& index, ChunkCache& cache) {
+  std::vector<std::shared_ptr<Segment>> out;
+  for (const auto& store : index.recordings) {
+    auto seg = std::make_shared<Segment>();
+    seg->id_ = store.id.recording_id;
+    seg->application_id_ = store.id.application_id;
+    seg->source_ = index.source;
+    for (size_t i = 0; i < store.chunks.size(); ++i) {
+      ChunkInfo info;
+      info.location = store.chunks[i];
+      if (!store.summaries.empty()) {
+        const auto& s = store.summaries[i];
+        info.entity_path = s.entity_path;
+        info.is_static = s.is_static;
+        info.num_rows = s.num_rows;
+        info.ranges = s.ranges;
+      } else {
+        RRL_ASSIGN_OR_RETURN(auto ipc, rrd::ReadChunkIpc(*index.source, info.location));
+        RRL_ASSIGN_OR_RETURN(auto c, chunk::Chunk::Decode(ipc, index.source->Name() + ": chunk at byte offset " +
+                                                                   std::to_string(info.location.offset)));
+        info.entity_path = c->entity_path();
+        info.is_static = c->is_static();
+        info.num_rows = static_cast<uint64_t>(c->num_rows());
+        for (const auto& t : c->timelines()) info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
+        seg->AddColumnsFromChunk(*c);
+        cache.Put(CacheKey(*index.source, info.location), c);
+      }
+      for (const auto& r : info.ranges) {
+        auto [it, inserted] = seg->index_ranges_.try_emplace(r.timeline, r);
+        if (!inserted) {
+          it->second.min = std::min(it->second.min, r.min);
+          it->second.max = std::max(it->second.max, r.max);
+        }
+      }
+      seg->by_entity_[info.entity_path].push_back(seg->chunks_.size());
+      seg->chunks_.push_back(std::move(info));
+    }
+    if (store.sorbet_schema) {
+      auto st = seg->AddColumnsFromSorbetSchema(*store.sorbet_schema);
+      if (!st.ok()) return st.WithPrefix(index.source->Name() + ": recording '" + seg->id_ + "'");
+    }
+    out.push_back(std::move(seg));
+  }
+  return out;
+}
+
+}  // namespace rrl::store

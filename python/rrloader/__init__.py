@@ -1,0 +1,41 @@
+"""rrloader: fast, exact PyTorch data loading from Rerun recordings.
+
+The public API re-exports from private modules; the native engine is ``rrloader._core``.
+"""
+
+from __future__ import annotations
+
+import pyarrow  # noqa: F401  (loads libarrow before the native module)
+
+from . import _core
+from ._dataset import DatasetView, LocalDataset
+from .errors import (
+    InvalidArgumentError,
+    NoRecordingsError,
+    NotFoundError,
+    RrdCorruptError,
+    RrdFormatError,
+    RrdTruncatedError,
+    RrdUnsupportedError,
+    RrloaderError,
+    RrloaderIOError,
+    _install_exception_table,
+)
+
+_install_exception_table(_core)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DatasetView",
+    "InvalidArgumentError",
+    "LocalDataset",
+    "NoRecordingsError",
+    "NotFoundError",
+    "RrdCorruptError",
+    "RrdFormatError",
+    "RrdTruncatedError",
+    "RrdUnsupportedError",
+    "RrloaderError",
+    "RrloaderIOError",
+]
