@@ -44,7 +44,9 @@ nb::dict& ExceptionTable() {
   return *table;
 }
 
-[[noreturn]] void Throw(const rrl::Status& st) { throw StatusError{st}; }
+[[noreturn]] void Throw(const rrl::Status& st) {
+  throw StatusError{st};
+}
 
 template <typename T>
 T Unwrap(rrl::Result<T> r) {
@@ -83,7 +85,9 @@ nb::capsule TableCapsule(const std::shared_ptr<arrow::Table>& table) {
 
 using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
-std::vector<int64_t> ToVector(const Int64Array& a) { return {a.data(), a.data() + a.shape(0)}; }
+std::vector<int64_t> ToVector(const Int64Array& a) {
+  return {a.data(), a.data() + a.shape(0)};
+}
 
 class PyLocalDataset {
  public:
@@ -104,7 +108,9 @@ class PyLocalDataset {
   std::map<std::string, std::string> timelines() const {
     std::map<std::string, std::string> out;
     for (const auto& [name, kind] : ds_->timelines()) {
-      out[name] = kind == rrl::rrd::TimeKind::kSequence ? "sequence" : kind == rrl::rrd::TimeKind::kTimestamp ? "timestamp" : "duration";
+      out[name] = kind == rrl::rrd::TimeKind::kSequence    ? "sequence"
+                  : kind == rrl::rrd::TimeKind::kTimestamp ? "timestamp"
+                                                           : "duration";
     }
     return out;
   }
@@ -125,7 +131,8 @@ class PyLocalDataset {
   nb::tuple read(std::optional<std::string> index, std::vector<std::string> segments,
                  std::optional<std::vector<std::string>> contents, bool fill_latest_at, bool include_semantically_empty,
                  bool include_tombstones, std::optional<std::map<std::string, Int64Array>> values_per_segment,
-                 std::optional<Int64Array> values_everywhere, std::optional<std::pair<int64_t, int64_t>> index_range) const {
+                 std::optional<Int64Array> values_everywhere,
+                 std::optional<std::pair<int64_t, int64_t>> index_range) const {
     rrl::catalog::ReadOptions o;
     o.index = std::move(index);
     o.segments = std::move(segments);
@@ -173,8 +180,9 @@ class PyLocalDataset {
 NB_MODULE(_core, m) {
   m.doc() = "rrloader native engine (internal; use the rrloader package)";
 
-  m.def("_set_exception_table", [](nb::dict table) { ExceptionTable() = table; },
-        "Internal: map StatusCode numbers to Python exception classes.");
+  m.def(
+      "_set_exception_table", [](nb::dict table) { ExceptionTable() = table; },
+      "Internal: map StatusCode numbers to Python exception classes.");
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
@@ -191,8 +199,7 @@ NB_MODULE(_core, m) {
   m.attr("DEFAULT_CHUNK_CACHE_BYTES") = rrl::store::kDefaultChunkCacheBytes;
 
   nb::class_<PyLocalDataset>(m, "LocalDataset")
-      .def(nb::init<const std::vector<std::string>&, int64_t, int>(), "paths"_a, "chunk_cache_bytes"_a,
-           "num_threads"_a)
+      .def(nb::init<const std::vector<std::string>&, int64_t, int>(), "paths"_a, "chunk_cache_bytes"_a, "num_threads"_a)
       .def("segment_ids", &PyLocalDataset::segment_ids)
       .def("files", &PyLocalDataset::files)
       .def("timelines", &PyLocalDataset::timelines)

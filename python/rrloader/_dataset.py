@@ -23,7 +23,7 @@ def _as_int64(values: IndexValuesLike) -> np.ndarray:
         values = values.to_numpy(zero_copy_only=False)
     arr = np.asarray(values)
     if arr.dtype.kind in "mM":
-        arr = arr.astype(arr.dtype.str[:-2] + "[ns]").view(np.int64)
+        arr = arr.astype(f"{arr.dtype.kind}8[ns]").view(np.int64)
     if arr.ndim != 1:
         raise InvalidArgumentError(f"index values must be one-dimensional, got shape {arr.shape}")
     if arr.size and arr.dtype.kind not in "iu":
@@ -35,7 +35,7 @@ def _as_time_int(v: Any) -> int:
     if isinstance(v, pa.Scalar):
         v = v.cast(pa.int64()).as_py() if (pa.types.is_timestamp(v.type) or pa.types.is_duration(v.type)) else v.as_py()
     if isinstance(v, (np.datetime64, np.timedelta64)):
-        return int(v.astype(v.dtype.str[:-2] + "[ns]").view(np.int64))
+        return int(v.astype(f"{v.dtype.kind}8[ns]").view(np.int64))
     return int(v)
 
 

@@ -27,11 +27,14 @@ std::vector<std::string> SplitPath(const std::string& p) {
   return parts;
 }
 
-bool IsReserved(const std::string& path) { return path.rfind("/__", 0) == 0; }
+bool IsReserved(const std::string& path) {
+  return path.rfind("/__", 0) == 0;
+}
 
 bool IsAncestorOrSelf(const std::string& ancestor, const std::string& path) {
   if (ancestor == "/" || ancestor == path) return true;
-  return path.size() > ancestor.size() && path.compare(0, ancestor.size(), ancestor) == 0 && path[ancestor.size()] == '/';
+  return path.size() > ancestor.size() && path.compare(0, ancestor.size(), ancestor) == 0 &&
+         path[ancestor.size()] == '/';
 }
 
 Result<std::vector<std::string>> ExpandPaths(const std::vector<std::string>& paths) {
@@ -113,7 +116,8 @@ bool EntityFilter::Matches(const std::string& entity) const {
   return included;
 }
 
-Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::string>& paths, const OpenOptions& options) {
+Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::string>& paths,
+                                                         const OpenOptions& options) {
   auto ds = std::make_shared<LocalDataset>();
   RRL_ASSIGN_OR_RETURN(ds->files_, ExpandPaths(paths));
   ds->cache_ = std::make_unique<store::ChunkCache>(options.chunk_cache_bytes);
@@ -200,7 +204,8 @@ std::vector<std::string> LocalDataset::SegmentIds() const {
 }
 
 Result<std::shared_ptr<store::Segment>> LocalDataset::FindSegment(const std::string& id) const {
-  auto it = std::lower_bound(segments_.begin(), segments_.end(), id, [](const auto& s, const std::string& v) { return s->id() < v; });
+  auto it = std::lower_bound(segments_.begin(), segments_.end(), id,
+                             [](const auto& s, const std::string& v) { return s->id() < v; });
   if (it == segments_.end() || (*it)->id() != id) return Status::NotFound("no segment '" + id + "' in the dataset");
   return *it;
 }
@@ -253,7 +258,8 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::IndexRanges(const std::optio
     for (int which = 0; which < 2; ++which) {
       const auto& vals = which == 0 ? starts[k] : ends[k];
       std::unique_ptr<arrow::ArrayBuilder> b;
-      if (!arrow::MakeBuilder(arrow::default_memory_pool(), arrow::int64(), &b).ok()) return Status::Internal("builder");
+      if (!arrow::MakeBuilder(arrow::default_memory_pool(), arrow::int64(), &b).ok())
+        return Status::Internal("builder");
       auto* ib = static_cast<arrow::Int64Builder*>(b.get());
       for (const auto& v : vals) {
         if (!(v ? ib->Append(*v) : ib->AppendNull()).ok()) return Status::Internal("append");

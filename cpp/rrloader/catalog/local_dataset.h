@@ -26,7 +26,7 @@ struct OpenOptions {
 // (nanoseconds on timestamp and duration timelines).
 struct ReadOptions {
   std::optional<std::string> index;
-  std::vector<std::string> segments;  // empty: all
+  std::vector<std::string> segments;                 // empty: all
   std::optional<std::vector<std::string>> contents;  // entity path filter expressions
   bool fill_latest_at = false;
   bool include_semantically_empty_columns = false;

@@ -39,7 +39,8 @@ const ComponentColumn* Chunk::FindComponent(const std::string& component) const 
   return nullptr;
 }
 
-Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::Buffer>& ipc, const std::string& where) {
+Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::Buffer>& ipc,
+                                                   const std::string& where) {
   auto batch_or = rrd::DecodeIpcRecordBatch(ipc);
   if (!batch_or.ok()) return batch_or.status().WithPrefix(where);
   auto batch = *batch_or;
@@ -63,7 +64,8 @@ Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::
     if (kind == "control" || kind == "row_id") {
       if (col->type_id() != arrow::Type::FIXED_SIZE_BINARY ||
           static_cast<const arrow::FixedSizeBinaryType&>(*col->type()).byte_width() != 16 || col->null_count() != 0) {
-        return Status::Corrupt(where + ": row-id column '" + field->name() + "' is not FixedSizeBinary(16) without nulls");
+        return Status::Corrupt(where + ": row-id column '" + field->name() +
+                               "' is not FixedSizeBinary(16) without nulls");
       }
       const auto& fsb = static_cast<const arrow::FixedSizeBinaryArray&>(*col);
       chunk->row_ids_.resize(static_cast<size_t>(batch->num_rows()));

@@ -64,8 +64,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}             // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}      // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -89,10 +89,10 @@ class [[nodiscard]] Result {
 #define RRL_CONCAT(a, b) RRL_CONCAT_INNER(a, b)
 
 // RRL_RETURN_IF_ERROR(expr): evaluate a Status expression, return it if not OK.
-#define RRL_RETURN_IF_ERROR(expr)              \
-  do {                                         \
-    ::rrl::Status _rrl_st = (expr);            \
-    if (!_rrl_st.ok()) return _rrl_st;         \
+#define RRL_RETURN_IF_ERROR(expr)      \
+  do {                                 \
+    ::rrl::Status _rrl_st = (expr);    \
+    if (!_rrl_st.ok()) return _rrl_st; \
   } while (false)
 
 // RRL_ASSIGN_OR_RETURN(lhs, expr): evaluate a Result expression, return its Status
@@ -101,5 +101,4 @@ class [[nodiscard]] Result {
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
-#define RRL_ASSIGN_OR_RETURN(lhs, expr) \
-  RRL_ASSIGN_OR_RETURN_IMPL(RRL_CONCAT(_rrl_result_, __LINE__), lhs, expr)
+#define RRL_ASSIGN_OR_RETURN(lhs, expr) RRL_ASSIGN_OR_RETURN_IMPL(RRL_CONCAT(_rrl_result_, __LINE__), lhs, expr)

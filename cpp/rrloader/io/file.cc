@@ -36,8 +36,8 @@ class FileSource final : public ByteSource {
   Result<std::shared_ptr<arrow::Buffer>> ReadAt(uint64_t offset, uint64_t length) const override {
     if (offset > size_ || length > size_ - offset) {
       return Status::Truncated(path_ + ": needs bytes " + std::to_string(offset) + ".." +
-                               std::to_string(offset + length) + " but the file has " +
-                               std::to_string(size_) + " bytes");
+                               std::to_string(offset + length) + " but the file has " + std::to_string(size_) +
+                               " bytes");
     }
     auto alloc = arrow::AllocateBuffer(static_cast<int64_t>(length));
     if (!alloc.ok()) {
@@ -50,12 +50,11 @@ class FileSource final : public ByteSource {
       ssize_t n = ::pread(fd_.get(), dst + done, length - done, static_cast<off_t>(offset + done));
       if (n < 0) {
         if (errno == EINTR) continue;
-        return Status::IoError(path_ + ": read failed at byte offset " + std::to_string(offset + done) +
-                               ": " + std::strerror(errno));
+        return Status::IoError(path_ + ": read failed at byte offset " + std::to_string(offset + done) + ": " +
+                               std::strerror(errno));
       }
       if (n == 0) {
-        return Status::Truncated(path_ + ": file shrank while reading at byte offset " +
-                                 std::to_string(offset + done));
+        return Status::Truncated(path_ + ": file shrank while reading at byte offset " + std::to_string(offset + done));
       }
       done += static_cast<uint64_t>(n);
     }
@@ -70,8 +69,7 @@ class FileSource final : public ByteSource {
 
 class MemSource final : public ByteSource {
  public:
-  MemSource(std::string name, std::shared_ptr<arrow::Buffer> data)
-      : name_(std::move(name)), data_(std::move(data)) {}
+  MemSource(std::string name, std::shared_ptr<arrow::Buffer> data) : name_(std::move(name)), data_(std::move(data)) {}
   const std::string& Name() const override { return name_; }
   uint64_t Size() const override { return static_cast<uint64_t>(data_->size()); }
   Result<std::shared_ptr<arrow::Buffer>> ReadAt(uint64_t offset, uint64_t length) const override {

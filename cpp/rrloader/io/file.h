@@ -24,8 +24,7 @@ class ByteSource {
   virtual const std::string& Name() const = 0;
   virtual uint64_t Size() const = 0;
   // ReadAt: exactly `length` bytes at `offset`, or kTruncated if the source is shorter.
-  [[nodiscard]] virtual Result<std::shared_ptr<arrow::Buffer>> ReadAt(uint64_t offset,
-                                                                      uint64_t length) const = 0;
+  [[nodiscard]] virtual Result<std::shared_ptr<arrow::Buffer>> ReadAt(uint64_t offset, uint64_t length) const = 0;
 };
 
 // OpenFile: a ByteSource over a regular file, read with pread(2). The file stays open
@@ -34,7 +33,6 @@ class ByteSource {
 
 // MemorySource: a ByteSource over a buffer (tests, fuzzing). Borrows nothing: it holds
 // a reference to the buffer, and ReadAt returns zero-copy slices of it.
-[[nodiscard]] std::shared_ptr<ByteSource> MemorySource(std::string name,
-                                                       std::shared_ptr<arrow::Buffer> data);
+[[nodiscard]] std::shared_ptr<ByteSource> MemorySource(std::string name, std::shared_ptr<arrow::Buffer> data);
 
 }  // namespace rrl::io

@@ -58,7 +58,8 @@ bool ClearIsRecursive(const arrow::ListArray& list, int64_t row) {
 // ColumnBuilder: turns per-row Sources into a ChunkedArray of slices (or one compact array).
 class ColumnBuilder {
  public:
-  ColumnBuilder(std::shared_ptr<arrow::DataType> type, int64_t compact_below) : type_(std::move(type)), compact_below_(compact_below) {}
+  ColumnBuilder(std::shared_ptr<arrow::DataType> type, int64_t compact_below)
+      : type_(std::move(type)), compact_below_(compact_below) {}
 
   void Append(const Source& s) {
     if (!runs_.empty()) {
@@ -76,9 +77,7 @@ class ColumnBuilder {
     pieces.reserve(runs_.size());
     for (const Run& r : runs_) {
       switch (r.kind) {
-        case Source::kRow:
-          pieces.push_back(r.list->Slice(r.row, r.length));
-          break;
+        case Source::kRow: pieces.push_back(r.list->Slice(r.row, r.length)); break;
         case Source::kNull: {
           auto nulls = arrow::MakeArrayOfNull(type_, r.length);
           if (!nulls.ok()) return Status::Internal(nulls.status().ToString());
@@ -165,9 +164,9 @@ Result<std::shared_ptr<arrow::Array>> MakeIndexArray(rrd::TimeKind kind, const I
 
 // ColumnCells: everything the row loop needs about one view column.
 struct ColumnCells {
-  std::optional<Cell> static_cell;   // static data wins everywhere
-  std::vector<Cell> data;            // temporal non-null cells on the index, sorted
-  std::vector<Cell> tombstones;      // injected clears (read as []), sorted
+  std::optional<Cell> static_cell;  // static data wins everywhere
+  std::vector<Cell> data;           // temporal non-null cells on the index, sorted
+  std::vector<Cell> tombstones;     // injected clears (read as []), sorted
 };
 
 bool HasRelevantChunk(const DataframeQuery& q,
@@ -297,7 +296,8 @@ Result<std::shared_ptr<arrow::Table>> RunDataframeQuery(const store::Segment& se
     for (const auto& ancestor : StrictAncestors(vc.entity_path)) {
       if (!q.clear_sources.count(ancestor)) continue;
       auto it = recursive_by_entity.find(ancestor);
-      if (it == recursive_by_entity.end()) it = recursive_by_entity.emplace(ancestor, clear_cells(ancestor, true)).first;
+      if (it == recursive_by_entity.end())
+        it = recursive_by_entity.emplace(ancestor, clear_cells(ancestor, true)).first;
       cc.tombstones.insert(cc.tombstones.end(), it->second.begin(), it->second.end());
     }
     std::sort(cc.tombstones.begin(), cc.tombstones.end(), ByTimeThenRowId);
@@ -324,7 +324,7 @@ Result<std::shared_ptr<arrow::Table>> RunDataframeQuery(const store::Segment& se
     rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
   }
   if (q.index && q.index_range) {
-    auto [lo, hi] = *q.index_range;
+    const int64_t lo = q.index_range->first, hi = q.index_range->second;
     rows.erase(std::remove_if(rows.begin(), rows.end(), [&](int64_t v) { return v < lo || v > hi; }), rows.end());
   }
   const size_t n = rows.size();

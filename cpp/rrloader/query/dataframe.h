@@ -42,15 +42,15 @@ struct IndexColumn {
 
 // DataframeQuery: a value type describing one query; cheap to copy.
 struct DataframeQuery {
-  std::optional<std::string> index;          // nullopt: static data only, one row
-  std::vector<IndexColumn> index_columns;    // output order
-  std::vector<ViewColumn> columns;           // output order
+  std::optional<std::string> index;        // nullopt: static data only, one row
+  std::vector<IndexColumn> index_columns;  // output order
+  std::vector<ViewColumn> columns;         // output order
   bool fill_latest_at = false;
   // Entities whose recursive clears reach their descendants' columns (see the module comment
   // in dataframe.cc); an entity's own clears always apply to its own columns.
   std::set<std::string> clear_sources;
   std::optional<std::vector<int64_t>> using_index_values;  // sorted, de-duplicated
-  std::optional<std::pair<int64_t, int64_t>> index_range;   // inclusive
+  std::optional<std::pair<int64_t, int64_t>> index_range;  // inclusive
   // Compact: when a column's result would be made of many short slices (average run
   // below this many rows), copy it into one contiguous array instead. 0 disables.
   int64_t compact_below_run_length = 16;
@@ -67,8 +67,8 @@ struct QueryStats {
 // RunDataframeQuery: the query over one segment, as a table whose first column is
 // `rerun_segment_id`, then `q.index_columns`, then `q.columns`.
 [[nodiscard]] Result<std::shared_ptr<arrow::Table>> RunDataframeQuery(const store::Segment& segment,
-                                                                      store::ChunkCache& cache,
-                                                                      const DataframeQuery& q, QueryStats* stats);
+                                                                      store::ChunkCache& cache, const DataframeQuery& q,
+                                                                      QueryStats* stats);
 
 // OutputSchema: the schema RunDataframeQuery produces for `q`.
 std::shared_ptr<arrow::Schema> OutputSchema(const DataframeQuery& q);

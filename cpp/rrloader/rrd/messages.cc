@@ -67,8 +67,7 @@ Result<StoreId> ParseStoreId(std::string_view bytes) {
         RRL_ASSIGN_OR_RETURN(id.application_id, ParseApplicationId(f.bytes));
         break;
       }
-      default:
-        break;
+      default: break;
     }
   }
   return id;
@@ -77,8 +76,16 @@ Result<StoreId> ParseStoreId(std::string_view bytes) {
 }  // namespace
 
 Result<StreamHeader> ParseStreamHeader(std::string_view b) {
+  // A visibly wrong magic is corrupt however short the input; a correct prefix is truncated.
+  const size_t magic_len = std::min<size_t>(4, b.size());
+  const bool magic_prefix_ok = std::memcmp(b.data(), "RRF2", magic_len) == 0 ||
+                               std::memcmp(b.data(), "RRF1", magic_len) == 0 ||
+                               std::memcmp(b.data(), "RRF0", magic_len) == 0;
+  if (!magic_prefix_ok) {
+    return Status::Corrupt("not an .rrd file: wrong magic at byte offset 0 (expected 'RRF2')");
+  }
   if (b.size() < kStreamHeaderSize) {
-    return Status::Truncated("stream header needs 12 bytes, the file has " + std::to_string(b.size()));
+    return Status::Truncated("stream header at byte offset 0 needs 12 bytes, the file has " + std::to_string(b.size()));
   }
   if (std::memcmp(b.data(), "RRF0", 4) == 0 || std::memcmp(b.data(), "RRF1", 4) == 0) {
     return Status::Unsupported("old .rrd format '" + std::string(b.substr(0, 4)) +
@@ -91,21 +98,21 @@ Result<StreamHeader> ParseStreamHeader(std::string_view b) {
   for (int i = 0; i < 4; ++i) h.version[i] = static_cast<uint8_t>(b[4 + i]);
   const bool all_zero = h.version[0] == 0 && h.version[1] == 0 && h.version[2] == 0 && h.version[3] == 0;
   if (all_zero || (h.version[0] == 0 && h.version[1] < 23)) {
-    return Status::Unsupported("written by Rerun " + std::to_string(h.version[0]) + "." +
-                               std::to_string(h.version[1]) + "." + std::to_string(h.version[2]) +
+    return Status::Unsupported("written by Rerun " + std::to_string(h.version[0]) + "." + std::to_string(h.version[1]) +
+                               "." + std::to_string(h.version[2]) +
                                ", older than 0.23 which is the oldest supported (version bytes at byte offset 4)");
   }
   h.compression = static_cast<uint8_t>(b[8]);
   h.serializer = static_cast<uint8_t>(b[9]);
   if (h.compression > 1) {
-    return Status::Corrupt("stream header compression byte " + std::to_string(h.compression) +
-                           " is neither 0 nor 1 at byte offset 8");
+    return Status::Unsupported("stream header compression byte " + std::to_string(h.compression) +
+                               " is neither 0 (off) nor 1 (LZ4) at byte offset 8");
   }
   if (h.serializer == 1) {
     return Status::Unsupported("MsgPack-serialized stream (removed from Rerun) at byte offset 9");
   }
   if (h.serializer != 2) {
-    return Status::Corrupt("unknown serializer " + std::to_string(h.serializer) + " at byte offset 9");
+    return Status::Unsupported("unknown serializer " + std::to_string(h.serializer) + " at byte offset 9");
   }
   if (b[10] != 0 || b[11] != 0) {
     return Status::Corrupt("reserved stream header bytes are not zero at byte offset 10");
@@ -117,7 +124,9 @@ MessageHeader ParseMessageHeader(std::string_view b) {
   return MessageHeader{LoadU64(b.data()), LoadU64(b.data() + 8)};
 }
 
-bool IsKnownMessageKind(uint64_t kind) { return kind <= 3; }
+bool IsKnownMessageKind(uint64_t kind) {
+  return kind <= 3;
+}
 
 Result<StoreId> ParseSetStoreInfo(std::string_view bytes) {
   ProtoReader r(bytes);
@@ -182,8 +191,7 @@ Result<ArrowMsgView> ParseArrowMsg(std::string_view bytes) {
         RRL_RETURN_IF_ERROR(ExpectVarint(f, "ArrowMsg.is_static"));
         m.is_static = f.value != 0;
         break;
-      default:
-        break;  // 6 = chunk_id (the Arrow metadata is authoritative), unknown fields
+      default: break;  // 6 = chunk_id (the Arrow metadata is authoritative), unknown fields
     }
   }
   if (!has_store) return Status::Corrupt("ArrowMsg without a store id");

@@ -17,7 +17,7 @@ namespace rrl::rrd {
 
 inline constexpr uint64_t kStreamHeaderSize = 12;
 inline constexpr uint64_t kMessageHeaderSize = 16;
-inline constexpr uint64_t kStreamTrailerSize = 32;  // one footer entry + the 12-byte tail
+inline constexpr uint64_t kStreamTrailerSize = 32;        // one footer entry + the 12-byte tail
 inline constexpr uint32_t kFooterChecksumSeed = 7850921;  // "RERUN" in base 26
 
 // StreamHeader: the 12 bytes at the start of every stream.

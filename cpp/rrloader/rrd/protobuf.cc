@@ -6,8 +6,7 @@ Status ProtoReader::ReadVarint(uint64_t* out) {
   uint64_t result = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     if (pos_ >= data_.size()) {
-      return Status::Corrupt("protobuf varint runs past the end of the message at offset " +
-                             std::to_string(pos_));
+      return Status::Corrupt("protobuf varint runs past the end of the message at offset " + std::to_string(pos_));
     }
     auto byte = static_cast<uint8_t>(data_[pos_++]);
     result |= static_cast<uint64_t>(byte & 0x7F) << shift;
@@ -29,9 +28,7 @@ Status ProtoReader::Next(ProtoField* field) {
   }
   const auto wire = static_cast<uint8_t>(tag & 7);
   switch (wire) {
-    case 0:
-      field->type = WireType::kVarint;
-      return ReadVarint(&field->value);
+    case 0: field->type = WireType::kVarint; return ReadVarint(&field->value);
     case 1:
     case 5: {
       const uint64_t n = wire == 1 ? 8 : 4;
@@ -51,8 +48,7 @@ Status ProtoReader::Next(ProtoField* field) {
       RRL_RETURN_IF_ERROR(ReadVarint(&len));
       if (len > data_.size() - pos_) {
         return Status::Corrupt("protobuf length-delimited field of " + std::to_string(len) +
-                               " bytes runs past the end of the message at offset " +
-                               std::to_string(field->offset));
+                               " bytes runs past the end of the message at offset " + std::to_string(field->offset));
       }
       field->type = WireType::kLen;
       field->bytes = data_.substr(pos_, len);

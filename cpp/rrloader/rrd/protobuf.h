@@ -20,9 +20,9 @@ enum class WireType : uint8_t { kVarint = 0, kFixed64 = 1, kLen = 2, kFixed32 = 
 struct ProtoField {
   uint32_t number = 0;
   WireType type = WireType::kVarint;
-  uint64_t value = 0;         // kVarint, kFixed64, kFixed32
-  std::string_view bytes;     // kLen
-  uint64_t offset = 0;        // where the field's tag starts, relative to the message
+  uint64_t value = 0;      // kVarint, kFixed64, kFixed32
+  std::string_view bytes;  // kLen
+  uint64_t offset = 0;     // where the field's tag starts, relative to the message
 };
 
 // ProtoReader: iterates over the fields of one message. Not thread-safe; cheap to copy.

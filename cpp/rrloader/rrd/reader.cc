@@ -31,8 +31,9 @@ Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch
   auto offset = std::dynamic_pointer_cast<arrow::UInt64Array>(column("chunk_byte_offset"));
   auto size = std::dynamic_pointer_cast<arrow::UInt64Array>(column("chunk_byte_size"));
   if (!entity || !is_static || !num_rows || !offset || !size) {
-    return Status::Corrupt("footer manifest lacks one of the chunk_entity_path, chunk_is_static, "
-                           "chunk_num_rows, chunk_byte_offset, chunk_byte_size columns or has wrong types");
+    return Status::Corrupt(
+        "footer manifest lacks one of the chunk_entity_path, chunk_is_static, "
+        "chunk_num_rows, chunk_byte_offset, chunk_byte_size columns or has wrong types");
   }
   // Global per-timeline ranges: "<timeline>:start"/":end" with rerun:index metadata and
   // no rerun:component (the per-component ranges carry one).
@@ -81,7 +82,8 @@ Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch
   return out;
 }
 
-Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::ByteSource>& src, const StreamHeader& header) {
+Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::ByteSource>& src,
+                                                  const StreamHeader& header) {
   const uint64_t file_size = src->Size();
   if (file_size < kStreamHeaderSize + kStreamTrailerSize) return std::optional<RrdIndex>();
   const uint64_t trailer_at = file_size - kStreamTrailerSize;
@@ -92,8 +94,8 @@ Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::Byte
   if (!trailer) return std::optional<RrdIndex>();
   const uint64_t start = trailer->footer_offset, len = trailer->footer_length;
   if (start < kStreamHeaderSize + kMessageHeaderSize || start > trailer_at || len > trailer_at - start) {
-    return Status::Corrupt(At(*src, trailer_at) + ": footer trailer points at bytes " + std::to_string(start) +
-                           ".." + std::to_string(start + len) + " outside the file");
+    return Status::Corrupt(At(*src, trailer_at) + ": footer trailer points at bytes " + std::to_string(start) + ".." +
+                           std::to_string(start + len) + " outside the file");
   }
   // The End message's own header must sit right before the footer. If it does not, the
   // trailer belongs to a later stream of a byte-concatenated file (offsets relative to
@@ -120,8 +122,9 @@ Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::Byte
     StoreContents store;
     store.id = m.store_id;
     if (!m.sorbet_schema_ipc.empty()) {
-      auto schema = DecodeIpcSchema(arrow::SliceBuffer(footer, m.sorbet_schema_ipc.data() - reinterpret_cast<const char*>(footer->data()),
-                                                       static_cast<int64_t>(m.sorbet_schema_ipc.size())));
+      auto schema = DecodeIpcSchema(
+          arrow::SliceBuffer(footer, m.sorbet_schema_ipc.data() - reinterpret_cast<const char*>(footer->data()),
+                             static_cast<int64_t>(m.sorbet_schema_ipc.size())));
       if (!schema.ok()) return schema.status().WithPrefix(where + ": schema");
       store.sorbet_schema = *schema;
     }
@@ -133,7 +136,8 @@ Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::Byte
     if (!summaries.ok()) return summaries.status().WithPrefix(where);
     store.summaries = std::move(*summaries);
     for (const auto& loc : store.chunks) {
-      if (loc.offset < kStreamHeaderSize + kMessageHeaderSize || loc.offset > file_size || loc.size > file_size - loc.offset) {
+      if (loc.offset < kStreamHeaderSize + kMessageHeaderSize || loc.offset > file_size ||
+          loc.size > file_size - loc.offset) {
         return Status::Corrupt(where + ": chunk at byte offset " + std::to_string(loc.offset) + " (+" +
                                std::to_string(loc.size) + ") lies outside the file");
       }
@@ -177,8 +181,8 @@ Result<RrdIndex> Scan(const std::shared_ptr<io::ByteSource>& src, const StreamHe
     }
     const uint64_t payload_at = pos + kMessageHeaderSize;
     if (mh.length > size - payload_at) {
-      return Status::Truncated(At(*src, pos) + ": message of " + std::to_string(mh.length) +
-                               " bytes but only " + std::to_string(size - payload_at) + " remain");
+      return Status::Truncated(At(*src, pos) + ": message of " + std::to_string(mh.length) + " bytes but only " +
+                               std::to_string(size - payload_at) + " remain");
     }
     if (mh.kind == static_cast<uint64_t>(MessageKind::kSetStoreInfo)) {
       RRL_ASSIGN_OR_RETURN(auto payload, src->ReadAt(payload_at, mh.length));
@@ -195,18 +199,27 @@ Result<RrdIndex> Scan(const std::shared_ptr<io::ByteSource>& src, const StreamHe
     } else if (mh.kind == static_cast<uint64_t>(MessageKind::kEnd)) {
       pos = payload_at + mh.length;
       // A trailer follows when it reads RRF2FOOT; otherwise a new stream may start.
+      if (pos == size) continue;
       if (size - pos >= kStreamTrailerSize) {
         RRL_ASSIGN_OR_RETURN(auto t, src->ReadAt(pos, kStreamTrailerSize));
         auto trailer = ParseFooterTrailer(View(*t));
-        if (trailer.ok() && *trailer) pos += kStreamTrailerSize;
+        if (trailer.ok() && *trailer) {
+          pos += kStreamTrailerSize;
+          continue;
+        }
       }
-      if (pos < size) {
-        RRL_ASSIGN_OR_RETURN(auto sh, src->ReadAt(pos, std::min<uint64_t>(kStreamHeaderSize, size - pos)));
-        auto next = ParseStreamHeader(View(*sh));
-        if (!next.ok()) return next.status().WithPrefix(At(*src, pos) + ": after End message");
+      RRL_ASSIGN_OR_RETURN(auto sh, src->ReadAt(pos, std::min<uint64_t>(kStreamHeaderSize, size - pos)));
+      auto next = ParseStreamHeader(View(*sh));
+      if (next.ok()) {
         pos += kStreamHeaderSize;
+        continue;
       }
-      continue;
+      if (size - pos < kStreamTrailerSize) {
+        return Status::Truncated(At(*src, pos) + ": footer trailer after the End message cut short (" +
+                                 std::to_string(size - pos) + " of 32 bytes)");
+      }
+      return Status::Corrupt(At(*src, pos) +
+                             ": bytes after the End message are neither a footer trailer nor a new stream");
     }
     pos = payload_at + mh.length;
   }
@@ -238,11 +251,7 @@ std::shared_ptr<arrow::DataType> ArrowTypeOf(TimeKind kind) {
 }
 
 Result<RrdIndex> OpenRrd(std::shared_ptr<io::ByteSource> src) {
-  if (src->Size() < kStreamHeaderSize) {
-    return Status::Truncated(At(*src, 0) + ": file is " + std::to_string(src->Size()) +
-                             " bytes, shorter than the 12-byte stream header");
-  }
-  RRL_ASSIGN_OR_RETURN(auto hb, src->ReadAt(0, kStreamHeaderSize));
+  RRL_ASSIGN_OR_RETURN(auto hb, src->ReadAt(0, std::min<uint64_t>(kStreamHeaderSize, src->Size())));
   auto header = ParseStreamHeader(View(*hb));
   if (!header.ok()) return Status(header.status().code(), src->Name() + ": " + header.status().message());
   RRL_ASSIGN_OR_RETURN(auto from_footer, TryOpenFromFooter(src, *header));
@@ -256,8 +265,8 @@ Result<std::shared_ptr<arrow::Buffer>> ReadChunkIpc(const io::ByteSource& src, c
   const MessageHeader mh = ParseMessageHeader(View(*bytes).substr(0, kMessageHeaderSize));
   if (mh.kind != static_cast<uint64_t>(MessageKind::kArrowMsg) || mh.length != loc.size) {
     return Status::Corrupt(At(src, loc.offset - kMessageHeaderSize) + ": expected an ArrowMsg frame of " +
-                           std::to_string(loc.size) + " bytes, found kind " + std::to_string(mh.kind) +
-                           " of " + std::to_string(mh.length) + " bytes");
+                           std::to_string(loc.size) + " bytes, found kind " + std::to_string(mh.kind) + " of " +
+                           std::to_string(mh.length) + " bytes");
   }
   auto payload = arrow::SliceBuffer(bytes, kMessageHeaderSize, static_cast<int64_t>(loc.size));
   auto msg = ParseArrowMsg(View(*payload));

@@ -57,8 +57,8 @@ struct ChunkSummary {
 struct StoreContents {
   StoreId id;
   std::vector<ChunkLocation> chunks;
-  std::vector<ChunkSummary> summaries;            // parallel to `chunks` when from a footer, else empty
-  std::shared_ptr<arrow::Schema> sorbet_schema;   // the footer's store-wide schema, or null
+  std::vector<ChunkSummary> summaries;           // parallel to `chunks` when from a footer, else empty
+  std::shared_ptr<arrow::Schema> sorbet_schema;  // the footer's store-wide schema, or null
 };
 
 // RrdIndex: the result of opening a stream. Immutable; safe to share across threads.
@@ -76,7 +76,6 @@ struct RrdIndex {
 // ReadChunkIpc: read the ArrowMsg at `loc`, check its frame header, decompress, and
 // return its Arrow IPC bytes. `store` receives the message's store id when non-null.
 [[nodiscard]] Result<std::shared_ptr<arrow::Buffer>> ReadChunkIpc(const io::ByteSource& source,
-                                                                  const ChunkLocation& loc,
-                                                                  StoreId* store = nullptr);
+                                                                  const ChunkLocation& loc, StoreId* store = nullptr);
 
 }  // namespace rrl::rrd

@@ -42,15 +42,15 @@ Result<std::shared_ptr<const chunk::Chunk>> Segment::LoadChunk(size_t i, ChunkCa
                                                                    std::to_string(info.location.offset)));
   if (decoded->entity_path() != info.entity_path) {
     return Status::Corrupt(source_->Name() + ": chunk at byte offset " + std::to_string(info.location.offset) +
-                           " is for entity '" + decoded->entity_path() + "' but the footer says '" +
-                           info.entity_path + "'");
+                           " is for entity '" + decoded->entity_path() + "' but the footer says '" + info.entity_path +
+                           "'");
   }
   cache.Put(key, decoded);
   return decoded;
 }
 
 Result<std::vector<std::shared_ptr<const chunk::Chunk>>> Segment::LoadEntity(const std::string& entity_path,
-                                                                            ChunkCache& cache) const {
+                                                                             ChunkCache& cache) const {
   std::vector<std::shared_ptr<const chunk::Chunk>> out;
   auto it = by_entity_.find(entity_path);
   if (it == by_entity_.end()) return out;

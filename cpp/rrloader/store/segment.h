@@ -49,13 +49,13 @@ class Segment {
 
   // LoadEntity: every chunk of `entity_path` (duplicates by chunk id dropped), decoded.
   [[nodiscard]] Result<std::vector<std::shared_ptr<const chunk::Chunk>>> LoadEntity(const std::string& entity_path,
-                                                                                   ChunkCache& cache) const;
+                                                                                    ChunkCache& cache) const;
   [[nodiscard]] Result<std::shared_ptr<const chunk::Chunk>> LoadChunk(size_t i, ChunkCache& cache) const;
 
   // FromRrd: the segments of one opened file. Files without a footer have every chunk
   // decoded here (to learn entity and timelines); the decoded chunks go to `cache`.
   [[nodiscard]] static Result<std::vector<std::shared_ptr<Segment>>> FromRrd(const rrd::RrdIndex& index,
-                                                                            ChunkCache& cache);
+                                                                             ChunkCache& cache);
 
  private:
   void AddColumnsFromChunk(const chunk::Chunk& c);

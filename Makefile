@@ -1,0 +1,61 @@
+# rrloader front end. Every target installs what it needs first (scripts/setup.sh is idempotent).
+PY ?= python3
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 30
+
+.PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-smoke lint bench ci clean
+
+setup:
+	bash scripts/setup.sh
+
+# The Python package with its native module (incremental: scikit-build-core keeps build/<tag>).
+build: setup
+	$(PY) -m pip install --no-build-isolation --no-deps -q .
+
+# Writes the demo dataset with rerun-sdk, opens it with rrloader and prints what is inside.
+demo: build
+	$(PY) -m rrloader.demo --out demo_data
+
+# The README's test command: C++ unit tests (warnings as errors) and the Python suite.
+test: build cpp-test py-test
+
+cpp-test: setup
+	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
+	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
+	cmake --build build/cpp -j $(JOBS)
+	ctest --test-dir build/cpp --output-on-failure
+
+py-test: build
+	$(PY) -m pytest -q -p no:cacheprovider tests/python
+
+# C++ unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+asan: setup
+	cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DRRLOADER_BUILD_TESTS=ON \
+	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON -DRRLOADER_SANITIZE=ON > /dev/null
+	cmake --build build/asan -j $(JOBS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --test-dir build/asan --output-on-failure
+
+build/fuzz/fuzz_rrd_reader: setup
+	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_BUILD_FUZZERS=ON > /dev/null
+	cmake --build build/fuzz -j $(JOBS) --target fuzz_rrd_reader
+
+# A short fuzz run (CI); `make fuzz FUZZ_SECONDS=600` for a longer one.
+fuzz-smoke fuzz: build/fuzz/fuzz_rrd_reader build
+	$(PY) tools/make_fuzz_corpus.py build/fuzz-corpus
+	mkdir -p build/fuzz-run
+	./build/fuzz/fuzz_rrd_reader -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run build/fuzz-corpus
+
+lint: setup
+	$(PY) -m ruff check python tests bench tools
+	clang-format --dry-run --Werror $$(git ls-files 'cpp/*.h' 'cpp/*.cc' 'fuzz/*.cc')
+
+bench: build
+	bash bench/run_all.sh
+
+ci: test asan fuzz-smoke lint
+
+clean:
+	rm -rf build demo_data
