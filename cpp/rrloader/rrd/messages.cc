@@ -78,7 +78,7 @@ Result<StoreId> ParseStoreId(std::string_view bytes) {
 Result<StreamHeader> ParseStreamHeader(std::string_view b) {
   // A visibly wrong magic is corrupt however short the input; a correct prefix is truncated.
   const size_t magic_len = std::min<size_t>(4, b.size());
-  const bool magic_prefix_ok = std::memcmp(b.data(), "RRF2", magic_len) == 0 ||
+  const bool magic_prefix_ok = magic_len == 0 || std::memcmp(b.data(), "RRF2", magic_len) == 0 ||
                                std::memcmp(b.data(), "RRF1", magic_len) == 0 ||
                                std::memcmp(b.data(), "RRF0", magic_len) == 0;
   if (!magic_prefix_ok) {
