@@ -9,6 +9,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   liblz4-dev libxxhash-dev libgtest-dev
   clang libclang-rt-14-dev clang-format clang-tidy
+  libturbojpeg0-dev libspng-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev ffmpeg
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
