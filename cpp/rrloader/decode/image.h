@@ -1,0 +1,65 @@
+// rrloader/decode/image.h — still-image decoding into planar [C, H, W] uint8 tensors.
+//
+// Encoded images (Rerun's EncodedImage:blob) are JPEG (libjpeg-turbo's TurboJPEG API) or
+// PNG (libspng), detected from their magic bytes. Raw images (Rerun's Image:buffer with its
+// Image:format) are 8-bit L, RGB, RGBA, BGR or BGRA pixel buffers, converted to L/RGB/RGBA.
+// Channel counts follow what Pillow + torchvision's pil_to_tensor give for the same bytes,
+// except where noted in image.cc (palette PNGs are expanded to RGB/RGBA).
+//
+// Thread safety: every function is reentrant; codec handles are created per call
+// (or per thread by the caller's scratch) and never shared.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "rrloader/common/status.h"
+
+namespace rrl::decode {
+
+// ImageLimits: safety limits applied before any pixel is decoded.
+struct ImageLimits {
+  // max_pixels: width * height above this is rejected as unsupported (default 2^28, i.e.
+  // ~268 MP, ~805 MB as RGB), so a hostile header cannot make us allocate gigabytes.
+  int64_t max_pixels = int64_t{1} << 28;
+};
+
+// ImageShape: channels, height and width of a decoded image.
+struct ImageShape {
+  int channels = 0;
+  int height = 0;
+  int width = 0;
+  int64_t num_bytes() const { return int64_t{channels} * height * width; }
+};
+
+// ProbeEncodedImage: the shape DecodeEncodedImage will produce, reading headers only.
+// Errors: kInvalidArgument/kUnsupported for unknown formats or limits, kCorrupt for bad headers.
+[[nodiscard]] Result<ImageShape> ProbeEncodedImage(const uint8_t* data, size_t size, const ImageLimits& limits);
+
+// DecodeEncodedImage: decodes a JPEG or PNG into `out` as planar C×H×W uint8 (row-major
+// within each plane). `out_capacity` must be at least the probed shape's num_bytes().
+// Returns the shape written. Truncated input is kTruncated, corrupt input kCorrupt,
+// 16-bit or otherwise unsupported images kUnsupported.
+[[nodiscard]] Result<ImageShape> DecodeEncodedImage(const uint8_t* data, size_t size, const ImageLimits& limits,
+                                                     uint8_t* out, int64_t out_capacity);
+
+// RawImageFormat: Rerun's ImageFormat struct fields that matter for 8-bit images.
+struct RawImageFormat {
+  int64_t width = 0;
+  int64_t height = 0;
+  int color_model = 0;       // Rerun ColorModel enum value (L, RGB, RGBA, BGR, BGRA)
+  int channel_datatype = 0;  // Rerun ChannelDatatype enum value (only U8 is supported)
+  int pixel_format = 0;      // Rerun PixelFormat enum value; 0 = not set (must be 0 here)
+};
+
+// ProbeRawImage: the output shape for a raw buffer of `size` bytes in `format`; checks the
+// buffer size matches width * height * channels.
+[[nodiscard]] Result<ImageShape> ProbeRawImage(size_t size, const RawImageFormat& format, const ImageLimits& limits);
+
+// DecodeRawImage: converts an interleaved 8-bit buffer into planar C×H×W (BGR(A) is
+// reordered to RGB(A)).
+[[nodiscard]] Result<ImageShape> DecodeRawImage(const uint8_t* data, size_t size, const RawImageFormat& format,
+                                                 const ImageLimits& limits, uint8_t* out, int64_t out_capacity);
+
+}  // namespace rrl::decode
