@@ -27,6 +27,7 @@
 
 #include <map>
 
+#include "bindings/common.h"
 #include "rrloader/catalog/local_dataset.h"
 
 namespace nb = nanobind;
@@ -34,25 +35,10 @@ using namespace nb::literals;
 
 namespace {
 
-// StatusError: carries a non-OK Status across the nanobind boundary.
-struct StatusError {
-  rrl::Status status;
-};
-
-nb::dict& ExceptionTable() {
-  static nb::dict* table = new nb::dict();  // leaked on purpose: lives as long as the interpreter
-  return *table;
-}
-
-[[noreturn]] void Throw(const rrl::Status& st) {
-  throw StatusError{st};
-}
-
-template <typename T>
-T Unwrap(rrl::Result<T> r) {
-  if (!r.ok()) Throw(r.status());
-  return std::move(r).value();
-}
+using rrl_bindings::ExceptionTable;
+using rrl_bindings::StatusError;
+using rrl_bindings::Throw;
+using rrl_bindings::Unwrap;
 
 nb::capsule SchemaCapsule(const arrow::Schema& schema) {
   auto* c = new ArrowSchema();
@@ -195,6 +181,8 @@ NB_MODULE(_core, m) {
       PyErr_SetString(cls, e.status.message().c_str());
     }
   });
+
+  rrl_bindings::BindDecode(m);
 
   m.attr("DEFAULT_CHUNK_CACHE_BYTES") = rrl::store::kDefaultChunkCacheBytes;
 

@@ -1,0 +1,40 @@
+// cpp/bindings/common.h — helpers shared by the binding translation units (internal).
+//
+// Every binding function reports failure by throwing StatusError (via Throw/Unwrap);
+// the one translator registered in module.cc maps its StatusCode to a Python class.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <utility>
+
+#include "rrloader/common/status.h"
+
+namespace rrl_bindings {
+
+namespace nb = nanobind;
+
+// StatusError: carries a non-OK Status across the nanobind boundary.
+struct StatusError {
+  rrl::Status status;
+};
+
+inline nb::dict& ExceptionTable() {
+  static nb::dict* table = new nb::dict();  // leaked on purpose: lives as long as the interpreter
+  return *table;
+}
+
+[[noreturn]] inline void Throw(const rrl::Status& st) {
+  throw StatusError{st};
+}
+
+template <typename T>
+T Unwrap(rrl::Result<T> r) {
+  if (!r.ok()) Throw(r.status());
+  return std::move(r).value();
+}
+
+// BindDecode: registers the decode-layer test entry points (decode_bindings.cc).
+void BindDecode(nanobind::module_& m);
+
+}  // namespace rrl_bindings
