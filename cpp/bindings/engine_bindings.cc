@@ -5,6 +5,7 @@
 // A decoded field leaves as NumPy arrays that own a reference to the engine's buffer (no
 // copy): one [B, ...] array when every sample has the same shape, else one array per
 // sample (None where missing). All native work runs with the GIL released.
+#include <arrow/c/bridge.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -13,8 +14,6 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
-
-#include <arrow/c/bridge.h>
 
 #include "bindings/common.h"
 #include "rrloader/engine/engine.h"
@@ -28,26 +27,24 @@ using namespace nb::literals;
 using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using NumpyArray = nb::ndarray<nb::numpy>;
 
-std::vector<int64_t> ToVec(const Int64Array& a) { return std::vector<int64_t>(a.data(), a.data() + a.shape(0)); }
+std::vector<int64_t> ToVec(const Int64Array& a) {
+  return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
+}
 
 nb::dlpack::dtype ToDlpack(rrl::decode::DType t) {
   using rrl::decode::DType;
   using C = nb::dlpack::dtype_code;
   const auto bits = static_cast<uint8_t>(rrl::decode::DTypeSize(t) * 8);
   switch (t) {
-    case DType::kBool:
-      return {static_cast<uint8_t>(C::Bool), 8, 1};
+    case DType::kBool: return {static_cast<uint8_t>(C::Bool), 8, 1};
     case DType::kInt8:
     case DType::kInt16:
     case DType::kInt32:
-    case DType::kInt64:
-      return {static_cast<uint8_t>(C::Int), bits, 1};
+    case DType::kInt64: return {static_cast<uint8_t>(C::Int), bits, 1};
     case DType::kFloat16:
     case DType::kFloat32:
-    case DType::kFloat64:
-      return {static_cast<uint8_t>(C::Float), bits, 1};
-    default:
-      return {static_cast<uint8_t>(C::UInt), bits, 1};
+    case DType::kFloat64: return {static_cast<uint8_t>(C::Float), bits, 1};
+    default: return {static_cast<uint8_t>(C::UInt), bits, 1};
   }
 }
 
@@ -100,7 +97,8 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
     const int64_t esize = rrl::decode::DTypeSize(fo.dtype);
     if (fo.uniform) {
       std::vector<size_t> shape{n};
-      for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0]) shape.push_back(static_cast<size_t>(s));
+      for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0])
+        shape.push_back(static_cast<size_t>(s));
       d["batch"] = NumpyArray(fo.data.get(), shape.size(), shape.data(), owner, nullptr, dt);
     } else {
       nb::list items;
@@ -163,11 +161,12 @@ class PyPipeline {
 class PyEngine {
  public:
   // fields: (key, path, kind, window or None, select, join)
-  PyEngine(nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
-           const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
-           const std::vector<std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
-                                        std::string, std::vector<std::string>>>& fields,
-           std::string index, int num_threads) {
+  PyEngine(
+      nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
+      const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
+      const std::vector<std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
+                                   std::string, std::vector<std::string>>>& fields,
+      std::string index, int num_threads) {
     std::vector<rrl::sample::SegmentSamples> segs;
     for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
       segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
@@ -238,9 +237,9 @@ void BindEngine(nb::module_& m) {
   nb::class_<PyEngine>(m, "Engine")
       .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
                     int64_t,
-                    const std::vector<std::tuple<std::string, std::string, std::string,
-                                                 std::optional<std::pair<int64_t, int64_t>>, std::string,
-                                                 std::vector<std::string>>>&,
+                    const std::vector<
+                        std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
+                                   std::string, std::vector<std::string>>>&,
                     std::string, int>(),
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
            "index"_a, "num_threads"_a)

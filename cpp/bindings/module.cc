@@ -157,7 +157,7 @@ class PyLocalDataset {
     return d;
   }
 
- std::shared_ptr<const rrl::catalog::LocalDataset> dataset() const { return ds_; }
+  std::shared_ptr<const rrl::catalog::LocalDataset> dataset() const { return ds_; }
 
  private:
   std::shared_ptr<rrl::catalog::LocalDataset> ds_;

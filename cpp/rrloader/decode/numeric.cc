@@ -16,8 +16,7 @@ bool IsListLike(arrow::Type::type id) {
 }
 
 // ChildRange: the child array and the [begin, end) child rows of element `i` of a list-like array.
-void ChildRange(const arrow::Array& a, int64_t i, std::shared_ptr<arrow::Array>* child, int64_t* begin,
-                int64_t* end) {
+void ChildRange(const arrow::Array& a, int64_t i, std::shared_ptr<arrow::Array>* child, int64_t* begin, int64_t* end) {
   switch (a.type_id()) {
     case arrow::Type::LIST: {
       const auto& l = static_cast<const arrow::ListArray&>(a);
@@ -66,11 +65,11 @@ float HalfToFloat(uint16_t h) {
 template <typename Out>
 void StoreAs(DType in, const uint8_t* src, int64_t n, Out* dst) {
   switch (in) {
-#define RRL_CASE(E, T)                                                              \
-  case DType::E: {                                                                  \
-    const T* s = reinterpret_cast<const T*>(src);                                   \
-    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(s[i]);               \
-    return;                                                                         \
+#define RRL_CASE(E, T)                                               \
+  case DType::E: {                                                   \
+    const T* s = reinterpret_cast<const T*>(src);                    \
+    for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(s[i]); \
+    return;                                                          \
   }
     RRL_CASE(kInt8, int8_t)
     RRL_CASE(kInt16, int16_t)
@@ -88,8 +87,7 @@ void StoreAs(DType in, const uint8_t* src, int64_t n, Out* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(HalfToFloat(s[i]));
       return;
     }
-    case DType::kBool:
-      return;  // handled by the caller (bit-packed)
+    case DType::kBool: return;  // handled by the caller (bit-packed)
   }
 }
 
@@ -99,10 +97,8 @@ void ConvertRun(DType in, const uint8_t* src, int64_t n, DType out, uint8_t* dst
     return;
   }
   switch (out) {
-#define RRL_OUT(E, T)                                                 \
-  case DType::E:                                                      \
-    StoreAs<T>(in, src, n, reinterpret_cast<T*>(dst));                \
-    return;
+#define RRL_OUT(E, T) \
+  case DType::E: StoreAs<T>(in, src, n, reinterpret_cast<T*>(dst)); return;
     RRL_OUT(kInt8, int8_t)
     RRL_OUT(kInt16, int16_t)
     RRL_OUT(kInt32, int32_t)
@@ -115,39 +111,25 @@ void ConvertRun(DType in, const uint8_t* src, int64_t n, DType out, uint8_t* dst
     RRL_OUT(kFloat64, double)
 #undef RRL_OUT
     case DType::kFloat16:
-    case DType::kBool:
-      return;  // never a conversion target (PromoteDTypes does not produce them from others)
+    case DType::kBool: return;  // never a conversion target (PromoteDTypes does not produce them from others)
   }
 }
 
 Result<DType> PrimitiveDType(arrow::Type::type id) {
   switch (id) {
-    case arrow::Type::BOOL:
-      return DType::kBool;
-    case arrow::Type::INT8:
-      return DType::kInt8;
-    case arrow::Type::INT16:
-      return DType::kInt16;
-    case arrow::Type::INT32:
-      return DType::kInt32;
-    case arrow::Type::INT64:
-      return DType::kInt64;
-    case arrow::Type::UINT8:
-      return DType::kUInt8;
-    case arrow::Type::UINT16:
-      return DType::kUInt16;
-    case arrow::Type::UINT32:
-      return DType::kUInt32;
-    case arrow::Type::UINT64:
-      return DType::kUInt64;
-    case arrow::Type::HALF_FLOAT:
-      return DType::kFloat16;
-    case arrow::Type::FLOAT:
-      return DType::kFloat32;
-    case arrow::Type::DOUBLE:
-      return DType::kFloat64;
-    default:
-      return Status::InvalidArgument("not numeric");
+    case arrow::Type::BOOL: return DType::kBool;
+    case arrow::Type::INT8: return DType::kInt8;
+    case arrow::Type::INT16: return DType::kInt16;
+    case arrow::Type::INT32: return DType::kInt32;
+    case arrow::Type::INT64: return DType::kInt64;
+    case arrow::Type::UINT8: return DType::kUInt8;
+    case arrow::Type::UINT16: return DType::kUInt16;
+    case arrow::Type::UINT32: return DType::kUInt32;
+    case arrow::Type::UINT64: return DType::kUInt64;
+    case arrow::Type::HALF_FLOAT: return DType::kFloat16;
+    case arrow::Type::FLOAT: return DType::kFloat32;
+    case arrow::Type::DOUBLE: return DType::kFloat64;
+    default: return Status::InvalidArgument("not numeric");
   }
 }
 
@@ -234,18 +216,14 @@ int DTypeSize(DType t) {
   switch (t) {
     case DType::kBool:
     case DType::kInt8:
-    case DType::kUInt8:
-      return 1;
+    case DType::kUInt8: return 1;
     case DType::kInt16:
     case DType::kUInt16:
-    case DType::kFloat16:
-      return 2;
+    case DType::kFloat16: return 2;
     case DType::kInt32:
     case DType::kUInt32:
-    case DType::kFloat32:
-      return 4;
-    default:
-      return 8;
+    case DType::kFloat32: return 4;
+    default: return 8;
   }
 }
 
@@ -296,14 +274,10 @@ DType PromoteDTypes(DType a, DType b) {
   if (is_unsigned(a) == is_unsigned(b)) {
     const bool u = is_unsigned(a);
     switch (size) {
-      case 1:
-        return u ? DType::kUInt8 : DType::kInt8;
-      case 2:
-        return u ? DType::kUInt16 : DType::kInt16;
-      case 4:
-        return u ? DType::kUInt32 : DType::kInt32;
-      default:
-        return u ? DType::kUInt64 : DType::kInt64;
+      case 1: return u ? DType::kUInt8 : DType::kInt8;
+      case 2: return u ? DType::kUInt16 : DType::kInt16;
+      case 4: return u ? DType::kUInt32 : DType::kInt32;
+      default: return u ? DType::kUInt64 : DType::kInt64;
     }
   }
   // Mixed signedness: a signed type wide enough for both, float64 past 64 bits (NumPy's rule).

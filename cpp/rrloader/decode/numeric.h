@@ -20,7 +20,20 @@
 namespace rrl::decode {
 
 // DType: element types of the tensors the engine produces (NumPy/PyTorch names in DTypeName).
-enum class DType : uint8_t { kBool, kInt8, kInt16, kInt32, kInt64, kUInt8, kUInt16, kUInt32, kUInt64, kFloat16, kFloat32, kFloat64 };
+enum class DType : uint8_t {
+  kBool,
+  kInt8,
+  kInt16,
+  kInt32,
+  kInt64,
+  kUInt8,
+  kUInt16,
+  kUInt32,
+  kUInt64,
+  kFloat16,
+  kFloat32,
+  kFloat64
+};
 
 int DTypeSize(DType t);
 const char* DTypeName(DType t);  // "float32", "uint8", ...
@@ -40,8 +53,8 @@ struct Span {
 
 // FlatStats: what flattening a span would produce.
 struct FlatStats {
-  int64_t count = 0;       // number of leaf values
-  bool has_null = false;   // a null at any level (the value counts as missing)
+  int64_t count = 0;      // number of leaf values
+  bool has_null = false;  // a null at any level (the value counts as missing)
 };
 
 // MeasureFlat: counts the leaf values under `span` (cheap: offsets only).

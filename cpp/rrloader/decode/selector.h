@@ -33,7 +33,8 @@ class Selector {
   // Check: validates the selector against a cell's instance type (the List's value type)
   // and returns the type of what it selects. A path that does not exist is
   // kInvalidArgument naming the step, the type found and (for structs) the fields there.
-  [[nodiscard]] Result<std::shared_ptr<arrow::DataType>> Check(const std::shared_ptr<arrow::DataType>& instance_type) const;
+  [[nodiscard]] Result<std::shared_ptr<arrow::DataType>> Check(
+      const std::shared_ptr<arrow::DataType>& instance_type) const;
 
   // Apply: the part of `cell` (a sequence Span of the row's instances) the selector picks;
   // false when the value is missing (index out of range or a null on the way).

@@ -19,7 +19,9 @@ int64_t NowNs() {
       .count();
 }
 
-std::string EntityOf(const std::string& path) { return path.substr(0, path.find(':')); }
+std::string EntityOf(const std::string& path) {
+  return path.substr(0, path.find(':'));
+}
 
 // SiblingPath: the column of another component of the same entity and archetype:
 // ("/cam:Image:buffer", "format") → "/cam:Image:format". A name containing ':' is taken as a
@@ -149,26 +151,15 @@ bool IntField(const arrow::StructArray& s, const char* name, int64_t i, int64_t*
   auto f = s.GetFieldByName(name);
   if (f == nullptr || f->IsNull(i)) return false;
   switch (f->type_id()) {
-    case arrow::Type::UINT8:
-      *out = static_cast<const arrow::UInt8Array&>(*f).Value(i);
-      return true;
-    case arrow::Type::UINT16:
-      *out = static_cast<const arrow::UInt16Array&>(*f).Value(i);
-      return true;
-    case arrow::Type::UINT32:
-      *out = static_cast<const arrow::UInt32Array&>(*f).Value(i);
-      return true;
+    case arrow::Type::UINT8: *out = static_cast<const arrow::UInt8Array&>(*f).Value(i); return true;
+    case arrow::Type::UINT16: *out = static_cast<const arrow::UInt16Array&>(*f).Value(i); return true;
+    case arrow::Type::UINT32: *out = static_cast<const arrow::UInt32Array&>(*f).Value(i); return true;
     case arrow::Type::UINT64:
       *out = static_cast<int64_t>(static_cast<const arrow::UInt64Array&>(*f).Value(i));
       return true;
-    case arrow::Type::INT32:
-      *out = static_cast<const arrow::Int32Array&>(*f).Value(i);
-      return true;
-    case arrow::Type::INT64:
-      *out = static_cast<const arrow::Int64Array&>(*f).Value(i);
-      return true;
-    default:
-      return false;
+    case arrow::Type::INT32: *out = static_cast<const arrow::Int32Array&>(*f).Value(i); return true;
+    case arrow::Type::INT64: *out = static_cast<const arrow::Int64Array&>(*f).Value(i); return true;
+    default: return false;
   }
 }
 
@@ -177,7 +168,9 @@ int64_t IndexValueAt(const arrow::Array& a, int64_t i) {
   return reinterpret_cast<const int64_t*>(a.data()->buffers[1]->data())[a.data()->offset + i];
 }
 
-std::string FormatValue(int64_t v) { return std::to_string(v); }
+std::string FormatValue(int64_t v) {
+  return std::to_string(v);
+}
 
 }  // namespace
 
@@ -187,8 +180,8 @@ struct Engine::Prepared {
   decode::DType dtype = decode::DType::kFloat32;  // numeric output type
   std::vector<std::string> join_paths;            // full column names
   std::vector<decode::DType> join_dtypes;
-  bool raw_image = false;      // Image:buffer + Image:format
-  std::string format_path;     // for raw_image
+  bool raw_image = false;   // Image:buffer + Image:format
+  std::string format_path;  // for raw_image
   std::set<std::string> entities;
 };
 
@@ -258,12 +251,14 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
           p->format_path = SiblingPath(f.path, "format");
           auto ft = column_type(f, p->format_path);
           if (!ft.ok()) {
-            return Status::NotFound("field '" + f.key + "': raw image column '" + f.path + "' needs its format column '" +
-                                    p->format_path + "', which is not in the dataset");
+            return Status::NotFound("field '" + f.key + "': raw image column '" + f.path +
+                                    "' needs its format column '" + p->format_path + "', which is not in the dataset");
           }
         } else if (!IsBlobType(*instance)) {
-          return Status::InvalidArgument("field '" + f.key + "': ImageDecoder needs a blob column (EncodedImage:blob "
-                                         "or Image:buffer), but '" + f.path + "' holds " + instance->ToString());
+          return Status::InvalidArgument("field '" + f.key +
+                                         "': ImageDecoder needs a blob column (EncodedImage:blob "
+                                         "or Image:buffer), but '" +
+                                         f.path + "' holds " + instance->ToString());
         }
         p->dtype = decode::DType::kUInt8;
         break;
@@ -377,7 +372,8 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
       for (int64_t t = 0; t < g.slots; ++t) {
         const int64_t want = slot_value(i, t);
         const auto p = std::lower_bound(v.begin(), v.end(), std::make_pair(want, int64_t{-1}));
-        if (p != v.end() && p->first == want) g.rows[i * static_cast<size_t>(g.slots) + static_cast<size_t>(t)] = p->second;
+        if (p != v.end() && p->first == want)
+          g.rows[i * static_cast<size_t>(g.slots) + static_cast<size_t>(t)] = p->second;
       }
     }
   }
@@ -445,8 +441,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       const int64_t step = std::max<int64_t>(options_.grid_step, 1);
       const int64_t hi = f.window ? f.window->second : 0;
       return "field '" + f.key + "' (column '" + f.path + "') at segment '" +
-             segment_ids_[static_cast<size_t>(out.segment_pos[static_cast<size_t>(i)])] + "', " + options_.index +
-             "=" + FormatValue(out.values[static_cast<size_t>(i)] + hi - (T - 1 - t) * step);
+             segment_ids_[static_cast<size_t>(out.segment_pos[static_cast<size_t>(i)])] + "', " + options_.index + "=" +
+             FormatValue(out.values[static_cast<size_t>(i)] + hi - (T - 1 - t) * step);
     };
     // Slot cell (after the selector), or false when missing.
     auto slot_cell = [&](int64_t i, int64_t t, decode::Span* cell) -> bool {
@@ -542,9 +538,9 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         if (t == 0) {
           slot_shape = shape;
         } else if (shape != slot_shape) {
-          r.error = Status::InvalidArgument(where(i, t) + ": varying " +
-                                            std::string(f.kind == FieldKind::kImage ? "image shapes" : "numeric row widths") +
-                                            " within the window");
+          r.error = Status::InvalidArgument(
+              where(i, t) + ": varying " +
+              std::string(f.kind == FieldKind::kImage ? "image shapes" : "numeric row widths") + " within the window");
           return;
         }
       }
@@ -563,7 +559,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       ++error_count;
     }
     if (error_count > 0) {
-      return Status(first.code(), errors + (error_count > 3 ? " (and " + std::to_string(error_count - 3) + " more)" : ""));
+      return Status(first.code(),
+                    errors + (error_count > 3 ? " (and " + std::to_string(error_count - 3) + " more)" : ""));
     }
     // Layout: uniform when every valid sample has the same shape.
     const std::vector<int64_t>* common = nullptr;

@@ -91,9 +91,9 @@ struct FetchedBlock {
   std::vector<int64_t> values;
   struct Group {
     std::shared_ptr<arrow::Table> table;
-    std::vector<int> fields;     // indices into the engine's specs
-    int64_t slots = 1;           // T
-    std::vector<int64_t> rows;   // [B * T] table row per slot, -1 when no row
+    std::vector<int> fields;    // indices into the engine's specs
+    int64_t slots = 1;          // T
+    std::vector<int64_t> rows;  // [B * T] table row per slot, -1 when no row
   };
   std::vector<Group> groups;
   std::vector<int> group_of_field;
@@ -115,9 +115,9 @@ class Engine {
   // exists, the type decodes to numbers or images) and reports the first problem naming the
   // field and column. `segment_ids[k]` is the segment of SampleIndex segment number k.
   [[nodiscard]] static Result<std::shared_ptr<Engine>> Make(std::shared_ptr<const catalog::LocalDataset> dataset,
-                                                           std::vector<std::string> segment_ids,
-                                                           sample::SampleIndex samples, std::vector<FieldSpec> fields,
-                                                           EngineOptions options);
+                                                            std::vector<std::string> segment_ids,
+                                                            sample::SampleIndex samples, std::vector<FieldSpec> fields,
+                                                            EngineOptions options);
 
   [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global) const;
   [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;

@@ -69,9 +69,7 @@ void Pipeline::DecodeLoop() {
     const int64_t bytes = block.ok() ? block->stats.bytes_out : 0;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
-        return cancelled_ || ready_.empty() || ready_bytes_ + bytes <= options_.max_ready_bytes;
-      });
+      cv_.wait(lock, [&] { return cancelled_ || ready_.empty() || ready_bytes_ + bytes <= options_.max_ready_bytes; });
       if (cancelled_) break;
       ready_.push_back(std::move(block));
       ready_bytes_ += bytes;

@@ -28,7 +28,7 @@ namespace rrl::engine {
 
 struct PipelineOptions {
   int64_t block_size = 128;
-  int fetch_ahead = 2;                          // fetched blocks waiting for decode
+  int fetch_ahead = 2;                           // fetched blocks waiting for decode
   int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
 };
 

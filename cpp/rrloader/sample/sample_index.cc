@@ -80,9 +80,7 @@ std::vector<int64_t> EpochOrder(int64_t total, uint64_t seed, uint64_t epoch, bo
 
 std::pair<int64_t, int64_t> ShardBounds(int64_t n, int64_t part, int64_t count) {
   if (count <= 0 || part < 0 || part >= count) return {0, 0};
-  const auto bound = [&](int64_t p) {
-    return static_cast<int64_t>((static_cast<I128>(n) * p) / count);
-  };
+  const auto bound = [&](int64_t p) { return static_cast<int64_t>((static_cast<I128>(n) * p) / count); };
   return {bound(part), bound(part + 1)};
 }
 
