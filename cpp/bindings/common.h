@@ -8,6 +8,7 @@
 
 #include <utility>
 
+#include "rrloader/catalog/local_dataset.h"
 #include "rrloader/common/status.h"
 
 namespace rrl_bindings {
@@ -33,6 +34,12 @@ T Unwrap(rrl::Result<T> r) {
   if (!r.ok()) Throw(r.status());
   return std::move(r).value();
 }
+
+// DatasetOf: the native dataset behind a `_core.LocalDataset` object (module.cc).
+std::shared_ptr<const rrl::catalog::LocalDataset> DatasetOf(nb::handle h);
+
+// BindEngine: registers Engine, Pipeline and the sample-order functions (engine_bindings.cc).
+void BindEngine(nanobind::module_& m);
 
 // BindDecode: registers the decode-layer test entry points (decode_bindings.cc).
 void BindDecode(nanobind::module_& m);

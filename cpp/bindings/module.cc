@@ -157,11 +157,17 @@ class PyLocalDataset {
     return d;
   }
 
+  std::shared_ptr<const rrl::catalog::LocalDataset> dataset() const { return ds_; }
+
  private:
   std::shared_ptr<rrl::catalog::LocalDataset> ds_;
 };
 
 }  // namespace
+
+std::shared_ptr<const rrl::catalog::LocalDataset> rrl_bindings::DatasetOf(nb::handle h) {
+  return nb::cast<PyLocalDataset&>(h).dataset();
+}
 
 NB_MODULE(_core, m) {
   m.doc() = "rrloader native engine (internal; use the rrloader package)";
@@ -198,4 +204,6 @@ NB_MODULE(_core, m) {
       .def("read", &PyLocalDataset::read, "index"_a.none(), "segments"_a, "contents"_a.none(), "fill_latest_at"_a,
            "include_semantically_empty"_a, "include_tombstones"_a, "values_per_segment"_a.none(),
            "values_everywhere"_a.none(), "index_range"_a.none());
+
+  rrl_bindings::BindEngine(m);
 }

@@ -9,6 +9,22 @@ import pyarrow  # noqa: F401  (loads libarrow before the native module)
 
 from . import _core
 from ._dataset import DatasetView, LocalDataset
+from .dataloader import (
+    ColumnDecoder,
+    DataSource,
+    Field,
+    FixedRateSampling,
+    ImageDecoder,
+    NumericDecoder,
+    RerunIterableDataset,
+    RerunMapDataset,
+    SampleIndex,
+    SegmentMetadata,
+    Selector,
+    collate_samples,
+    tracing_scope,
+    with_tracing,
+)
 from .errors import (
     InvalidArgumentError,
     NoRecordingsError,
@@ -27,7 +43,21 @@ _install_exception_table(_core)
 __version__ = "0.1.0"
 
 __all__ = [
+    "ColumnDecoder",
+    "DataSource",
     "DatasetView",
+    "Field",
+    "FixedRateSampling",
+    "ImageDecoder",
+    "NumericDecoder",
+    "RerunIterableDataset",
+    "RerunMapDataset",
+    "SampleIndex",
+    "SegmentMetadata",
+    "Selector",
+    "collate_samples",
+    "tracing_scope",
+    "with_tracing",
     "InvalidArgumentError",
     "LocalDataset",
     "NoRecordingsError",

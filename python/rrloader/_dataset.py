@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _core
 from .errors import InvalidArgumentError, NoRecordingsError
@@ -46,10 +47,26 @@ class DatasetView:
     to read from several threads.
     """
 
-    def __init__(self, core: _core.LocalDataset, segments: list[str] | None, contents: list[str] | None):
+    def __init__(
+        self,
+        core: _core.LocalDataset,
+        segments: list[str] | None,
+        contents: list[str] | None,
+        origin: tuple[list[str], int, int] | None = None,
+    ):
         self._core = core
         self._segments = segments
         self._contents = contents
+        self._origin = origin  # (paths, chunk_cache_bytes, num_threads): how to open it again
+
+    def _reopened(self) -> DatasetView:
+        """The same view over freshly opened files (a forked process must not share the parent's)."""
+        paths, cache_bytes, threads = self._origin
+        return DatasetView(_core.LocalDataset(paths, cache_bytes, threads), self._segments, self._contents, self._origin)
+
+    def __reduce__(self):
+        # Pickled by how it was opened (DataLoader workers under spawn reopen the files).
+        return (_open_view, (self._origin, self._segments, self._contents))
 
     # ----------------------------------------------------------------- metadata
     def segment_ids(self) -> list[str]:
@@ -83,7 +100,7 @@ class DatasetView:
         """Per segment: ``rerun_segment_id`` and ``<timeline>:start`` / ``<timeline>:end`` (inclusive)."""
         table = pa.RecordBatchReader._import_from_c_capsule(self._core.index_ranges(index)).read_all()
         if self._segments is not None:
-            mask = pa.compute.is_in(table["rerun_segment_id"], value_set=pa.array(self._segments, pa.string()))
+            mask = pc.is_in(table["rerun_segment_id"], value_set=pa.array(self._segments, pa.string()))
             table = table.filter(mask)
         return table
 
@@ -100,12 +117,12 @@ class DatasetView:
         if self._segments is not None:
             keep = set(self._segments)
             ids = [s for s in ids if s in keep]
-        return DatasetView(self._core, ids, self._contents)
+        return DatasetView(self._core, ids, self._contents, self._origin)
 
     def filter_contents(self, exprs: str | Sequence[str]) -> DatasetView:
         new = [exprs] if isinstance(exprs, str) else list(exprs)
         # As in rerun, a second content filter adds to the first (a union).
-        return DatasetView(self._core, self._segments, (self._contents or []) + new)
+        return DatasetView(self._core, self._segments, (self._contents or []) + new, self._origin)
 
     # ----------------------------------------------------------------- reading
     def reader(
@@ -186,9 +203,15 @@ class LocalDataset(DatasetView):
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
             raise NoRecordingsError("LocalDataset needs at least one .rrd file or directory")
-        core = _core.LocalDataset([os.fspath(p) for p in paths], int(chunk_cache_bytes), int(num_threads))
-        super().__init__(core, None, None)
+        origin = ([os.fspath(p) for p in paths], int(chunk_cache_bytes), int(num_threads))
+        core = _core.LocalDataset(*origin)
+        super().__init__(core, None, None, origin)
         self._paths = [os.fspath(p) for p in paths]
 
     def __repr__(self) -> str:
         return f"LocalDataset({self._paths!r}, segments={len(self.segment_ids())})"
+
+
+def _open_view(origin: tuple[list[str], int, int], segments: list[str] | None, contents: list[str] | None) -> DatasetView:
+    paths, cache_bytes, threads = origin
+    return DatasetView(_core.LocalDataset(paths, cache_bytes, threads), segments, contents, origin)

@@ -1,0 +1,264 @@
+// cpp/bindings/engine_bindings.cc — the engine's Python surface (internal; used by
+// rrloader/dataloader.py): Engine.run for one block (map-style datasets), Engine.iterate
+// for a Pipeline over an epoch shard (iterable datasets), and the epoch order functions.
+//
+// A decoded field leaves as NumPy arrays that own a reference to the engine's buffer (no
+// copy): one [B, ...] array when every sample has the same shape, else one array per
+// sample (None where missing). All native work runs with the GIL released.
+#include <arrow/c/bridge.h>
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include "bindings/common.h"
+#include "rrloader/engine/engine.h"
+#include "rrloader/engine/pipeline.h"
+
+namespace rrl_bindings {
+
+namespace {
+
+using namespace nb::literals;
+using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using NumpyArray = nb::ndarray<nb::numpy>;
+
+std::vector<int64_t> ToVec(const Int64Array& a) {
+  return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
+}
+
+nb::dlpack::dtype ToDlpack(rrl::decode::DType t) {
+  using rrl::decode::DType;
+  using C = nb::dlpack::dtype_code;
+  const auto bits = static_cast<uint8_t>(rrl::decode::DTypeSize(t) * 8);
+  switch (t) {
+    case DType::kBool: return {static_cast<uint8_t>(C::Bool), 8, 1};
+    case DType::kInt8:
+    case DType::kInt16:
+    case DType::kInt32:
+    case DType::kInt64: return {static_cast<uint8_t>(C::Int), bits, 1};
+    case DType::kFloat16:
+    case DType::kFloat32:
+    case DType::kFloat64: return {static_cast<uint8_t>(C::Float), bits, 1};
+    default: return {static_cast<uint8_t>(C::UInt), bits, 1};
+  }
+}
+
+// Owner: keeps a field buffer alive for the arrays that view it.
+nb::capsule OwnerOf(std::shared_ptr<uint8_t[]> data) {
+  auto* holder = new std::shared_ptr<uint8_t[]>(std::move(data));
+  return nb::capsule(holder, [](void* p) noexcept { delete static_cast<std::shared_ptr<uint8_t[]>*>(p); });
+}
+
+template <typename T>
+NumpyArray VecArray(std::vector<T> v, nb::dlpack::dtype dt) {
+  auto* holder = new std::vector<T>(std::move(v));
+  nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  const size_t shape[1] = {holder->size()};
+  return NumpyArray(holder->data(), 1, shape, owner, nullptr, dt);
+}
+
+nb::object ChunkedCapsule(const std::shared_ptr<arrow::ChunkedArray>& col) {
+  if (col == nullptr) return nb::none();
+  auto* c = new ArrowArrayStream();
+  auto st = arrow::ExportChunkedArray(col, c);
+  if (!st.ok()) {
+    delete c;
+    Throw(rrl::Status::Internal(st.ToString()));
+  }
+  return nb::capsule(c, "arrow_array_stream", [](void* p) noexcept {
+    auto* s = static_cast<ArrowArrayStream*>(p);
+    if (s->release) s->release(s);
+    delete s;
+  });
+}
+
+// BlockToPython: (global, segment_pos, values, fields, stats); each field is a dict.
+nb::tuple BlockToPython(rrl::engine::Block&& b) {
+  const size_t n = b.global.size();
+  nb::list fields;
+  for (auto& fo : b.fields) {
+    nb::dict d;
+    std::vector<uint8_t> valid = fo.valid;
+    d["valid"] = VecArray(std::move(valid), {static_cast<uint8_t>(nb::dlpack::dtype_code::Bool), 8, 1});
+    if (fo.raw_column != nullptr || fo.raw_slots > 0) {
+      d["raw_column"] = ChunkedCapsule(fo.raw_column);
+      d["raw_rows"] = VecArray(std::move(fo.raw_rows), nb::dtype<int64_t>());
+      d["raw_slots"] = fo.raw_slots;
+      fields.append(d);
+      continue;
+    }
+    const nb::dlpack::dtype dt = ToDlpack(fo.dtype);
+    nb::capsule owner = OwnerOf(fo.data);
+    const int64_t esize = rrl::decode::DTypeSize(fo.dtype);
+    if (fo.uniform) {
+      std::vector<size_t> shape{n};
+      for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0])
+        shape.push_back(static_cast<size_t>(s));
+      d["batch"] = NumpyArray(fo.data.get(), shape.size(), shape.data(), owner, nullptr, dt);
+    } else {
+      nb::list items;
+      for (size_t i = 0; i < n; ++i) {
+        if (!fo.valid[i]) {
+          items.append(nb::none());
+          continue;
+        }
+        std::vector<size_t> shape;
+        for (int64_t s : fo.shapes[i]) shape.push_back(static_cast<size_t>(s));
+        items.append(NumpyArray(fo.data.get() + fo.offsets[i], shape.size(), shape.data(), owner, nullptr, dt));
+      }
+      d["items"] = items;
+    }
+    (void)esize;
+    fields.append(d);
+  }
+  nb::dict stats;
+  stats["fetch_start_ns"] = b.stats.fetch_start_ns;
+  stats["fetch_end_ns"] = b.stats.fetch_end_ns;
+  stats["decode_start_ns"] = b.stats.decode_start_ns;
+  stats["decode_end_ns"] = b.stats.decode_end_ns;
+  stats["queries"] = b.stats.queries;
+  stats["rows_fetched"] = b.stats.rows_fetched;
+  stats["chunks_loaded"] = b.stats.chunks_loaded;
+  stats["bytes_out"] = b.stats.bytes_out;
+  stats["missing"] = b.stats.missing;
+  stats["samples"] = static_cast<int64_t>(n);
+  return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
+                        VecArray(std::move(b.segment_pos), nb::dtype<int32_t>()),
+                        VecArray(std::move(b.values), nb::dtype<int64_t>()), fields, stats);
+}
+
+class PyPipeline {
+ public:
+  explicit PyPipeline(std::unique_ptr<rrl::engine::Pipeline> p) : p_(std::move(p)) {}
+  ~PyPipeline() {
+    nb::gil_scoped_release release;  // joining waits for a block in flight
+    p_.reset();
+  }
+  nb::object next() {
+    rrl::Result<std::optional<rrl::engine::Block>> r = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      r = p_->Next();
+    }
+    auto b = Unwrap(std::move(r));
+    if (!b) return nb::none();
+    return BlockToPython(std::move(*b));
+  }
+  void close() {
+    nb::gil_scoped_release release;
+    p_->Cancel();
+  }
+
+ private:
+  std::unique_ptr<rrl::engine::Pipeline> p_;
+};
+
+class PyEngine {
+ public:
+  // fields: (key, path, kind, window or None, select, join)
+  PyEngine(
+      nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
+      const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
+      const std::vector<std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
+                                   std::string, std::vector<std::string>>>& fields,
+      std::string index, int num_threads) {
+    std::vector<rrl::sample::SegmentSamples> segs;
+    for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
+      segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
+    }
+    auto samples = Unwrap(rrl::sample::SampleIndex::Make(std::move(segs), step));
+    std::vector<rrl::engine::FieldSpec> specs;
+    for (const auto& [key, path, kind, window, select, join] : fields) {
+      rrl::engine::FieldSpec f;
+      f.key = key;
+      f.path = path;
+      if (kind == "numeric") {
+        f.kind = rrl::engine::FieldKind::kNumeric;
+      } else if (kind == "image") {
+        f.kind = rrl::engine::FieldKind::kImage;
+      } else if (kind == "raw") {
+        f.kind = rrl::engine::FieldKind::kRaw;
+      } else {
+        Throw(rrl::Status::InvalidArgument("unknown field kind '" + kind + "'"));
+      }
+      f.window = window;
+      f.select = select;
+      f.join = join;
+      specs.push_back(std::move(f));
+    }
+    rrl::engine::EngineOptions o;
+    o.index = std::move(index);
+    o.grid_step = step;
+    o.num_threads = num_threads;
+    auto ds = DatasetOf(dataset);
+    rrl::Result<std::shared_ptr<rrl::engine::Engine>> r = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      r = rrl::engine::Engine::Make(ds, std::move(segment_ids), std::move(samples), std::move(specs), o);
+    }
+    engine_ = Unwrap(std::move(r));
+  }
+
+  nb::tuple run(const Int64Array& global) {
+    std::vector<int64_t> ids = ToVec(global);
+    rrl::Result<rrl::engine::Block> r = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      r = engine_->Run(ids);
+    }
+    return BlockToPython(Unwrap(std::move(r)));
+  }
+
+  PyPipeline* iterate(const Int64Array& order, int64_t block_size, int fetch_ahead, int64_t max_ready_bytes) {
+    rrl::engine::PipelineOptions o;
+    o.block_size = block_size;
+    o.fetch_ahead = fetch_ahead;
+    o.max_ready_bytes = max_ready_bytes;
+    std::vector<int64_t> ids = ToVec(order);
+    nb::gil_scoped_release release;
+    return new PyPipeline(std::make_unique<rrl::engine::Pipeline>(engine_, std::move(ids), o));
+  }
+
+  int64_t total() const { return engine_->samples().total(); }
+
+ private:
+  std::shared_ptr<const rrl::engine::Engine> engine_;
+};
+
+}  // namespace
+
+void BindEngine(nb::module_& m) {
+  nb::class_<PyPipeline>(m, "Pipeline").def("next", &PyPipeline::next).def("close", &PyPipeline::close);
+  nb::class_<PyEngine>(m, "Engine")
+      .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
+                    int64_t,
+                    const std::vector<
+                        std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
+                                   std::string, std::vector<std::string>>>&,
+                    std::string, int>(),
+           "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
+           "index"_a, "num_threads"_a)
+      .def("run", &PyEngine::run, "global_indices"_a)
+      .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "fetch_ahead"_a, "max_ready_bytes"_a,
+           nb::rv_policy::take_ownership)
+      .def("total", &PyEngine::total);
+  m.def(
+      "epoch_order",
+      [](int64_t total, uint64_t seed, uint64_t epoch, bool shuffle) {
+        std::vector<int64_t> order;
+        {
+          nb::gil_scoped_release release;
+          order = rrl::sample::EpochOrder(total, seed, epoch, shuffle);
+        }
+        return VecArray(std::move(order), nb::dtype<int64_t>());
+      },
+      "total"_a, "seed"_a, "epoch"_a, "shuffle"_a);
+  m.def("shard_bounds", &rrl::sample::ShardBounds, "n"_a, "part"_a, "count"_a);
+}
+
+}  // namespace rrl_bindings

@@ -1,0 +1,682 @@
+// rrloader/engine/engine.cc — fetch and decode stages of a block.
+#include "rrloader/engine/engine.h"
+
+#include <arrow/array.h>
+#include <arrow/table.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace rrl::engine {
+
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string EntityOf(const std::string& path) {
+  return path.substr(0, path.find(':'));
+}
+
+// SiblingPath: the column of another component of the same entity and archetype:
+// ("/cam:Image:buffer", "format") → "/cam:Image:format". A name containing ':' is taken as a
+// full column name.
+std::string SiblingPath(const std::string& path, const std::string& component) {
+  if (component.find(':') != std::string::npos) return component;
+  const auto last = path.rfind(':');
+  return path.substr(0, last + 1) + component;
+}
+
+bool IsImageBufferPath(const std::string& path) {
+  const auto first = path.find(':');
+  return first != std::string::npos && path.compare(first, std::string::npos, ":Image:buffer") == 0;
+}
+
+// ColumnCells: random access to the List cells of a chunked column.
+class ColumnCells {
+ public:
+  explicit ColumnCells(std::shared_ptr<arrow::ChunkedArray> col) : col_(std::move(col)) {
+    int64_t acc = 0;
+    for (const auto& c : col_->chunks()) {
+      starts_.push_back(acc);
+      acc += c->length();
+    }
+  }
+  // Cell: the instances of row `row` as a sequence Span; false for a null cell.
+  bool Cell(int64_t row, decode::Span* out) const {
+    const auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
+    const size_t k = static_cast<size_t>(it - starts_.begin()) - 1;
+    const auto& a = col_->chunk(static_cast<int>(k));
+    const int64_t i = row - starts_[k];
+    if (a->IsNull(i)) return false;
+    if (a->type_id() == arrow::Type::LIST) {
+      const auto& l = static_cast<const arrow::ListArray&>(*a);
+      *out = decode::Span{l.values(), l.value_offset(i), l.value_length(i), false};
+      return true;
+    }
+    if (a->type_id() == arrow::Type::LARGE_LIST) {
+      const auto& l = static_cast<const arrow::LargeListArray&>(*a);
+      *out = decode::Span{l.values(), l.value_offset(i), l.value_length(i), false};
+      return true;
+    }
+    // A non-list column (not produced by rerun's dataframe, but tolerated): the value itself.
+    *out = decode::Span{a, i, 1, true};
+    return true;
+  }
+
+ private:
+  std::shared_ptr<arrow::ChunkedArray> col_;
+  std::vector<int64_t> starts_;
+};
+
+// InstanceType: the element type of a component column (List<T> → T).
+std::shared_ptr<arrow::DataType> InstanceType(const std::shared_ptr<arrow::DataType>& col_type) {
+  if (col_type->id() == arrow::Type::LIST || col_type->id() == arrow::Type::LARGE_LIST) {
+    return col_type->field(0)->type();
+  }
+  return col_type;
+}
+
+bool IsBlobType(const arrow::DataType& t) {
+  if (t.id() == arrow::Type::BINARY || t.id() == arrow::Type::LARGE_BINARY) return true;
+  if (t.id() == arrow::Type::LIST || t.id() == arrow::Type::LARGE_LIST) {
+    return t.field(0)->type()->id() == arrow::Type::UINT8;
+  }
+  return false;
+}
+
+// BlobBytes: the bytes of one blob instance `i` of `a` (List<UInt8> or Binary).
+void BlobBytes(const arrow::Array& a, int64_t i, const uint8_t** data, int64_t* size) {
+  switch (a.type_id()) {
+    case arrow::Type::BINARY: {
+      const auto& b = static_cast<const arrow::BinaryArray&>(a);
+      int32_t len = 0;
+      *data = b.GetValue(i, &len);
+      *size = len;
+      return;
+    }
+    case arrow::Type::LARGE_BINARY: {
+      const auto& b = static_cast<const arrow::LargeBinaryArray&>(a);
+      int64_t len = 0;
+      *data = b.GetValue(i, &len);
+      *size = len;
+      return;
+    }
+    case arrow::Type::LIST: {
+      const auto& l = static_cast<const arrow::ListArray&>(a);
+      const auto& v = static_cast<const arrow::UInt8Array&>(*l.values());
+      *data = v.raw_values() + l.value_offset(i);
+      *size = l.value_length(i);
+      return;
+    }
+    default: {
+      const auto& l = static_cast<const arrow::LargeListArray&>(a);
+      const auto& v = static_cast<const arrow::UInt8Array&>(*l.values());
+      *data = v.raw_values() + l.value_offset(i);
+      *size = l.value_length(i);
+      return;
+    }
+  }
+}
+
+// CellBlob: the bytes of a blob cell: its one instance in place, or several instances
+// concatenated into `scratch` (as the reference does). False when the cell has no bytes.
+bool CellBlob(const decode::Span& cell, std::vector<uint8_t>* scratch, const uint8_t** data, int64_t* size) {
+  if (cell.length == 0) return false;
+  if (cell.length == 1) {
+    if (cell.array->IsNull(cell.offset)) return false;
+    BlobBytes(*cell.array, cell.offset, data, size);
+    return *size > 0;
+  }
+  scratch->clear();
+  for (int64_t k = cell.offset; k < cell.offset + cell.length; ++k) {
+    if (cell.array->IsNull(k)) return false;
+    const uint8_t* d = nullptr;
+    int64_t n = 0;
+    BlobBytes(*cell.array, k, &d, &n);
+    scratch->insert(scratch->end(), d, d + n);
+  }
+  *data = scratch->data();
+  *size = static_cast<int64_t>(scratch->size());
+  return *size > 0;
+}
+
+// IntField: an integer struct field of element `i`; false when absent or null.
+bool IntField(const arrow::StructArray& s, const char* name, int64_t i, int64_t* out) {
+  auto f = s.GetFieldByName(name);
+  if (f == nullptr || f->IsNull(i)) return false;
+  switch (f->type_id()) {
+    case arrow::Type::UINT8: *out = static_cast<const arrow::UInt8Array&>(*f).Value(i); return true;
+    case arrow::Type::UINT16: *out = static_cast<const arrow::UInt16Array&>(*f).Value(i); return true;
+    case arrow::Type::UINT32: *out = static_cast<const arrow::UInt32Array&>(*f).Value(i); return true;
+    case arrow::Type::UINT64:
+      *out = static_cast<int64_t>(static_cast<const arrow::UInt64Array&>(*f).Value(i));
+      return true;
+    case arrow::Type::INT32: *out = static_cast<const arrow::Int32Array&>(*f).Value(i); return true;
+    case arrow::Type::INT64: *out = static_cast<const arrow::Int64Array&>(*f).Value(i); return true;
+    default: return false;
+  }
+}
+
+// TimeValue: the int64 behind an index column value (sequence, timestamp or duration).
+int64_t IndexValueAt(const arrow::Array& a, int64_t i) {
+  return reinterpret_cast<const int64_t*>(a.data()->buffers[1]->data())[a.data()->offset + i];
+}
+
+std::string FormatValue(int64_t v) {
+  return std::to_string(v);
+}
+
+}  // namespace
+
+// Prepared: what Make resolved for a field.
+struct Engine::Prepared {
+  std::optional<decode::Selector> selector;
+  decode::DType dtype = decode::DType::kFloat32;  // numeric output type
+  std::vector<std::string> join_paths;            // full column names
+  std::vector<decode::DType> join_dtypes;
+  bool raw_image = false;   // Image:buffer + Image:format
+  std::string format_path;  // for raw_image
+  std::set<std::string> entities;
+};
+
+Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::LocalDataset> dataset,
+                                             std::vector<std::string> segment_ids, sample::SampleIndex samples,
+                                             std::vector<FieldSpec> fields, EngineOptions options) {
+  std::map<std::string, std::shared_ptr<arrow::DataType>> types;
+  for (const auto& c : dataset->columns()) types[c.name] = c.info.type;
+  const auto kind_it = dataset->timelines().find(options.index);
+  if (kind_it == dataset->timelines().end()) {
+    return Status::NotFound("index '" + options.index + "' is not a timeline of the dataset");
+  }
+  auto column_type = [&](const FieldSpec& f, const std::string& path) -> Result<std::shared_ptr<arrow::DataType>> {
+    const auto it = types.find(path);
+    if (it == types.end()) {
+      return Status::NotFound("field '" + f.key + "': column '" + path + "' is not in the dataset");
+    }
+    return it->second;
+  };
+  auto engine = std::shared_ptr<Engine>(new Engine());
+  for (const FieldSpec& f : fields) {
+    auto p = std::make_shared<Prepared>();
+    auto type_r = column_type(f, f.path);
+    if (!type_r.ok()) return type_r.status();
+    std::shared_ptr<arrow::DataType> instance = InstanceType(*type_r);
+    p->entities.insert(EntityOf(f.path));
+    if (f.window && f.window->first > f.window->second) {
+      return Status::InvalidArgument("field '" + f.key + "': window (" + std::to_string(f.window->first) + ", " +
+                                     std::to_string(f.window->second) + ") has start > end");
+    }
+    if (!f.select.empty()) {
+      auto sel = decode::Selector::Parse(f.select);
+      if (!sel.ok()) return sel.status().WithPrefix("field '" + f.key + "'");
+      auto selected = sel->Check(instance);
+      if (!selected.ok()) return selected.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+      p->selector = std::move(*sel);
+      instance = *selected;
+    }
+    switch (f.kind) {
+      case FieldKind::kNumeric: {
+        auto dt = decode::LeafDType(*instance);
+        if (!dt.ok()) return dt.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "', NumericDecoder)");
+        p->dtype = *dt;
+        if (!f.join.empty() && p->selector) {
+          return Status::InvalidArgument("field '" + f.key + "': join and select cannot be combined");
+        }
+        for (const auto& j : f.join) {
+          const std::string jp = SiblingPath(f.path, j);
+          if (EntityOf(jp) != EntityOf(f.path)) {
+            return Status::InvalidArgument("field '" + f.key + "': joined column '" + jp +
+                                           "' is not on the entity of '" + f.path + "'");
+          }
+          auto jt = column_type(f, jp);
+          if (!jt.ok()) return jt.status();
+          auto jd = decode::LeafDType(*InstanceType(*jt));
+          if (!jd.ok()) return jd.status().WithPrefix("field '" + f.key + "' (joined column '" + jp + "')");
+          p->join_paths.push_back(jp);
+          p->join_dtypes.push_back(*jd);
+          p->dtype = decode::PromoteDTypes(p->dtype, *jd);
+        }
+        break;
+      }
+      case FieldKind::kImage: {
+        if (!f.join.empty()) return Status::InvalidArgument("field '" + f.key + "': join needs NumericDecoder");
+        if (IsImageBufferPath(f.path) && !p->selector) {
+          p->raw_image = true;
+          p->format_path = SiblingPath(f.path, "format");
+          auto ft = column_type(f, p->format_path);
+          if (!ft.ok()) {
+            return Status::NotFound("field '" + f.key + "': raw image column '" + f.path +
+                                    "' needs its format column '" + p->format_path + "', which is not in the dataset");
+          }
+        } else if (!IsBlobType(*instance)) {
+          return Status::InvalidArgument("field '" + f.key +
+                                         "': ImageDecoder needs a blob column (EncodedImage:blob "
+                                         "or Image:buffer), but '" +
+                                         f.path + "' holds " + instance->ToString());
+        }
+        p->dtype = decode::DType::kUInt8;
+        break;
+      }
+      case FieldKind::kRaw:
+        if (!f.join.empty()) return Status::InvalidArgument("field '" + f.key + "': join needs NumericDecoder");
+        break;
+    }
+    engine->prepared_.push_back(std::move(p));
+  }
+  engine->dataset_ = std::move(dataset);
+  engine->segment_ids_ = std::move(segment_ids);
+  engine->samples_ = std::move(samples);
+  engine->fields_ = std::move(fields);
+  engine->options_ = std::move(options);
+  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads);
+  return engine;
+}
+
+int64_t Engine::Slots(const FieldSpec& f) const {
+  if (!f.window) return 1;
+  return (f.window->second - f.window->first) / std::max<int64_t>(options_.grid_step, 1) + 1;
+}
+
+Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
+  FetchedBlock fb;
+  fb.stats.fetch_start_ns = NowNs();
+  const size_t n = global.size();
+  fb.global = global;
+  fb.segment_pos.resize(n);
+  fb.values.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    int32_t sp = 0;
+    int64_t v = 0;
+    Status st = samples_.Locate(global[i], &sp, &v);
+    if (!st.ok()) return st;
+    fb.segment_pos[i] = samples_.segments()[static_cast<size_t>(sp)].segment;
+    fb.values[i] = v;
+  }
+  // Group fields by window: fields with equal windows query the same index values.
+  std::map<std::optional<std::pair<int64_t, int64_t>>, int> group_by_window;
+  fb.group_of_field.resize(fields_.size());
+  for (size_t f = 0; f < fields_.size(); ++f) {
+    auto [it, added] = group_by_window.emplace(fields_[f].window, static_cast<int>(fb.groups.size()));
+    if (added) fb.groups.emplace_back();
+    fb.groups[static_cast<size_t>(it->second)].fields.push_back(static_cast<int>(f));
+    fb.group_of_field[f] = it->second;
+  }
+  const int64_t step = std::max<int64_t>(options_.grid_step, 1);
+  for (auto& g : fb.groups) {
+    const FieldSpec& f0 = fields_[static_cast<size_t>(g.fields[0])];
+    g.slots = Slots(f0);
+    const int64_t lo = f0.window ? f0.window->first : 0;
+    const int64_t hi = f0.window ? f0.window->second : 0;
+    // Slot t of sample i asks for value (v + hi) - (T - 1 - t) * step.
+    auto slot_value = [&](size_t i, int64_t t) { return fb.values[i] + hi - (g.slots - 1 - t) * step; };
+    (void)lo;
+    std::map<int32_t, std::vector<int64_t>> values_by_segment;
+    for (size_t i = 0; i < n; ++i) {
+      auto& vs = values_by_segment[fb.segment_pos[i]];
+      for (int64_t t = 0; t < g.slots; ++t) vs.push_back(slot_value(i, t));
+    }
+    catalog::ReadOptions ro;
+    ro.index = options_.index;
+    ro.fill_latest_at = true;
+    std::set<std::string> entities;
+    for (int fi : g.fields) {
+      const auto& p = *prepared_[static_cast<size_t>(fi)];
+      entities.insert(p.entities.begin(), p.entities.end());
+    }
+    ro.contents = std::vector<std::string>();
+    for (const auto& e : entities) ro.contents->push_back(e == "/" ? "/**" : e + "/**");
+    std::map<std::string, std::vector<int64_t>> per_segment;
+    for (auto& [seg, vs] : values_by_segment) {
+      std::sort(vs.begin(), vs.end());
+      vs.erase(std::unique(vs.begin(), vs.end()), vs.end());
+      const std::string& id = segment_ids_[static_cast<size_t>(seg)];
+      ro.segments.push_back(id);
+      per_segment[id] = vs;
+    }
+    ro.values_per_segment = std::move(per_segment);
+    query::QueryStats qs;
+    auto table = dataset_->Read(ro, &qs);
+    if (!table.ok()) return table.status().WithPrefix("fetching " + f0.path);
+    g.table = *table;
+    fb.stats.queries += 1;
+    fb.stats.rows_fetched += g.table->num_rows();
+    fb.stats.chunks_loaded += qs.chunks_loaded;
+    // Index the result: (segment, value) → row.
+    std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> rows_by_segment;
+    const auto seg_col = g.table->GetColumnByName("rerun_segment_id");
+    const auto idx_col = g.table->GetColumnByName(options_.index);
+    if (seg_col == nullptr || idx_col == nullptr) {
+      return Status::Internal("query result lacks rerun_segment_id or index column '" + options_.index + "'");
+    }
+    int64_t row = 0;
+    for (int k = 0; k < seg_col->num_chunks(); ++k) {
+      const auto& sa = static_cast<const arrow::StringArray&>(*seg_col->chunk(k));
+      const auto& ia = *idx_col->chunk(k);
+      for (int64_t r = 0; r < sa.length(); ++r, ++row) {
+        if (ia.IsNull(r) || sa.IsNull(r)) continue;
+        rows_by_segment[std::string(sa.GetView(r))].emplace_back(IndexValueAt(ia, r), row);
+      }
+    }
+    for (auto& [id, v] : rows_by_segment) std::sort(v.begin(), v.end());
+    g.rows.assign(n * static_cast<size_t>(g.slots), -1);
+    for (size_t i = 0; i < n; ++i) {
+      const auto it = rows_by_segment.find(segment_ids_[static_cast<size_t>(fb.segment_pos[i])]);
+      if (it == rows_by_segment.end()) continue;
+      const auto& v = it->second;
+      for (int64_t t = 0; t < g.slots; ++t) {
+        const int64_t want = slot_value(i, t);
+        const auto p = std::lower_bound(v.begin(), v.end(), std::make_pair(want, int64_t{-1}));
+        if (p != v.end() && p->first == want)
+          g.rows[i * static_cast<size_t>(g.slots) + static_cast<size_t>(t)] = p->second;
+      }
+    }
+  }
+  fb.stats.fetch_end_ns = NowNs();
+  return fb;
+}
+
+namespace {
+
+// SampleResult: phase-1 outcome of one (sample, field).
+struct SampleResult {
+  bool valid = false;
+  std::vector<int64_t> shape;
+  Status error;
+};
+
+struct ScratchPerWorker {
+  std::vector<uint8_t> blob;
+};
+
+}  // namespace
+
+Result<Block> Engine::Decode(FetchedBlock fb) const {
+  Block out;
+  out.stats = fb.stats;
+  out.stats.decode_start_ns = NowNs();
+  const int64_t n = static_cast<int64_t>(fb.global.size());
+  out.global = std::move(fb.global);
+  out.segment_pos = std::move(fb.segment_pos);
+  out.values = std::move(fb.values);
+  out.fields.resize(fields_.size());
+  const int nthreads = pool_->num_threads();
+  std::vector<ScratchPerWorker> scratch(static_cast<size_t>(nthreads));
+
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    const FieldSpec& f = fields_[fi];
+    const Prepared& p = *prepared_[fi];
+    const auto& g = fb.groups[static_cast<size_t>(fb.group_of_field[fi])];
+    const int64_t T = g.slots;
+    FieldOutput& fo = out.fields[fi];
+    fo.dtype = p.dtype;
+    auto col = g.table->GetColumnByName(f.path);
+    if (f.kind == FieldKind::kRaw) {
+      fo.raw_column = col;
+      fo.raw_slots = T;
+      fo.raw_rows = g.rows;
+      if (col == nullptr) std::fill(fo.raw_rows.begin(), fo.raw_rows.end(), -1);
+      fo.valid.assign(static_cast<size_t>(n), 1);
+      continue;
+    }
+    std::optional<ColumnCells> cells;
+    if (col != nullptr) cells.emplace(col);
+    std::vector<std::optional<ColumnCells>> join_cells;
+    for (const auto& jp : p.join_paths) {
+      auto jc = g.table->GetColumnByName(jp);
+      join_cells.emplace_back();
+      if (jc != nullptr) join_cells.back().emplace(jc);
+    }
+    std::optional<ColumnCells> format_cells;
+    if (p.raw_image) {
+      auto fc = g.table->GetColumnByName(p.format_path);
+      if (fc != nullptr) format_cells.emplace(fc);
+    }
+    auto where = [&](int64_t i, int64_t t) {
+      const int64_t step = std::max<int64_t>(options_.grid_step, 1);
+      const int64_t hi = f.window ? f.window->second : 0;
+      return "field '" + f.key + "' (column '" + f.path + "') at segment '" +
+             segment_ids_[static_cast<size_t>(out.segment_pos[static_cast<size_t>(i)])] + "', " + options_.index + "=" +
+             FormatValue(out.values[static_cast<size_t>(i)] + hi - (T - 1 - t) * step);
+    };
+    // Slot cell (after the selector), or false when missing.
+    auto slot_cell = [&](int64_t i, int64_t t, decode::Span* cell) -> bool {
+      if (!cells) return false;
+      const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+      if (row < 0) return false;
+      decode::Span c;
+      if (!cells->Cell(row, &c)) return false;
+      if (p.selector) {
+        decode::Span s;
+        if (!p.selector->Apply(c, &s)) return false;
+        c = s;
+      }
+      *cell = c;
+      return true;
+    };
+    struct RawImageSlot {
+      decode::RawImageFormat format;
+    };
+    // Phase 1: shapes and validity.
+    std::vector<SampleResult> res(static_cast<size_t>(n));
+    pool_->ParallelFor(n, [&](int64_t i, int worker) {
+      SampleResult& r = res[static_cast<size_t>(i)];
+      std::vector<int64_t> slot_shape;
+      for (int64_t t = 0; t < T; ++t) {
+        decode::Span cell;
+        if (!slot_cell(i, t, &cell)) return;
+        std::vector<int64_t> shape;
+        if (f.kind == FieldKind::kNumeric && p.join_paths.empty()) {
+          const auto fs = decode::MeasureFlat(cell);
+          if (fs.has_null || fs.count == 0) return;
+          shape = {fs.count};
+        } else if (f.kind == FieldKind::kNumeric) {
+          // Instance join: the primary's instance count; every component's per-instance width.
+          const int64_t num = cell.scalar ? 1 : cell.length;
+          if (num == 0) return;
+          int64_t width = 0;
+          auto instance_width = [&](const decode::Span& c, int64_t* w) -> bool {
+            decode::Span first{c.array, c.offset, 1, true};
+            const auto fs0 = decode::MeasureFlat(first);
+            if (fs0.has_null || fs0.count == 0) return false;
+            const auto all = decode::MeasureFlat(c);
+            if (all.has_null) return false;
+            if (all.count != fs0.count * (c.scalar ? 1 : c.length)) {
+              r.error = Status::InvalidArgument(where(i, t) + ": instances of a joined component have varying widths");
+              return false;
+            }
+            *w = fs0.count;
+            return true;
+          };
+          int64_t w0 = 0;
+          if (!instance_width(cell, &w0)) return;
+          width += w0;
+          const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+          for (size_t j = 0; j < join_cells.size(); ++j) {
+            decode::Span jc;
+            if (!join_cells[j] || !join_cells[j]->Cell(row, &jc) || jc.length == 0) return;
+            int64_t wj = 0;
+            if (!instance_width(jc, &wj)) return;
+            width += wj;
+          }
+          shape = {num, width};
+        } else {
+          const uint8_t* data = nullptr;
+          int64_t size = 0;
+          if (!CellBlob(cell, &scratch[static_cast<size_t>(worker)].blob, &data, &size)) return;
+          Result<decode::ImageShape> sh = Status::Internal("unset");
+          if (p.raw_image) {
+            decode::Span fc;
+            const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+            if (!format_cells || !format_cells->Cell(row, &fc) || fc.length < 1 ||
+                fc.array->type_id() != arrow::Type::STRUCT) {
+              return;
+            }
+            const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
+            decode::RawImageFormat rf;
+            int64_t v = 0;
+            if (IntField(s, "width", fc.offset, &v)) rf.width = v;
+            if (IntField(s, "height", fc.offset, &v)) rf.height = v;
+            if (IntField(s, "color_model", fc.offset, &v)) rf.color_model = static_cast<int>(v);
+            if (IntField(s, "channel_datatype", fc.offset, &v)) rf.channel_datatype = static_cast<int>(v);
+            if (IntField(s, "pixel_format", fc.offset, &v)) rf.pixel_format = static_cast<int>(v);
+            sh = decode::ProbeRawImage(static_cast<size_t>(size), rf, options_.image_limits);
+          } else {
+            sh = decode::ProbeEncodedImage(data, static_cast<size_t>(size), options_.image_limits);
+          }
+          if (!sh.ok()) {
+            r.error = sh.status().WithPrefix(where(i, t));
+            return;
+          }
+          shape = {sh->channels, sh->height, sh->width};
+        }
+        if (t == 0) {
+          slot_shape = shape;
+        } else if (shape != slot_shape) {
+          r.error = Status::InvalidArgument(
+              where(i, t) + ": varying " +
+              std::string(f.kind == FieldKind::kImage ? "image shapes" : "numeric row widths") + " within the window");
+          return;
+        }
+      }
+      r.valid = true;
+      r.shape = slot_shape;
+      if (f.window) r.shape.insert(r.shape.begin(), T);
+    });
+    // Report every failure of the field, so one bad sample names the others too.
+    std::string errors;
+    int error_count = 0;
+    Status first;
+    for (const auto& r : res) {
+      if (r.error.ok()) continue;
+      if (error_count == 0) first = r.error;
+      if (error_count < 3) errors += (errors.empty() ? "" : "; ") + r.error.message();
+      ++error_count;
+    }
+    if (error_count > 0) {
+      return Status(first.code(),
+                    errors + (error_count > 3 ? " (and " + std::to_string(error_count - 3) + " more)" : ""));
+    }
+    // Layout: uniform when every valid sample has the same shape.
+    const std::vector<int64_t>* common = nullptr;
+    bool uniform = true;
+    for (const auto& r : res) {
+      if (!r.valid) continue;
+      if (common == nullptr) {
+        common = &r.shape;
+      } else if (*common != r.shape) {
+        uniform = false;
+        break;
+      }
+    }
+    fo.uniform = uniform && common != nullptr;
+    const int64_t esize = decode::DTypeSize(p.dtype);
+    fo.offsets.resize(static_cast<size_t>(n));
+    fo.shapes.resize(static_cast<size_t>(n));
+    fo.valid.resize(static_cast<size_t>(n));
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& r = res[static_cast<size_t>(i)];
+      fo.valid[static_cast<size_t>(i)] = r.valid ? 1 : 0;
+      if (!r.valid) ++out.stats.missing;
+      fo.shapes[static_cast<size_t>(i)] = r.valid ? r.shape : (fo.uniform ? *common : std::vector<int64_t>{});
+      int64_t count = fo.shapes[static_cast<size_t>(i)].empty() ? 0 : 1;
+      for (int64_t d : fo.shapes[static_cast<size_t>(i)]) count *= d;
+      fo.offsets[static_cast<size_t>(i)] = total;
+      total += count * esize;
+    }
+    fo.nbytes = total;
+    fo.data = std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(std::max<int64_t>(total, 1))]);
+    out.stats.bytes_out += total;
+    // Phase 2: decode into place.
+    std::vector<Status> errs(static_cast<size_t>(n));
+    pool_->ParallelFor(n, [&](int64_t i, int worker) {
+      const size_t si = static_cast<size_t>(i);
+      uint8_t* dst = fo.data.get() + fo.offsets[si];
+      int64_t count = fo.shapes[si].empty() ? 0 : 1;
+      for (int64_t d : fo.shapes[si]) count *= d;
+      const int64_t bytes = count * esize;
+      if (!fo.valid[si]) {
+        std::memset(dst, 0, static_cast<size_t>(bytes));
+        return;
+      }
+      const int64_t per_slot = bytes / T;
+      for (int64_t t = 0; t < T; ++t) {
+        decode::Span cell;
+        if (!slot_cell(i, t, &cell)) {  // cannot happen after phase 1
+          errs[si] = Status::Internal(where(i, t) + ": value vanished between phases");
+          return;
+        }
+        uint8_t* slot_dst = dst + t * per_slot;
+        if (f.kind == FieldKind::kNumeric && p.join_paths.empty()) {
+          decode::FlattenInto(cell, p.dtype, slot_dst);
+        } else if (f.kind == FieldKind::kNumeric) {
+          const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+          const int64_t num = cell.scalar ? 1 : cell.length;
+          const int64_t width = fo.shapes[si].back();
+          std::vector<decode::Span> comps{cell};
+          std::vector<int64_t> widths;
+          for (size_t j = 0; j < join_cells.size(); ++j) {
+            decode::Span jc;
+            (void)join_cells[j]->Cell(row, &jc);
+            comps.push_back(jc);
+          }
+          for (const auto& c : comps) widths.push_back(decode::MeasureFlat({c.array, c.offset, 1, true}).count);
+          for (int64_t k = 0; k < num; ++k) {
+            uint8_t* inst_dst = slot_dst + k * width * esize;
+            for (size_t c = 0; c < comps.size(); ++c) {
+              const int64_t len = comps[c].scalar ? 1 : comps[c].length;
+              // Clamping: a shorter component repeats its last instance; a longer one is cut.
+              const int64_t src = std::min(k, len - 1);
+              decode::FlattenInto({comps[c].array, comps[c].offset + src, 1, true}, p.dtype, inst_dst);
+              inst_dst += widths[c] * esize;
+            }
+          }
+        } else {
+          const uint8_t* data = nullptr;
+          int64_t size = 0;
+          (void)CellBlob(cell, &scratch[static_cast<size_t>(worker)].blob, &data, &size);
+          Result<decode::ImageShape> sh = Status::Internal("unset");
+          if (p.raw_image) {
+            decode::Span fc;
+            const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+            (void)format_cells->Cell(row, &fc);
+            const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
+            decode::RawImageFormat rf;
+            int64_t v = 0;
+            if (IntField(s, "width", fc.offset, &v)) rf.width = v;
+            if (IntField(s, "height", fc.offset, &v)) rf.height = v;
+            if (IntField(s, "color_model", fc.offset, &v)) rf.color_model = static_cast<int>(v);
+            if (IntField(s, "channel_datatype", fc.offset, &v)) rf.channel_datatype = static_cast<int>(v);
+            if (IntField(s, "pixel_format", fc.offset, &v)) rf.pixel_format = static_cast<int>(v);
+            sh = decode::DecodeRawImage(data, static_cast<size_t>(size), rf, options_.image_limits, slot_dst, per_slot);
+          } else {
+            sh = decode::DecodeEncodedImage(data, static_cast<size_t>(size), options_.image_limits, slot_dst, per_slot);
+          }
+          if (!sh.ok()) {
+            errs[si] = sh.status().WithPrefix(where(i, t));
+            return;
+          }
+        }
+      }
+    });
+    for (const auto& e : errs) {
+      if (!e.ok()) return e;
+    }
+  }
+  out.stats.decode_end_ns = NowNs();
+  return out;
+}
+
+Result<Block> Engine::Run(const std::vector<int64_t>& global) const {
+  auto fetched = Fetch(global);
+  if (!fetched.ok()) return fetched.status();
+  return Decode(std::move(*fetched));
+}
+
+}  // namespace rrl::engine

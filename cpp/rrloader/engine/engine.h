@@ -1,0 +1,144 @@
+// rrloader/engine/engine.h — turning blocks of sample numbers into decoded tensors.
+//
+// For a block of global sample numbers the engine (1) locates each sample's segment and
+// index value, (2) fetches: one latest-at dataframe query per group of fields sharing a
+// window (filled, as rerun's dataloader queries: `using_index_values` per segment,
+// `fill_latest_at`, contents narrowed to the fields' entities), (3) decodes every
+// (sample, field) on the thread pool straight into one buffer per field.
+//
+// Windows are inclusive offsets (lo, hi) in the index's native unit. On integer timelines
+// a window has hi - lo + 1 slots; on time timelines the slots walk down from v + hi in
+// grid steps while >= v + lo (the seed API's indices_in_range), returned ascending.
+//
+// Missing values: a slot is missing when no value is logged at or before it, when it was
+// cleared (an empty batch), when a null sits anywhere in it, or when a selector finds
+// nothing there. A field with any missing slot is missing for that sample (its `valid`
+// byte is 0); a missing sample's bytes are zero.
+//
+// Thread safety: an Engine is immutable after Make; Fetch/Decode/Run may be called from
+// several threads at once, but Decode uses the engine's one thread pool, whose
+// ParallelFor calls are serialized.
+#pragma once
+
+#include <arrow/chunked_array.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rrloader/catalog/local_dataset.h"
+#include "rrloader/decode/image.h"
+#include "rrloader/decode/numeric.h"
+#include "rrloader/decode/selector.h"
+#include "rrloader/engine/thread_pool.h"
+#include "rrloader/sample/sample_index.h"
+
+namespace rrl::engine {
+
+enum class FieldKind : uint8_t {
+  kNumeric,  // NumericDecoder: flattened leaf values, [D] or [T, D]; with `join`, [N, sum D] or [T, N, sum D]
+  kImage,    // ImageDecoder: EncodedImage blobs (JPEG/PNG) or raw Image buffers, [C, H, W] or [T, C, H, W]
+  kRaw,      // a Python decoder: the engine only resolves rows; Python decodes
+};
+
+// FieldSpec: one output field of a sample.
+struct FieldSpec {
+  std::string key;   // output name
+  std::string path;  // component column, "/entity:Archetype:component"
+  FieldKind kind = FieldKind::kNumeric;
+  std::optional<std::pair<int64_t, int64_t>> window;  // inclusive offsets, native unit
+  std::string select;                                 // "" = none
+  std::vector<std::string> join;                      // kNumeric only: components joined instance by instance
+};
+
+struct EngineOptions {
+  std::string index;
+  int64_t grid_step = 1;  // 1 on integer timelines; the fixed-rate grid's ns on time timelines
+  int num_threads = 0;    // decode threads; 0 = hardware concurrency
+  decode::ImageLimits image_limits;
+};
+
+// FieldOutput: one field over the samples of a block. Samples are stored one after the
+// other in `data` at `offsets[i]` with `shapes[i]`; when `uniform`, every sample (missing
+// ones included, zero-filled) has `shapes[0]` and they are packed, so `data` is one
+// [B, ...] tensor. Not thread-safe; owned by its Block.
+struct FieldOutput {
+  decode::DType dtype = decode::DType::kFloat32;
+  std::shared_ptr<uint8_t[]> data;
+  int64_t nbytes = 0;
+  std::vector<int64_t> offsets;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<uint8_t> valid;
+  bool uniform = false;
+  // kRaw: the fetched column and, per sample, `raw_slots` row numbers into it (-1: missing).
+  std::shared_ptr<arrow::ChunkedArray> raw_column;
+  std::vector<int64_t> raw_rows;
+  int64_t raw_slots = 0;
+};
+
+// BlockStats: what one block cost; times are wall-clock ns since the epoch.
+struct BlockStats {
+  int64_t fetch_start_ns = 0, fetch_end_ns = 0, decode_start_ns = 0, decode_end_ns = 0;
+  int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;
+};
+
+// FetchedBlock: a block after the fetch stage (internal to the pipeline).
+struct FetchedBlock {
+  std::vector<int64_t> global;
+  std::vector<int32_t> segment_pos;
+  std::vector<int64_t> values;
+  struct Group {
+    std::shared_ptr<arrow::Table> table;
+    std::vector<int> fields;    // indices into the engine's specs
+    int64_t slots = 1;          // T
+    std::vector<int64_t> rows;  // [B * T] table row per slot, -1 when no row
+  };
+  std::vector<Group> groups;
+  std::vector<int> group_of_field;
+  BlockStats stats;
+};
+
+// Block: decoded samples, in the order they were asked for.
+struct Block {
+  std::vector<int64_t> global;
+  std::vector<int32_t> segment_pos;
+  std::vector<int64_t> values;
+  std::vector<FieldOutput> fields;  // in spec order
+  BlockStats stats;
+};
+
+class Engine {
+ public:
+  // Make: validates every field against the dataset's schema (column exists, selector path
+  // exists, the type decodes to numbers or images) and reports the first problem naming the
+  // field and column. `segment_ids[k]` is the segment of SampleIndex segment number k.
+  [[nodiscard]] static Result<std::shared_ptr<Engine>> Make(std::shared_ptr<const catalog::LocalDataset> dataset,
+                                                            std::vector<std::string> segment_ids,
+                                                            sample::SampleIndex samples, std::vector<FieldSpec> fields,
+                                                            EngineOptions options);
+
+  [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global) const;
+  [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;
+  [[nodiscard]] Result<Block> Run(const std::vector<int64_t>& global) const;
+
+  const std::vector<FieldSpec>& fields() const { return fields_; }
+  const sample::SampleIndex& samples() const { return samples_; }
+  const std::vector<std::string>& segment_ids() const { return segment_ids_; }
+  int64_t Slots(const FieldSpec& f) const;  // T of the field's window (1 without)
+
+ private:
+  struct Prepared;  // per-field resolved types (selector, dtype)
+  Engine() = default;
+
+  std::shared_ptr<const catalog::LocalDataset> dataset_;
+  std::vector<std::string> segment_ids_;
+  sample::SampleIndex samples_;
+  std::vector<FieldSpec> fields_;
+  std::vector<std::shared_ptr<const Prepared>> prepared_;
+  EngineOptions options_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+}  // namespace rrl::engine

@@ -1,0 +1,67 @@
+// rrloader/engine/pipeline.h — fetch ahead of decode, decode ahead of the consumer.
+//
+// A Pipeline walks a list of global sample numbers in blocks of `block_size`. One thread
+// fetches blocks (dataframe queries) into a queue of at most `fetch_ahead` blocks; another
+// decodes them on the engine's pool into a queue bounded by `max_ready_bytes` (at least one
+// block is always admitted, so a single huge block cannot stall the pipeline). Next() hands
+// blocks out in order. So the fetch of block N+1 runs while block N decodes, and both run
+// while the consumer (Python) works on block N-1.
+//
+// Errors travel in order: the block that failed is where Next() reports the error, after the
+// blocks before it. Destruction (or Cancel) stops both threads promptly and joins them.
+//
+// Thread safety: Next() and Cancel() may be called from one consumer thread at a time; the
+// worker threads are private.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "rrloader/engine/engine.h"
+
+namespace rrl::engine {
+
+struct PipelineOptions {
+  int64_t block_size = 128;
+  int fetch_ahead = 2;                           // fetched blocks waiting for decode
+  int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
+};
+
+class Pipeline {
+ public:
+  Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, PipelineOptions options);
+  ~Pipeline();
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // Next: the next decoded block; nullopt-valued Result when the list is exhausted.
+  [[nodiscard]] Result<std::optional<Block>> Next();
+  void Cancel();
+
+ private:
+  void FetchLoop();
+  void DecodeLoop();
+
+  std::shared_ptr<const Engine> engine_;
+  std::vector<int64_t> order_;
+  PipelineOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool cancelled_ = false;
+  std::deque<Result<FetchedBlock>> fetched_;
+  bool fetch_done_ = false;
+  std::deque<Result<Block>> ready_;
+  int64_t ready_bytes_ = 0;
+  bool decode_done_ = false;
+
+  std::thread fetch_thread_;
+  std::thread decode_thread_;
+};
+
+}  // namespace rrl::engine

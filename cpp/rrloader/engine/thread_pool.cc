@@ -1,0 +1,75 @@
+// rrloader/engine/thread_pool.cc
+#include "rrloader/engine/thread_pool.h"
+
+#include <algorithm>
+
+namespace rrl::engine {
+
+ThreadPool::ThreadPool(int num_threads) {
+  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  num_threads_ = num_threads;
+  // The caller of ParallelFor works too, so num_threads - 1 extra threads suffice.
+  for (int w = 1; w < num_threads_; ++w) threads_.emplace_back([this, w] { WorkerLoop(w); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (n <= 0) return;
+  if (threads_.empty() || n == 1) {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  std::lock_guard<std::mutex> call_lock(call_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    n_ = n;
+    next_ = 0;
+    done_ = 0;
+    ++generation_;
+  }
+  work_cv_.notify_all();
+  // The calling thread is worker 0.
+  while (true) {
+    int64_t i;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (next_ >= n_) break;
+      i = next_++;
+    }
+    fn(i, 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++done_;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  done_cv_.wait(lock, [&] { return done_ == n_; });
+  fn_ = nullptr;
+}
+
+void ThreadPool::WorkerLoop(int worker) {
+  uint64_t seen = 0;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (true) {
+    work_cv_.wait(lock, [&] { return stop_ || (generation_ != seen && fn_ != nullptr && next_ < n_); });
+    if (stop_) return;
+    while (fn_ != nullptr && next_ < n_) {
+      const int64_t i = next_++;
+      const auto* fn = fn_;
+      lock.unlock();
+      (*fn)(i, worker);
+      lock.lock();
+      if (++done_ == n_) done_cv_.notify_all();
+    }
+    seen = generation_;
+  }
+}
+
+}  // namespace rrl::engine

@@ -1,0 +1,53 @@
+// rrloader/engine/thread_pool.h — the engine's decode threads.
+//
+// A fixed set of threads created when the pool is constructed (the engine constructs it
+// lazily, in the process that iterates — never before a fork). ParallelFor hands each
+// task its worker number so tasks can keep per-thread scratch.
+//
+// Thread safety: ParallelFor may be called from any thread that is NOT one of the pool's
+// own workers (it is not re-entrant: a task must not call ParallelFor on the same pool).
+// Concurrent ParallelFor calls from different threads are serialized.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace rrl::engine {
+
+class ThreadPool {
+ public:
+  // num_threads <= 0: hardware concurrency. With one thread, work runs on the caller.
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return num_threads_; }
+
+  // ParallelFor: runs fn(i, worker) for every i in [0, n); returns when all are done.
+  // `worker` is in [0, num_threads()). Tasks are handed out one index at a time.
+  void ParallelFor(int64_t n, const std::function<void(int64_t, int)>& fn);
+
+ private:
+  void WorkerLoop(int worker);
+
+  int num_threads_ = 1;
+  std::vector<std::thread> threads_;
+  std::mutex call_mu_;  // serializes ParallelFor calls
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;
+  std::condition_variable done_cv_;
+  const std::function<void(int64_t, int)>* fn_ = nullptr;
+  int64_t n_ = 0;
+  int64_t next_ = 0;
+  int64_t done_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace rrl::engine

@@ -1,0 +1,732 @@
+"""PyTorch datasets over Rerun recordings: the API of ``rerun.experimental.dataloader``.
+
+Code written for Rerun's dataloader runs on rrloader by changing the import::
+
+    from rrloader.dataloader import DataSource, Field, NumericDecoder, RerunIterableDataset
+
+Everything per sample — locating index values, fetching (latest-at queries), decoding
+numbers and images, assembling blocks — runs in the native engine (``rrloader._core``);
+this module plans epochs (order, shards), wraps the engine's arrays as tensors and calls
+user-written Python decoders.
+
+Conventions (the seed API's):
+
+* ``Field.window = (start, end)``: offsets *inclusive on both ends*, added to the sample's
+  index value, in the timeline's native unit (integer steps; nanoseconds on timestamp and
+  duration timelines, where the window's values walk down from ``v + end`` on the sampling
+  grid, as ``SampleIndex.indices_in_range``). A windowed field has a leading time axis.
+* Missing values: a field is ``None`` in a sample when, at any of its index values, nothing
+  was logged at or before it, the value was cleared (an empty batch), it holds a null, or
+  its selector finds nothing. The same rule holds for every decoder. ``collate_samples``
+  turns ``None`` into masks; ``skip_incomplete=True`` drops such samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import _core, tracing
+from .errors import InvalidArgumentError, RrloaderError
+
+__all__ = [
+    "ColumnDecoder",
+    "DataSource",
+    "Field",
+    "FixedRateSampling",
+    "ImageDecoder",
+    "NumericDecoder",
+    "RerunIterableDataset",
+    "RerunMapDataset",
+    "SampleIndex",
+    "SegmentMetadata",
+    "Selector",
+    "collate_samples",
+    "tracing_scope",
+    "with_tracing",
+]
+
+tracing_scope = tracing.tracing_scope
+with_tracing = tracing.with_tracing
+
+IndexValue = Any  # int, np.datetime64[ns] or np.timedelta64[ns]
+
+# Decoded blocks waiting for the consumer are bounded in bytes (the engine's ready queue).
+DEFAULT_MAX_READY_BYTES = 256 << 20
+
+
+# --------------------------------------------------------------------------- decoders
+class ColumnDecoder(ABC):
+    """Base class for column decoders.
+
+    Subclasses convert raw Arrow data into tensors. A Python subclass is called by the
+    dataset once per sample with the GIL held, from the iterating thread: ``raw`` is a
+    ``pyarrow.ChunkedArray`` with one cell per index value of the field (one without a
+    window), ``index_value`` the sample's index value and ``segment_id`` its segment.
+    The built-in decoders run natively inside the engine instead.
+    """
+
+    def context_range(self, index_value: IndexValue) -> tuple[IndexValue, IndexValue] | None:
+        """Extra index-value range needed to decode ``index_value``: ``(start, end)`` inclusive, or None."""
+        return None
+
+    @abstractmethod
+    def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
+        """Decode raw Arrow data into a tensor, or return None to signal data missing."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _cells(raw: pa.Array | pa.ChunkedArray) -> list[Any]:
+    chunks = raw.chunks if isinstance(raw, pa.ChunkedArray) else [raw]
+    return [cell for chunk in chunks for cell in chunk]
+
+
+def _flatten_cell(cell: pa.Scalar) -> np.ndarray | None:
+    arr = cell.values if hasattr(cell, "values") else None
+    if arr is None:
+        return None if not cell.is_valid else np.asarray([cell.as_py()])
+    while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+        if arr.null_count:
+            return None
+        arr = arr.flatten()
+    if arr.null_count:
+        return None
+    return arr.to_numpy(zero_copy_only=False)
+
+
+class NumericDecoder(ColumnDecoder):
+    """Decode numeric / list-of-numeric cells to a tensor of the column's dtype.
+
+    Every list level is flattened (row-major): one cell gives ``[D]``; a window of ``T``
+    cells gives ``[T, D]`` (a window whose cells differ in width is an error). With
+    ``Field(join=...)`` the components are joined instance by instance: ``[N, D_total]``.
+    """
+
+    _native_kind = "numeric"
+
+    def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
+        import torch
+
+        rows = [_flatten_cell(c) for c in _cells(raw)]
+        if not rows or any(r is None or r.size == 0 for r in rows):
+            return None
+        if len(rows) == 1:
+            return torch.from_numpy(np.ascontiguousarray(rows[0]))
+        widths = {r.size for r in rows}
+        if len(widths) > 1:
+            raise InvalidArgumentError(
+                f"varying numeric row widths {sorted(widths)} in a window at segment {segment_id!r}, index {index_value}"
+            )
+        return torch.from_numpy(np.stack(rows))
+
+
+class ImageDecoder(ColumnDecoder):
+    """Decode an encoded-image blob (JPEG/PNG) — or a raw ``Image:buffer`` — to ``[C, H, W]`` uint8.
+
+    Windows give ``[T, C, H, W]``. JPEG via libjpeg-turbo, PNG via libspng, natively;
+    palette PNGs are expanded to RGB(A); 16-bit images are not supported.
+    """
+
+    _native_kind = "image"
+
+    def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
+        import torch
+
+        frames = []
+        for cell in _cells(raw):
+            if not cell.is_valid or len(cell) == 0:
+                return None
+            blob = b"".join(bytes(v.as_py()) for v in cell.values)
+            frames.append(torch.from_numpy(_core.decode_encoded_image(blob)))
+        if not frames:
+            return None
+        return frames[0] if len(frames) == 1 else torch.stack(frames)
+
+
+def _native_kind(decoder: ColumnDecoder) -> str:
+    """'numeric'/'image' when the engine can run `decoder` natively, else 'raw' (Python)."""
+    for base in (NumericDecoder, ImageDecoder):
+        if isinstance(decoder, base) and type(decoder).decode is base.decode:
+            return base._native_kind
+    return "raw"
+
+
+# --------------------------------------------------------------------------- fields
+class Selector:
+    """A jq-like path into a component's cell: ``.name``, ``.[i]`` (``.[-1]`` from the end), chains.
+
+    A cell is the list of instances logged at one time: ``.[0]`` is the first instance,
+    ``.[0].dog`` its ``dog`` struct field, ``.pose`` the ``pose`` field of every instance.
+    A path that does not exist in the column's type is an error when the dataset is built;
+    an index past the end of a particular cell makes that value missing.
+    """
+
+    def __init__(self, query: str):
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidArgumentError(f"Selector needs a query string such as '.[0].value', got {query!r}")
+        self.query = query
+
+    def __repr__(self) -> str:
+        return f"Selector({self.query!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Selector) and other.query == self.query
+
+    def __hash__(self) -> int:
+        return hash(self.query)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """Declarative spec for one field of a training sample.
+
+    - ``path``: ``entity_path:Archetype:component`` (e.g. ``"/camera:EncodedImage:blob"``).
+    - ``decode``: a ColumnDecoder.
+    - ``select``: optional Selector applied to each cell before decoding.
+    - ``window``: optional ``(start_offset, end_offset)``, inclusive, in the index's native unit.
+    - ``join``: optional other components of the same entity and archetype (names such as
+      ``"colors"`` or full column names) joined instance by instance with ``path``'s
+      component, which is primary: its instance count sets N; a shorter component repeats
+      its last instance, a longer one is cut. Output ``[N, D_path + D_1 + ...]`` in the
+      components' promoted dtype. NumericDecoder only.
+    """
+
+    path: str
+    decode: ColumnDecoder
+    select: Selector | str | None = None
+    window: tuple[int, int] | None = None
+    join: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or self.path.count(":") < 2:
+            raise InvalidArgumentError(f"Field path must be 'entity:Archetype:component', got {self.path!r}")
+        if not isinstance(self.decode, ColumnDecoder):
+            raise InvalidArgumentError(f"Field {self.path!r}: decode must be a ColumnDecoder, got {self.decode!r}")
+        if isinstance(self.select, str):
+            object.__setattr__(self, "select", Selector(self.select))
+        if self.window is not None:
+            w = tuple(self.window)
+            if len(w) != 2:
+                raise InvalidArgumentError(f"Field {self.path!r}: window must be (start, end), got {self.window!r}")
+            if any(isinstance(x, float) and not float(x).is_integer() for x in w):
+                raise InvalidArgumentError(f"Field {self.path!r}: window offsets must be integers, got {w!r}")
+            start, end = int(w[0]), int(w[1])
+            if start > end:
+                raise InvalidArgumentError(f"Field {self.path!r}: window start {start} > end {end}")
+            object.__setattr__(self, "window", (start, end))
+        if self.join is not None:
+            object.__setattr__(self, "join", tuple(self.join) if not isinstance(self.join, str) else (self.join,))
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedRateSampling:
+    """Sample timestamp (or duration) timelines on a grid ``index_start + k * ns_per_sample``."""
+
+    rate_hz: float
+
+    @property
+    def ns_per_sample(self) -> int:
+        if not self.rate_hz > 0 or not math.isfinite(self.rate_hz):
+            raise InvalidArgumentError(f"FixedRateSampling.rate_hz must be a positive number, got {self.rate_hz!r}")
+        return max(1, round(1e9 / self.rate_hz))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """An immutable reference to a dataset with an optional segment filter.
+
+    ``dataset`` is an ``rrloader.LocalDataset`` (or a view of one). ``segments``: an
+    allow-list; the dataset's own segment order is kept, unknown ids are ignored and
+    ``[]`` means no segments.
+    """
+
+    dataset: Any
+    segments: list[str] | None = None
+
+    def filter_segments(self, segment_ids: Sequence[str]) -> DataSource:
+        return dataclasses.replace(self, segments=list(segment_ids))
+
+    def segment_ids(self) -> list[str]:
+        ids = list(self.dataset.segment_ids())
+        if self.segments is not None:
+            keep = set(self.segments)
+            ids = [s for s in ids if s in keep]
+        return ids
+
+
+# --------------------------------------------------------------------------- sample index
+@dataclasses.dataclass(frozen=True)
+class SegmentMetadata:
+    """Per-segment sampling metadata: inclusive ``[index_start, index_end]`` (window-trimmed)."""
+
+    segment_id: str
+    index_start: int
+    index_end: int
+    num_samples: int
+
+
+class SampleIndex:
+    """The complete sample space: every segment's valid index values, in segment order.
+
+    Integer timelines step by 1 (every integer of ``[index_start, index_end]`` is a sample);
+    timestamp and duration timelines use a fixed-rate grid from each segment's trimmed start.
+    """
+
+    def __init__(
+        self,
+        segments: list[SegmentMetadata],
+        ns_per_sample: int | None = None,
+        is_timestamp: bool = False,
+        *,
+        is_duration: bool = False,
+    ):
+        self._segments = list(segments)
+        self._ns_per_sample = ns_per_sample
+        self._is_timestamp = bool(is_timestamp)
+        self._is_duration = bool(is_duration)
+        counts = np.array([s.num_samples for s in self._segments], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @property
+    def segments(self) -> list[SegmentMetadata]:
+        return self._segments
+
+    @property
+    def total_samples(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def ns_per_sample(self) -> int | None:
+        return self._ns_per_sample
+
+    @property
+    def is_timestamp(self) -> bool:
+        return self._is_timestamp
+
+    @property
+    def is_duration(self) -> bool:
+        return self._is_duration
+
+    @property
+    def segment_offsets(self) -> np.ndarray:
+        return self._offsets
+
+    @property
+    def step(self) -> int:
+        return self._ns_per_sample or 1
+
+    def _typed(self, value: int) -> IndexValue:
+        if self._is_timestamp:
+            return np.datetime64(int(value), "ns")
+        if self._is_duration:
+            return np.timedelta64(int(value), "ns")
+        return int(value)
+
+    def resolve_local_index(self, seg: SegmentMetadata, pos: int) -> IndexValue:
+        """The index value of sample ``pos`` of ``seg`` (datetime64/timedelta64 on time timelines)."""
+        return self._typed(seg.index_start + int(pos) * self.step)
+
+    def global_to_local(self, idx: int) -> tuple[SegmentMetadata, IndexValue]:
+        """Map a global index in ``[0, total_samples)`` to ``(segment, index value)``."""
+        idx = int(idx)
+        if idx < 0 or idx >= self.total_samples:
+            raise IndexError(f"Index {idx} out of range [0, {self.total_samples})")
+        k = int(np.searchsorted(self._offsets[1:], idx, side="right"))
+        seg = self._segments[k]
+        return seg, self.resolve_local_index(seg, idx - int(self._offsets[k]))
+
+    def indices_in_range(self, lo: int, hi: int) -> list[int]:
+        """Valid index values in ``[lo, hi]``: every integer, or the grid walking down from ``hi``."""
+        lo, hi = int(lo), int(hi)
+        if hi < lo:
+            return []
+        if self._ns_per_sample is None:
+            return list(range(lo, hi + 1))
+        return list(range(hi, lo - 1, -self._ns_per_sample))
+
+    @staticmethod
+    def build(
+        source: DataSource,
+        index: str,
+        fields: Mapping[str, Field],
+        *,
+        timeline_sampling: FixedRateSampling | None = None,
+    ) -> SampleIndex:
+        """Build from the catalog's per-segment index ranges (no data is read).
+
+        Every window stays inside its segment: the start is trimmed by the most negative
+        window offset, the end by the most positive; a segment left empty is dropped.
+        """
+        with tracing.tracing_scope("SampleIndex.build"):
+            ids = source.segment_ids()
+            if not ids:
+                return SampleIndex([])
+            kinds = dict(source.dataset.timelines())
+            if index not in kinds:
+                raise InvalidArgumentError(
+                    f"index {index!r} is not a timeline of the dataset (timelines: {sorted(kinds)})"
+                )
+            kind = kinds[index]
+            ranges = source.dataset.filter_segments(ids).get_index_ranges(index)
+            start_col, end_col = f"{index}:start", f"{index}:end"
+            seg_col = ranges["rerun_segment_id"].to_pylist()
+
+            def ints(col: str) -> list[int | None]:
+                arr = ranges[col]
+                if pa.types.is_timestamp(arr.type) or pa.types.is_duration(arr.type):
+                    arr = arr.cast(pa.int64())
+                return arr.to_pylist()
+
+            starts = dict(zip(seg_col, ints(start_col), strict=True))
+            ends = dict(zip(seg_col, ints(end_col), strict=True))
+            offsets = [o for f in fields.values() if f.window is not None for o in f.window]
+            neg = max(0, -min(offsets)) if offsets else 0
+            pos = max(0, max(offsets)) if offsets else 0
+            if kind == "sequence":
+                if timeline_sampling is not None:
+                    warnings.warn(
+                        f"timeline_sampling is ignored for the integer timeline {index!r}", UserWarning, stacklevel=3
+                    )
+                step = None
+            else:
+                if timeline_sampling is None:
+                    raise TypeError(
+                        f"{index!r} is a {kind} timeline: pass timeline_sampling=FixedRateSampling(rate_hz) "
+                        "to sample it on a fixed-rate grid"
+                    )
+                step = timeline_sampling.ns_per_sample
+            segments = []
+            for sid in ids:
+                lo, hi = starts.get(sid), ends.get(sid)
+                if lo is None or hi is None:
+                    continue  # the segment has no data on this timeline
+                lo, hi = lo + neg, hi - pos
+                if lo > hi:
+                    continue
+                n = hi - lo + 1 if step is None else (hi - lo) // step + 1
+                end = lo + (n - 1) * (step or 1)
+                segments.append(SegmentMetadata(sid, int(lo), int(end), int(n)))
+            return SampleIndex(
+                segments, ns_per_sample=step, is_timestamp=kind == "timestamp", is_duration=kind == "duration"
+            )
+
+
+# --------------------------------------------------------------------------- datasets
+_KEEP_ALIVE_AFTER_FORK: list[Any] = []  # native objects inherited through fork: never destroyed
+
+
+def _distributed() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch is a dependency of the datasets
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _worker() -> tuple[int, int]:
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+class _RerunDataset:
+    """What both datasets share: the sample index, the native engine, sample assembly."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        index: str,
+        fields: Mapping[str, Field],
+        timeline_sampling: FixedRateSampling | None,
+        decode_threads: int | None,
+    ):
+        if not isinstance(source, DataSource):
+            source = DataSource(source)
+        if not fields:
+            raise InvalidArgumentError("a dataset needs at least one field")
+        self._source = source
+        self._index = index
+        self._fields = dict(fields)
+        self._timeline_sampling = timeline_sampling
+        if decode_threads is not None and decode_threads < 1:
+            raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
+        self._decode_threads = decode_threads
+        self._sample_index = SampleIndex.build(source, index, self._fields, timeline_sampling=timeline_sampling)
+        self._engine_obj: Any = None
+        self._engine_pid: int | None = None
+        self._carrier = tracing.current_carrier()
+        self._engine()  # validates fields against the schema now, not at the first sample
+
+    # pickling (spawned DataLoader workers): the engine is rebuilt in the new process.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_engine_obj"] = None
+        state["_engine_pid"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        tracing.attach_carrier(self._carrier)
+
+    @property
+    def sample_index(self) -> SampleIndex:
+        return self._sample_index
+
+    def __len__(self) -> int:
+        return self._sample_index.total_samples
+
+    def _engine(self) -> Any:
+        pid = os.getpid()
+        if self._engine_obj is not None and self._engine_pid == pid:
+            return self._engine_obj
+        dataset = self._source.dataset
+        if self._engine_obj is not None:
+            # Inherited through fork: the parent's threads do not exist here and its locks may
+            # be held, so the native objects are neither used nor destroyed; reopen the files.
+            _KEEP_ALIVE_AFTER_FORK.append((self._engine_obj, dataset))
+            dataset = dataset._reopened()
+            self._source = dataclasses.replace(self._source, dataset=dataset)
+        segs = self._sample_index.segments
+        specs = []
+        for key, f in self._fields.items():
+            specs.append(
+                (
+                    key,
+                    f.path,
+                    _native_kind(f.decode),
+                    f.window,
+                    f.select.query if f.select is not None else "",
+                    list(f.join or ()),
+                )
+            )
+        threads = self._decode_threads
+        if threads is None:
+            threads = 1 if _worker()[1] > 1 else (os.cpu_count() or 1)
+        self._engine_obj = _core.Engine(
+            dataset._core,
+            [s.segment_id for s in segs],
+            np.arange(len(segs), dtype=np.int64),
+            np.array([s.index_start for s in segs], dtype=np.int64),
+            np.array([s.num_samples for s in segs], dtype=np.int64),
+            int(self._sample_index.step),
+            specs,
+            self._index,
+            int(threads),
+        )
+        self._engine_pid = pid
+        return self._engine_obj
+
+    def _record_spans(self, stats: Mapping[str, int]) -> None:
+        if not tracing.enabled():
+            return
+        common = {"rrloader.samples": stats["samples"]}
+        tracing.record_span(
+            "rrloader.fetch",
+            stats["fetch_start_ns"],
+            stats["fetch_end_ns"],
+            {
+                **common,
+                "rrloader.fetch.queries": stats["queries"],
+                "rrloader.fetch.rows": stats["rows_fetched"],
+                "rrloader.fetch.chunks_loaded": stats["chunks_loaded"],
+            },
+        )
+        tracing.record_span(
+            "rrloader.decode",
+            stats["decode_start_ns"],
+            stats["decode_end_ns"],
+            {**common, "rrloader.decode.bytes": stats["bytes_out"], "rrloader.decode.missing": stats["missing"]},
+        )
+
+    def _assemble(self, block: tuple) -> list[dict[str, Any]]:
+        """Per-sample dicts from one engine block (tensors view the engine's buffers)."""
+        import torch
+
+        global_ids, seg_pos, values, fields, stats = block
+        self._record_spans(stats)
+        n = len(global_ids)
+        samples: list[dict[str, Any]] = [{} for _ in range(n)]
+        segs = self._sample_index.segments
+        for (key, field), out in zip(self._fields.items(), fields, strict=True):
+            valid = out["valid"]
+            if "raw_slots" in out:
+                self._python_decode(key, field, out, seg_pos, values, samples)
+                continue
+            if "batch" in out:
+                batch = torch.from_numpy(out["batch"])
+                for i in range(n):
+                    samples[i][key] = batch[i] if valid[i] else None
+            else:
+                for i, item in enumerate(out["items"]):
+                    samples[i][key] = None if item is None else torch.from_numpy(item)
+        del segs
+        return samples
+
+    def _python_decode(self, key, field, out, seg_pos, values, samples) -> None:
+        column = out["raw_column"]
+        slots = int(out["raw_slots"])
+        rows = out["raw_rows"]
+        col = pa.ChunkedArray._import_from_c_capsule(column) if column is not None else None
+        segs = self._sample_index.segments
+        for i in range(len(samples)):
+            r = rows[i * slots : (i + 1) * slots]
+            seg_id = segs[int(seg_pos[i])].segment_id
+            value = self._sample_index._typed(int(values[i]))
+            if col is None:
+                raw = pa.chunked_array([], type=pa.null())
+            else:
+                raw = col.take(pa.array(r, mask=r < 0, type=pa.int64()))
+            samples[i][key] = field.decode.decode(raw, value, seg_id)
+
+
+class RerunIterableDataset(_RerunDataset):
+    """Iterable dataset: fetches ``fetch_size`` samples per engine block and yields them one by one.
+
+    The index list is partitioned across DDP ranks (when ``torch.distributed`` is
+    initialized) and DataLoader workers inside the dataset. With ``shuffle=True`` the whole
+    list is permuted once per epoch from ``(seed, epoch)`` before partitioning; call
+    ``set_epoch`` between epochs. The engine fetches block N+1 while block N decodes.
+
+    ``skip_incomplete=True`` drops samples with a missing field; more than
+    ``max_consecutive_skips`` in a row raises (a field that is never present would
+    otherwise silently empty the epoch).
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        index: str,
+        fields: Mapping[str, Field],
+        timeline_sampling: FixedRateSampling | None = None,
+        fetch_size: int = 128,
+        shuffle: bool = True,
+        *,
+        seed: int = 0,
+        decode_threads: int | None = None,
+        skip_incomplete: bool = False,
+        max_consecutive_skips: int = 1000,
+        prefetch_blocks: int = 2,
+        max_ready_bytes: int = DEFAULT_MAX_READY_BYTES,
+    ):
+        if int(fetch_size) < 1:
+            raise InvalidArgumentError(f"fetch_size must be >= 1, got {fetch_size}")
+        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+        self._fetch_size = int(fetch_size)
+        self._shuffle = bool(shuffle)
+        self._seed = int(seed)
+        self._epoch = 0
+        self._skip_incomplete = bool(skip_incomplete)
+        self._max_consecutive_skips = int(max_consecutive_skips)
+        self._prefetch_blocks = int(prefetch_blocks)
+        self._max_ready_bytes = int(max_ready_bytes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch for shuffling (like DistributedSampler.set_epoch)."""
+        self._epoch = int(epoch)
+
+    def shard_order(self) -> np.ndarray:
+        """This process's global sample numbers for the current epoch, in iteration order."""
+        total = self._sample_index.total_samples
+        order = _core.epoch_order(total, self._seed, self._epoch, self._shuffle)
+        rank, world = _distributed()
+        b, e = _core.shard_bounds(len(order), rank, world)
+        order = order[b:e]
+        wid, nw = _worker()
+        b, e = _core.shard_bounds(len(order), wid, nw)
+        return np.ascontiguousarray(order[b:e])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        order = self.shard_order()
+        engine = self._engine()
+        pipe = engine.iterate(order, self._fetch_size, self._prefetch_blocks, self._max_ready_bytes)
+        skipped = 0
+        try:
+            while (block := pipe.next()) is not None:
+                for sample in self._assemble(block):
+                    if self._skip_incomplete and any(v is None for v in sample.values()):
+                        skipped += 1
+                        if skipped > self._max_consecutive_skips:
+                            missing = [k for k, v in sample.items() if v is None]
+                            raise RrloaderError(
+                                f"more than {self._max_consecutive_skips} consecutive samples were incomplete "
+                                f"(the last one misses {missing}); check the fields or raise max_consecutive_skips"
+                            )
+                        continue
+                    skipped = 0
+                    yield sample
+        finally:
+            pipe.close()
+
+
+class RerunMapDataset(_RerunDataset):
+    """Map-style dataset: random access by global index; ``__getitems__`` is one engine request per batch."""
+
+    def __init__(
+        self,
+        source: DataSource,
+        index: str,
+        fields: Mapping[str, Field],
+        timeline_sampling: FixedRateSampling | None = None,
+        *,
+        decode_threads: int | None = None,
+    ):
+        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        return self.__getitems__([idx])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
+        total = self._sample_index.total_samples
+        bad = ids[(ids < 0) | (ids >= total)]
+        if bad.size:
+            raise IndexError(f"Index {int(bad[0])} out of range [0, {total})")
+        with tracing.tracing_scope("RerunMapDataset.__getitems__"):
+            return self._assemble(self._engine().run(np.ascontiguousarray(ids)))
+
+
+# --------------------------------------------------------------------------- collate
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stack a list of samples into batch tensors: ``(batch, missing)``.
+
+    ``batch[name]`` is ``[B, ...]``; a missing value (``None``) is a zero-filled slot and
+    ``missing[name]`` is a ``[B]`` bool tensor that is True there. A field missing in every
+    sample is ``None`` in ``batch``. Shapes must agree across present samples (ragged
+    fields: collate them yourself).
+    """
+    import torch
+
+    if not samples:
+        return {}, {}
+    batch: dict[str, Any] = {}
+    missing: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        mask = torch.tensor([v is None for v in values], dtype=torch.bool)
+        missing[key] = mask
+        present = [v for v in values if v is not None]
+        if not present:
+            batch[key] = None
+            continue
+        shapes = {tuple(v.shape) for v in present}
+        if len(shapes) > 1:
+            raise InvalidArgumentError(f"field {key!r} has samples of different shapes {sorted(shapes)}; cannot stack")
+        if len(present) == len(values):
+            batch[key] = torch.stack(values)
+        else:
+            zero = torch.zeros_like(present[0])
+            batch[key] = torch.stack([zero if v is None else v for v in values])
+    return batch, missing
