@@ -9,22 +9,6 @@ import pyarrow  # noqa: F401  (loads libarrow before the native module)
 
 from . import _core
 from ._dataset import DatasetView, LocalDataset
-from .dataloader import (
-    ColumnDecoder,
-    DataSource,
-    Field,
-    FixedRateSampling,
-    ImageDecoder,
-    NumericDecoder,
-    RerunIterableDataset,
-    RerunMapDataset,
-    SampleIndex,
-    SegmentMetadata,
-    Selector,
-    collate_samples,
-    tracing_scope,
-    with_tracing,
-)
 from .errors import (
     InvalidArgumentError,
     NoRecordingsError,
@@ -39,6 +23,39 @@ from .errors import (
 )
 
 _install_exception_table(_core)
+
+# The datasets need torch; like rerun's dataloader package, import them on first use so
+# `import rrloader` (and the CLI) stay light.
+_DATALOADER_NAMES = frozenset(
+    {
+        "ColumnDecoder",
+        "DataSource",
+        "Field",
+        "FixedRateSampling",
+        "ImageDecoder",
+        "NumericDecoder",
+        "RerunIterableDataset",
+        "RerunMapDataset",
+        "SampleIndex",
+        "SegmentMetadata",
+        "Selector",
+        "collate_samples",
+        "tracing_scope",
+        "with_tracing",
+    }
+)
+
+
+def __getattr__(name: str):
+    if name in _DATALOADER_NAMES:
+        from . import dataloader
+
+        return getattr(dataloader, name)
+    raise AttributeError(f"module 'rrloader' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _DATALOADER_NAMES)
 
 __version__ = "0.1.0"
 

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
+from torch.utils.data import Dataset, IterableDataset
 
 from . import _core, tracing
 from .errors import InvalidArgumentError, RrloaderError
@@ -115,8 +117,6 @@ class NumericDecoder(ColumnDecoder):
     _native_kind = "numeric"
 
     def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
-        import torch
-
         rows = [_flatten_cell(c) for c in _cells(raw)]
         if not rows or any(r is None or r.size == 0 for r in rows):
             return None
@@ -140,8 +140,6 @@ class ImageDecoder(ColumnDecoder):
     _native_kind = "image"
 
     def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
-        import torch
-
         frames = []
         for cell in _cells(raw):
             if not cell.is_valid or len(cell) == 0:
@@ -426,10 +424,8 @@ _KEEP_ALIVE_AFTER_FORK: list[Any] = []  # native objects inherited through fork:
 
 
 def _distributed() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a dependency of the datasets
-        return 0, 1
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -553,8 +549,6 @@ class _RerunDataset:
 
     def _assemble(self, block: tuple) -> list[dict[str, Any]]:
         """Per-sample dicts from one engine block (tensors view the engine's buffers)."""
-        import torch
-
         global_ids, seg_pos, values, fields, stats = block
         self._record_spans(stats)
         n = len(global_ids)
@@ -592,7 +586,7 @@ class _RerunDataset:
             samples[i][key] = field.decode.decode(raw, value, seg_id)
 
 
-class RerunIterableDataset(_RerunDataset):
+class RerunIterableDataset(_RerunDataset, IterableDataset):
     """Iterable dataset: fetches ``fetch_size`` samples per engine block and yields them one by one.
 
     The index list is partitioned across DDP ranks (when ``torch.distributed`` is
@@ -627,20 +621,22 @@ class RerunIterableDataset(_RerunDataset):
         self._fetch_size = int(fetch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
-        self._epoch = 0
+        # The epoch lives in shared memory so that set_epoch reaches persistent DataLoader
+        # workers too (their dataset copies are made once, at the first iter(loader)).
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._skip_incomplete = bool(skip_incomplete)
         self._max_consecutive_skips = int(max_consecutive_skips)
         self._prefetch_blocks = int(prefetch_blocks)
         self._max_ready_bytes = int(max_ready_bytes)
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch for shuffling (like DistributedSampler.set_epoch)."""
-        self._epoch = int(epoch)
+        """Set the epoch for shuffling (like DistributedSampler.set_epoch); reaches persistent workers."""
+        self._epoch.fill_(int(epoch))
 
     def shard_order(self) -> np.ndarray:
         """This process's global sample numbers for the current epoch, in iteration order."""
         total = self._sample_index.total_samples
-        order = _core.epoch_order(total, self._seed, self._epoch, self._shuffle)
+        order = _core.epoch_order(total, self._seed, int(self._epoch.item()), self._shuffle)
         rank, world = _distributed()
         b, e = _core.shard_bounds(len(order), rank, world)
         order = order[b:e]
@@ -671,7 +667,7 @@ class RerunIterableDataset(_RerunDataset):
             pipe.close()
 
 
-class RerunMapDataset(_RerunDataset):
+class RerunMapDataset(_RerunDataset, Dataset):
     """Map-style dataset: random access by global index; ``__getitems__`` is one engine request per batch."""
 
     def __init__(
@@ -707,8 +703,6 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any
     sample is ``None`` in ``batch``. Shapes must agree across present samples (ragged
     fields: collate them yourself).
     """
-    import torch
-
     if not samples:
         return {}, {}
     batch: dict[str, Any] = {}
