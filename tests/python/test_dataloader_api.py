@@ -1,0 +1,835 @@
+"""Acceptance tests of the seed dataloader API (rrloader.dataloader), issue 3 — without DataLoader
+workers/DDP (see test_dataloader_torch.py for those).
+
+Recordings are tiny and written once per module with rerun-sdk (tests/python/dlutil.py). Numeric
+samples are compared with rerun-sdk's own query (`DatasetEntry.reader(index, using_index_values=...,
+fill_latest_at=True)`) served by one reference server in a child process (test_differential's RefWorker).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dlutil  # noqa: E402
+
+torch = pytest.importorskip("torch")
+
+from rrloader import LocalDataset  # noqa: E402
+from rrloader.dataloader import (  # noqa: E402
+    ColumnDecoder,
+    DataSource,
+    Field,
+    FixedRateSampling,
+    ImageDecoder,
+    NumericDecoder,
+    RerunIterableDataset,
+    RerunMapDataset,
+    SampleIndex,
+    SegmentMetadata,
+    Selector,
+    collate_samples,
+)
+from rrloader.errors import RrloaderError  # noqa: E402
+
+FRAME_SEGS = {"seg_a": (0, 11), "seg_b": (5, 9), "seg_c": (3, 3)}
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dlapi")
+    dlutil.write_numeric_dataset(root / "num")
+    dlutil.write_image_dataset(root / "img")
+    dlutil.write_misc_dataset(root / "misc")
+    return root
+
+
+@pytest.fixture(scope="module")
+def num_ds(data_dir):
+    return LocalDataset(str(data_dir / "num"))
+
+
+@pytest.fixture(scope="module")
+def img_ds(data_dir):
+    return LocalDataset(str(data_dir / "img"))
+
+
+@pytest.fixture(scope="module")
+def misc_ds(data_dir):
+    return LocalDataset(str(data_dir / "misc"))
+
+
+@pytest.fixture(scope="module")
+def ref(data_dir, tmp_path_factory):
+    """rerun-sdk's catalog server (child process) serving the numeric dataset as "num"."""
+    from test_differential import RefWorker
+
+    worker = RefWorker(tmp_path_factory.mktemp("dlapi_ref"), timeout_s=120)
+    loaded = worker.load("dl", {"num": sorted((data_dir / "num").glob("*.rrd"))})
+    assert sorted(loaded["num"]) == sorted(dlutil.NUM_FRAMES)
+    yield worker
+    worker.close()
+
+
+def num_field(name, window=None, **kw):
+    return Field(dlutil.NUM_COLUMNS[name], NumericDecoder(), window=window, **kw)
+
+
+def as_int(v) -> int:
+    if isinstance(v, np.datetime64 | np.timedelta64):
+        return int(v.astype(f"{v.dtype.kind}8[ns]").view(np.int64))
+    assert isinstance(v, int | np.integer)
+    return int(v)
+
+
+def slot_values(si: SampleIndex, v, window) -> list[int]:
+    """The index values of a field's slots at sample value `v` (ascending)."""
+    v = as_int(v)
+    if window is None:
+        return [v]
+    return sorted(si.indices_in_range(v + window[0], v + window[1]))
+
+
+# ------------------------------------------------------------------------------------------------ 1. sample index
+def time_bounds(seg: str, fn) -> tuple[int, int]:
+    lo, hi = FRAME_SEGS[seg]
+    vals = [fn(seg, f) for f in range(lo, hi + 1)]
+    return min(vals), max(vals)
+
+
+def test_integer_index_steps_by_one_at_segment_edges(num_ds):
+    si = SampleIndex.build(DataSource(num_ds), "frame", {"x": num_field("state")})
+    assert [s.segment_id for s in si.segments] == ["seg_a", "seg_b", "seg_c"]
+    assert [(s.index_start, s.index_end, s.num_samples) for s in si.segments] == [
+        (0, 11, 12),
+        (5, 9, 5),
+        (3, 3, 1),
+    ]
+    assert si.total_samples == 18
+    assert si.ns_per_sample is None and not si.is_timestamp
+    expected = [("seg_a", f) for f in range(12)] + [("seg_b", f) for f in range(5, 10)] + [("seg_c", 3)]
+    got = []
+    for i in range(si.total_samples):
+        seg, v = si.global_to_local(i)
+        assert isinstance(seg, SegmentMetadata)
+        assert type(v) is int
+        got.append((seg.segment_id, v))
+    assert got == expected
+    # edges: last of a, first of b, last of b, the 1-sample segment
+    assert si.global_to_local(11)[1] == 11 and si.global_to_local(11)[0].segment_id == "seg_a"
+    assert si.global_to_local(12) == (si.segments[1], 5)
+    assert si.global_to_local(16) == (si.segments[1], 9)
+    assert si.global_to_local(17) == (si.segments[2], 3)
+    for bad in (-1, 18, 1000):
+        with pytest.raises(IndexError):
+            si.global_to_local(bad)
+    assert si.resolve_local_index(si.segments[1], 0) == 5
+    assert si.resolve_local_index(si.segments[1], 4) == 9
+    assert si.indices_in_range(3, 6) == [3, 4, 5, 6]
+    assert si.indices_in_range(4, 4) == [4]
+    assert si.indices_in_range(5, 4) == []
+
+
+@pytest.mark.parametrize(
+    "index,rate,step,fn,dtype",
+    [
+        ("time", 100.0, 10_000_000, dlutil.num_time_ns, "datetime64[ns]"),
+        ("dur", 50.0, 20_000_000, dlutil.num_dur_ns, "timedelta64[ns]"),
+    ],
+)
+def test_time_index_on_fixed_rate_grid(num_ds, index, rate, step, fn, dtype):
+    si = SampleIndex.build(
+        DataSource(num_ds), index, {"x": num_field("state")}, timeline_sampling=FixedRateSampling(rate)
+    )
+    assert si.ns_per_sample == step
+    assert si.is_timestamp == (index == "time")
+    total = 0
+    for seg in si.segments:
+        lo, hi = time_bounds(seg.segment_id, fn)
+        n = (hi - lo) // step + 1
+        assert (seg.index_start, seg.num_samples) == (lo, n), seg
+        assert seg.index_end == lo + (n - 1) * step <= hi
+        first = si.resolve_local_index(seg, 0)
+        last = si.resolve_local_index(seg, n - 1)
+        assert first.dtype == np.dtype(dtype) and last.dtype == np.dtype(dtype)
+        assert as_int(first) == lo and as_int(last) == lo + (n - 1) * step
+        # global <-> local at the segment's edges
+        s0, v0 = si.global_to_local(total)
+        s1, v1 = si.global_to_local(total + n - 1)
+        assert s0.segment_id == s1.segment_id == seg.segment_id
+        assert as_int(v0) == lo and as_int(v1) == lo + (n - 1) * step
+        assert isinstance(v0, np.datetime64 if index == "time" else np.timedelta64)
+        total += n
+    assert [s.segment_id for s in si.segments] == ["seg_a", "seg_b", "seg_c"]
+    assert si.segments[2].num_samples == 1
+    assert si.total_samples == total
+    with pytest.raises(IndexError):
+        si.global_to_local(total)
+    # the grid walks down from hi
+    assert si.indices_in_range(0, 3 * step + 5) == [3 * step + 5, 2 * step + 5, step + 5, 5]
+    assert si.indices_in_range(0, 3 * step) == [3 * step, 2 * step, step, 0]
+    assert si.indices_in_range(10, 9) == []
+
+
+def test_time_index_without_sampling_is_type_error(num_ds):
+    for index, word in (("time", "timestamp"), ("dur", "duration")):
+        with pytest.raises(TypeError, match=word):
+            SampleIndex.build(DataSource(num_ds), index, {"x": num_field("state")})
+        with pytest.raises(TypeError):
+            RerunMapDataset(DataSource(num_ds), index, {"x": num_field("state")})
+
+
+def test_sampling_on_integer_index_warns(num_ds):
+    with pytest.warns(UserWarning, match="ignored"):
+        si = SampleIndex.build(
+            DataSource(num_ds), "frame", {"x": num_field("state")}, timeline_sampling=FixedRateSampling(30)
+        )
+    assert si.total_samples == 18 and si.ns_per_sample is None
+
+
+def test_window_trims_segment_ends(num_ds):
+    src = DataSource(num_ds)
+    # negative offsets trim the start, positive the end; seg_b (5..9) and seg_c (3) become empty
+    si = SampleIndex.build(src, "frame", {"w": num_field("state", window=(-2, 3))})
+    assert [(s.segment_id, s.index_start, s.index_end, s.num_samples) for s in si.segments] == [
+        ("seg_a", 2, 8, 7)
+    ]
+    si = SampleIndex.build(src, "frame", {"w": num_field("state", window=(-2, 0))})
+    assert [(s.segment_id, s.index_start, s.num_samples) for s in si.segments] == [
+        ("seg_a", 2, 10),
+        ("seg_b", 7, 3),
+    ]
+    si = SampleIndex.build(src, "frame", {"w": num_field("state", window=(1, 4))})  # positive only
+    assert [(s.segment_id, s.index_start, s.index_end) for s in si.segments] == [
+        ("seg_a", 0, 7),
+        ("seg_b", 5, 5),
+    ]
+    # the most negative / most positive over all fields
+    si = SampleIndex.build(
+        src, "frame", {"a": num_field("state", window=(-1, 0)), "b": num_field("state", window=(0, 2))}
+    )
+    assert [(s.segment_id, s.index_start, s.index_end) for s in si.segments] == [
+        ("seg_a", 1, 9),
+        ("seg_b", 6, 7),
+    ]
+    # on a timestamp grid: offsets in ns
+    step = dlutil.FRAME_NS
+    si = SampleIndex.build(
+        src,
+        "time",
+        {"w": num_field("state", window=(-2 * step, step))},
+        timeline_sampling=FixedRateSampling(100),
+    )
+    lo, hi = time_bounds("seg_a", dlutil.num_time_ns)
+    seg = si.segments[0]
+    assert seg.segment_id == "seg_a"
+    assert seg.index_start == lo + 2 * step
+    assert seg.num_samples == (hi - step - (lo + 2 * step)) // step + 1
+    assert "seg_c" not in [s.segment_id for s in si.segments]
+
+
+def test_build_reads_index_ranges_only(num_ds):
+    """The sample index comes from the per-segment ranges: a view that only has ranges works."""
+
+    class RangesOnly:
+        def segment_ids(self):
+            return ["s1", "s2"]
+
+        def timelines(self):
+            return {"frame": "sequence"}
+
+        def filter_segments(self, ids):
+            assert list(ids) == ["s1", "s2"]
+            return self
+
+        def get_index_ranges(self, index=None):
+            return pa.table(
+                {
+                    "rerun_segment_id": ["s1", "s2"],
+                    "frame:start": pa.array([10, 0], pa.int64()),
+                    "frame:end": pa.array([12, 0], pa.int64()),
+                }
+            )
+
+        def reader(self, *a, **k):  # pragma: no cover - must not be called
+            raise AssertionError("SampleIndex.build read data")
+
+    si = SampleIndex.build(DataSource(RangesOnly()), "frame", {"x": num_field("state")})
+    assert [(s.segment_id, s.index_start, s.num_samples) for s in si.segments] == [
+        ("s1", 10, 3),
+        ("s2", 0, 1),
+    ]
+
+
+def test_filter_segments_semantics(num_ds):
+    src = DataSource(num_ds)
+    f = {"x": num_field("state")}
+    si = SampleIndex.build(src.filter_segments(["seg_c", "seg_a", "nope"]), "frame", f)
+    assert [s.segment_id for s in si.segments] == ["seg_a", "seg_c"]  # dataset order, unknown ignored
+    assert si.total_samples == 13
+    empty = src.filter_segments([])
+    assert SampleIndex.build(empty, "frame", f).total_samples == 0
+    assert len(RerunMapDataset(empty, "frame", f)) == 0
+    assert src.segments is None  # immutable
+    ds = RerunMapDataset(src.filter_segments(["seg_b"]), "frame", f)
+    assert len(ds) == 5
+    assert ds[0]["x"].tolist() == dlutil.state_value("seg_b", 5).tolist()
+
+
+# ------------------------------------------------------------------------------------------------ 2. vs rerun-sdk
+def ref_rows(ref, index, kind, values_by_seg):
+    params = {
+        "case_no": -1,
+        "seed": -1,
+        "index": index,
+        "index_kind": kind,
+        "fill_latest_at": True,
+        "uiv_mode": "dict",
+        "uiv": {s: sorted(set(v)) for s, v in values_by_seg.items()},
+        "uiv_as_arrow": False,
+        "index_range": None,
+        "include_tombstone_columns": False,
+        "include_semantically_empty_columns": False,
+        "segments": None,
+        "contents": None,
+    }
+    table = ref.query("dl", "num", params)
+    segs = table.column("rerun_segment_id").to_pylist()
+    idx = table.column(index)
+    if not pa.types.is_integer(idx.type):
+        idx = idx.cast(pa.int64())
+    rows = {}
+    for r, (s, v) in enumerate(zip(segs, idx.to_pylist(), strict=True)):
+        rows[(s, v)] = r
+    return table, rows
+
+
+def leaf_type(t: pa.DataType) -> pa.DataType:
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    return t
+
+
+def flatten_cell(cell):
+    """Our documented rule on the reference's cell: None when absent, empty or holding a null."""
+    if cell is None:
+        return None
+    out = []
+
+    def walk(x):
+        if x is None:
+            return False
+        if isinstance(x, list):
+            return all(walk(y) for y in x)
+        out.append(x)
+        return True
+
+    if not walk(cell) or not out:
+        return None
+    return out
+
+
+def expected_sample(table, rows, field: Field, seg, slots):
+    col = table.column(field.path)
+    dtype = leaf_type(col.type).to_pandas_dtype()
+    cells = []
+    for v in slots:
+        r = rows[(seg, v)]
+        flat = flatten_cell(col[r].as_py())
+        if flat is None:
+            return None
+        cells.append(np.asarray(flat, dtype=dtype))
+    if field.window is None:
+        return cells[0]
+    return np.stack(cells)
+
+
+def assert_sample_equal(got, want, what):
+    if want is None:
+        assert got is None, f"{what}: expected None, got {got}"
+        return
+    assert got is not None, f"{what}: expected {want}, got None"
+    g = got.numpy()
+    assert g.dtype == want.dtype, f"{what}: dtype {g.dtype} != {want.dtype}"
+    assert g.shape == want.shape, f"{what}: shape {g.shape} != {want.shape}"
+    np.testing.assert_array_equal(g, want, err_msg=what)
+
+
+NUM_FIELD_SETS = {
+    "frame": (
+        None,
+        {
+            "state": num_field("state"),
+            "scalar": num_field("scalar"),
+            "vec3": num_field("vec3"),
+            "i32": num_field("i32"),
+            "i64": num_field("i64"),
+            "nested": num_field("nested"),
+            "static": num_field("static"),
+            "cleared": num_field("cleared"),
+            "nully": num_field("nully"),
+            "state_w": num_field("state", window=(-2, 1)),
+            "scalar_w": num_field("scalar", window=(-1, 0)),
+            "vec3_w": num_field("vec3", window=(0, 1)),
+        },
+    ),
+    "time": (
+        FixedRateSampling(100),
+        {
+            "state": num_field("state"),
+            "scalar": num_field("scalar"),
+            "i32": num_field("i32"),
+            "cleared": num_field("cleared"),
+            "static": num_field("static"),
+            "state_w": num_field("state", window=(-3 * dlutil.FRAME_NS, 0)),
+            "scalar_w": num_field("scalar", window=(-dlutil.FRAME_NS - 5_000_000, dlutil.FRAME_NS)),
+        },
+    ),
+    "dur": (
+        FixedRateSampling(50),
+        {
+            "state": num_field("state"),
+            "nested": num_field("nested"),
+            "nully": num_field("nully"),
+            "state_w": num_field("state", window=(-dlutil.DUR_FRAME_NS, dlutil.DUR_FRAME_NS)),
+        },
+    ),
+}
+KINDS = {"frame": "sequence", "time": "timestamp", "dur": "duration"}
+
+
+@pytest.fixture(scope="module", params=sorted(NUM_FIELD_SETS))
+def num_case(request, num_ds, ref):
+    """(index, map dataset, {global i: expected sample}) with expectations from rerun-sdk's query."""
+    index = request.param
+    sampling, fields = NUM_FIELD_SETS[index]
+    ds = RerunMapDataset(DataSource(num_ds), index, fields, sampling)
+    si = ds.sample_index
+    assert si.total_samples > 0
+    plan = {}
+    wanted: dict[str, list[int]] = {}
+    for i in range(len(ds)):
+        seg, v = si.global_to_local(i)
+        plan[i] = (seg.segment_id, v, {k: slot_values(si, v, f.window) for k, f in fields.items()})
+        for slots in plan[i][2].values():
+            wanted.setdefault(seg.segment_id, []).extend(slots)
+    table, rows = ref_rows(ref, index, KINDS[index], wanted)
+    expected = {
+        i: {k: expected_sample(table, rows, fields[k], seg, slots[k]) for k in fields}
+        for i, (seg, _, slots) in plan.items()
+    }
+    return index, ds, expected, plan
+
+
+def test_map_samples_equal_reference(num_case):
+    index, ds, expected, plan = num_case
+    n_none = 0
+    for i in range(len(ds)):
+        sample = ds[i]
+        assert set(sample) == set(expected[i])
+        for k, want in expected[i].items():
+            n_none += want is None
+            assert_sample_equal(sample[k], want, f"index={index} sample {i} {plan[i][:2]} field {k}")
+    assert n_none > 0  # the missing-value rule is exercised
+
+
+def test_iterable_samples_equal_reference(num_case):
+    index, map_ds, expected, _ = num_case
+    ds = RerunIterableDataset(
+        map_ds._source, index, map_ds._fields, map_ds._timeline_sampling, fetch_size=4, shuffle=False
+    )
+    samples = list(ds)
+    assert len(samples) == len(expected)
+    for i, sample in enumerate(samples):
+        for k, want in expected[i].items():
+            assert_sample_equal(sample[k], want, f"index={index} iterable sample {i} field {k}")
+
+
+def test_missing_value_rule_cases(num_ds):
+    """Spot checks of the documented rule (independent of the reference)."""
+    fields = {k: num_field(k) for k in ("scalar", "cleared", "nully", "static", "i32")}
+    ds = RerunMapDataset(DataSource(num_ds), "frame", fields)
+    by_frame = {f: ds[f] for f in range(12)}  # seg_a: global == frame
+    assert by_frame[0]["scalar"] is None and by_frame[1]["scalar"] is None  # nothing at/before
+    assert by_frame[2]["scalar"].tolist() == [2.5]
+    assert by_frame[9]["scalar"].tolist() == [9.5]
+    assert by_frame[8]["scalar"].tolist() == [5.5]  # logged out of order: latest-at by time
+    assert by_frame[0]["cleared"] is None
+    assert by_frame[1]["cleared"].tolist() == [1.0]
+    assert by_frame[4]["cleared"] is None  # cleared at 4
+    assert by_frame[10]["cleared"] is None and by_frame[11]["cleared"] is None  # empty batch
+    assert by_frame[8]["cleared"].tolist() == [2.0]
+    assert by_frame[2]["nully"].tolist() == [5.0, 6.0]
+    assert by_frame[6]["nully"] is None and by_frame[11]["nully"] is None  # holds a null
+    assert all(by_frame[f]["static"].tolist() == [42.0, 43.0] for f in range(12))
+    assert by_frame[5]["i32"].dtype == torch.int32 and by_frame[5]["i32"].tolist() == [3, -3, 7]
+    seg_c = ds[17]
+    assert seg_c["scalar"] is None  # never logged in seg_c
+    assert seg_c["static"].tolist() == [42.0, 43.0]
+
+
+# ------------------------------------------------------------------------------------------------ 3. getitems / iterable
+def assert_samples_same(a, b, what=""):
+    assert set(a) == set(b), what
+    for k in a:
+        if a[k] is None or b[k] is None:
+            assert a[k] is None and b[k] is None, f"{what} {k}"
+        else:
+            assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, f"{what} {k}"
+            assert torch.equal(a[k], b[k]), f"{what} {k}"
+
+
+def test_getitems_equals_getitem(num_ds):
+    fields = NUM_FIELD_SETS["frame"][1]
+    ds = RerunMapDataset(DataSource(num_ds), "frame", fields)
+    assert len(ds) == 11  # seg_a 2..10, seg_b 7..8
+    ids = [10, 3, 3, 0, 9, 8, 10, 5, 1, 8]
+    batch = ds.__getitems__(ids)
+    assert len(batch) == len(ids)
+    for i, s in zip(ids, batch, strict=True):
+        assert_samples_same(s, ds[i], f"id {i}")
+    assert ds.__getitems__([]) == []
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, len(ds)])
+    with pytest.raises(IndexError):
+        ds[-1]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_iterable_matches_map(num_ds, shuffle):
+    sampling, fields = NUM_FIELD_SETS["time"]
+    src = DataSource(num_ds)
+    mds = RerunMapDataset(src, "time", fields, sampling)
+    ids = RerunIterableDataset(src, "time", fields, sampling, fetch_size=3, shuffle=shuffle, seed=7)
+    order = ids.shard_order()
+    assert sorted(order.tolist()) == list(range(len(mds)))
+    if not shuffle:
+        assert order.tolist() == list(range(len(mds)))
+    else:
+        assert order.tolist() != list(range(len(mds)))
+    samples = list(ids)
+    assert len(samples) == len(mds) == len(ids)
+    for g, s in zip(order.tolist(), samples, strict=True):
+        assert_samples_same(s, mds[g], f"global {g}")
+
+
+# ------------------------------------------------------------------------------------------------ 4. windows
+def test_window_shapes_integer(num_ds):
+    fields = {"w": num_field("state", window=(-3, 2)), "s": num_field("scalar", window=(0, 0))}
+    ds = RerunMapDataset(DataSource(num_ds), "frame", fields)
+    assert len(ds) == 12 - 5  # seg_a 3..9; seg_b 5..9 is too short; seg_c too
+    s = ds[0]
+    assert s["w"].shape == (6, 7)
+    assert s["w"].dtype == torch.float64
+    np.testing.assert_array_equal(
+        s["w"].numpy(), np.stack([dlutil.state_value("seg_a", f) for f in range(0, 6)])
+    )
+    assert s["s"].shape == (1, 1) and s["s"].tolist() == [[2.5]]
+
+
+def test_window_on_timestamp_grid_walks_down(num_ds):
+    step = dlutil.FRAME_NS
+    w = (-2 * step - 3_000_000, step)  # 3 ms off grid: T = (end - start) // step + 1 = 4
+    ds = RerunMapDataset(
+        DataSource(num_ds),
+        "time",
+        {"w": num_field("state", window=w)},
+        timeline_sampling=FixedRateSampling(100),
+    )
+    si = ds.sample_index
+    T = (w[1] - w[0]) // step + 1
+    assert T == 4
+    for i in (0, len(ds) - 1):
+        seg, v = si.global_to_local(i)
+        vals = si.indices_in_range(as_int(v) + w[0], as_int(v) + w[1])
+        assert vals[0] == as_int(v) + w[1] and len(vals) == T
+        assert all(a - b == step for a, b in zip(vals, vals[1:], strict=False))
+        got = ds[i]["w"]
+        assert got.shape == (T, 7)
+        # latest-at of each slot (ascending): the state row of the last frame at or before the slot
+        frames = range(FRAME_SEGS[seg.segment_id][0], FRAME_SEGS[seg.segment_id][1] + 1)
+        want = []
+        for x in sorted(vals):
+            f = max(f for f in frames if dlutil.num_time_ns(seg.segment_id, f) <= x)
+            want.append(dlutil.state_value(seg.segment_id, f))
+        np.testing.assert_array_equal(got.numpy(), np.stack(want))
+
+
+def test_window_varying_widths_is_error(misc_ds):
+    ds = RerunMapDataset(
+        DataSource(misc_ds), "frame", {"v": Field("/var:Scalars:scalars", NumericDecoder(), window=(-1, 0))}
+    )
+    assert ds[0]["v"].shape == (2, 1)  # frames 0, 1: one value each
+    assert ds[3]["v"].shape == (2, 2)  # frames 3, 4: two values each
+    assert ds[3]["v"].tolist() == [[3.0, 4.0], [4.0, 5.0]]
+    with pytest.raises(RrloaderError, match="width") as e:
+        ds[2]  # frames 2 (1 value) and 3 (2 values)
+    assert "misc_seg" in str(e.value)
+
+
+def test_window_images(img_ds):
+    ds = RerunMapDataset(
+        DataSource(img_ds),
+        "frame",
+        {
+            "cam": Field("/jpeg:EncodedImage:blob", ImageDecoder(), window=(-2, 0)),
+            "png": Field("/png_rgb:EncodedImage:blob", ImageDecoder(), window=(-1, 0)),
+        },
+    )
+    assert len(ds) == 2
+    blobs = dlutil.image_blobs()
+    s = ds[1]  # frame 3
+    assert s["cam"].shape == (3, 3, 16, 24) and s["cam"].dtype == torch.uint8
+    for t, k in enumerate((1, 2, 3)):
+        np.testing.assert_array_equal(s["cam"][t].numpy(), dlutil.pillow_chw(blobs["/jpeg"][k]))
+    assert s["png"].shape == (2, 3, 5, 7)
+    np.testing.assert_array_equal(s["png"][0].numpy(), dlutil.pillow_chw(blobs["/png_rgb"][2]))
+
+
+def test_window_start_after_end_is_error():
+    with pytest.raises(ValueError, match="start"):
+        Field("/state:Scalars:scalars", NumericDecoder(), window=(2, 1))
+
+
+# ------------------------------------------------------------------------------------------------ 5. images
+@pytest.mark.parametrize(
+    "entity", ["/jpeg", "/jpeg_gray", "/png_rgb", "/png_rgba", "/png_gray", "/png_palette"]
+)
+def test_encoded_images_equal_pillow(img_ds, entity):
+    ds = RerunMapDataset(
+        DataSource(img_ds), "frame", {"im": Field(f"{entity}:EncodedImage:blob", ImageDecoder())}
+    )
+    blobs = dlutil.image_blobs()[entity]
+    assert len(ds) == 4
+    for k, s in enumerate(ds.__getitems__([0, 1, 2, 3])):
+        want = dlutil.pillow_chw(blobs[k])
+        got = s["im"]
+        assert got.dtype == torch.uint8 and tuple(got.shape) == want.shape, entity
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{entity} frame {k}")
+    if entity == "/png_palette":
+        assert ds[0]["im"].shape[0] == 3
+
+
+@pytest.mark.parametrize("entity", ["/raw_l", "/raw_rgb", "/raw_rgba", "/raw_bgr"])
+def test_raw_images_equal_logged_array(img_ds, entity):
+    arr, model = dlutil.raw_images()[entity]
+    ds = RerunMapDataset(DataSource(img_ds), "frame", {"im": Field(f"{entity}:Image:buffer", ImageDecoder())})
+    for k in range(4):
+        a = (arr.astype(np.int32) + k).astype(np.uint8)
+        if a.ndim == 2:
+            a = a[:, :, None]
+        if model == "BGR":
+            a = a[:, :, ::-1]
+        want = np.ascontiguousarray(a.transpose(2, 0, 1))
+        got = ds[k]["im"]
+        assert got.dtype == torch.uint8
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"{entity} frame {k}")
+
+
+# ------------------------------------------------------------------------------------------------ 6. selectors
+ANIMALS = "/agent:ListOfStructs:animals"
+
+
+def test_selector_chains(misc_ds):
+    fields = {
+        "first_dog": Field(ANIMALS, NumericDecoder(), select=Selector(".[0].dog")),
+        "second_cat": Field(ANIMALS, NumericDecoder(), select=".[1].cat"),
+        "dogs": Field(ANIMALS, NumericDecoder(), select=Selector(".dog")),
+        "last": Field(ANIMALS, NumericDecoder(), select=Selector(".[-1].cat")),
+    }
+    ds = RerunMapDataset(DataSource(misc_ds), "frame", fields)
+    for f in range(6):
+        s = ds[f]
+        animals = dlutil.animals_at(f)
+        assert s["first_dog"].tolist() == [animals[0]["dog"]]
+        assert s["first_dog"].dtype == torch.float64
+        if len(animals) > 1:
+            assert s["second_cat"].tolist() == [animals[1]["cat"]] and s["second_cat"].dtype == torch.int32
+        else:
+            assert s["second_cat"] is None  # index past the end of this cell
+        assert s["dogs"].tolist() == [a["dog"] for a in animals]
+        assert s["last"].tolist() == [animals[-1]["cat"]]
+
+
+def test_selector_bad_path_is_error_at_construction(misc_ds):
+    with pytest.raises(RrloaderError) as e:
+        RerunMapDataset(
+            DataSource(misc_ds),
+            "frame",
+            {"x": Field(ANIMALS, NumericDecoder(), select=Selector(".[0].horse"))},
+        )
+    msg = str(e.value)
+    assert "horse" in msg and "dog" in msg and "cat" in msg, msg
+    with pytest.raises(RrloaderError, match=r"\.cat|cat"):
+        RerunMapDataset(
+            DataSource(misc_ds),
+            "frame",
+            {"x": Field(ANIMALS, NumericDecoder(), select=Selector(".[0].cat.x"))},
+        )
+
+
+# ------------------------------------------------------------------------------------------------ 7. instance join
+def test_instance_join_clamps(misc_ds):
+    ds = RerunMapDataset(
+        DataSource(misc_ds),
+        "frame",
+        {"pts": Field("/pts:Points3D:positions", NumericDecoder(), join=("colors", "radii"))},
+    )
+    assert ds[0]["pts"] is None and ds[1]["pts"] is None  # no positions yet
+    for f in (2, 3, 4, 5):
+        got = ds[f]["pts"]
+        pos = dlutil.PTS_POSITIONS[2 if f < 4 else 4]
+        n = len(pos)
+        colors = [dlutil.PTS_COLORS[min(i, len(dlutil.PTS_COLORS) - 1)] for i in range(n)]
+        radii = [dlutil.PTS_RADII[min(i, len(dlutil.PTS_RADII) - 1)] for i in range(n)]
+        want = np.array([[*p, c, r] for p, c, r in zip(pos, colors, radii, strict=True)], dtype=np.float64)
+        assert tuple(got.shape) == (n, 5), f
+        assert got.dtype == torch.float64  # float32 + uint32 promote to float64
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"frame {f}")
+
+
+# ------------------------------------------------------------------------------------------------ 8. decoders, collate
+class RecordingDecoder(ColumnDecoder):
+    def __init__(self):
+        self.calls = []
+
+    def decode(self, raw, index_value, segment_id):
+        self.calls.append((raw, index_value, segment_id))
+        cells = raw.to_pylist()
+        if index_value % 2 == 1 or any(c is None for c in cells):
+            return None
+        return torch.tensor([float(sum(sum(c) for c in cells))])
+
+
+def test_python_decoder(num_ds):
+    dec = RecordingDecoder()
+    ds = RerunMapDataset(
+        DataSource(num_ds).filter_segments(["seg_a"]),
+        "frame",
+        {
+            "py": Field("/scalar:Scalars:scalars", dec),
+            "pyw": Field("/state:Scalars:scalars", RecordingDecoder(), window=(-1, 0)),
+        },
+    )
+    out = ds.__getitems__([1, 2, 3, 5])  # frames 2, 3, 4, 6 (the window trims seg_a to 1..11)
+    assert len(dec.calls) == 4
+    raw, v, seg = dec.calls[0]
+    assert isinstance(raw, pa.ChunkedArray) and len(raw) == 1
+    assert raw.to_pylist() == [[2.5]]
+    assert type(v) is int and v == 2 and seg == "seg_a"
+    assert [c[1] for c in dec.calls] == [2, 3, 4, 6]
+    assert out[0]["py"].tolist() == [2.5]
+    assert out[1]["py"] is None  # odd index -> the decoder returned None
+    assert out[2]["py"].tolist() == [2.5]
+    assert out[3]["py"].tolist() == [5.5]
+    wdec = ds._fields["pyw"].decode
+    raw, v, seg = wdec.calls[0]
+    assert len(raw) == 2 and raw.to_pylist() == [
+        dlutil.state_value("seg_a", 1).tolist(),
+        dlutil.state_value("seg_a", 2).tolist(),
+    ]
+
+
+def test_python_decoder_gets_nothing_logged_as_missing(num_ds):
+    dec = RecordingDecoder()
+    ds = RerunMapDataset(DataSource(num_ds), "frame", {"py": Field("/scalar:Scalars:scalars", dec)})
+    assert ds[0]["py"] is None
+    raw, v, seg = dec.calls[0]
+    assert (v, seg) == (0, "seg_a")
+    assert raw.to_pylist() in ([None], [])
+
+
+def test_collate_samples(misc_ds):
+    ds = RerunMapDataset(
+        DataSource(misc_ds),
+        "frame",
+        {
+            "late": Field("/late:Scalars:scalars", NumericDecoder()),
+            "dog": Field(ANIMALS, NumericDecoder(), select=".[0].dog"),
+        },
+    )
+    batch, missing = collate_samples(ds.__getitems__([1, 3, 5, 2]))
+    assert batch["late"].shape == (4, 1)
+    assert missing["late"].tolist() == [True, False, False, True]
+    assert batch["late"][:, 0].tolist() == [0.0, 3.0, 5.0, 0.0]
+    assert missing["dog"].tolist() == [False] * 4
+    assert batch["dog"][:, 0].tolist() == [1.0, 3.0, 5.0, 2.0]
+    batch, missing = collate_samples(ds.__getitems__([0, 1]))
+    assert batch["late"] is None and missing["late"].tolist() == [True, True]
+
+
+def test_skip_incomplete(misc_ds):
+    fields = {"late": Field("/late:Scalars:scalars", NumericDecoder())}
+    ds = RerunIterableDataset(
+        DataSource(misc_ds), "frame", fields, shuffle=False, fetch_size=2, skip_incomplete=True
+    )
+    got = [s["late"].item() for s in ds]
+    assert got == [3.0, 4.0, 5.0]
+    ds = RerunIterableDataset(
+        DataSource(misc_ds),
+        "frame",
+        fields,
+        shuffle=False,
+        fetch_size=2,
+        skip_incomplete=True,
+        max_consecutive_skips=2,
+    )
+    with pytest.raises(RrloaderError, match="consecutive"):
+        list(ds)
+    ds = RerunIterableDataset(DataSource(misc_ds), "frame", fields, shuffle=False, fetch_size=2)
+    assert [s["late"] is None for s in ds] == [True, True, True, False, False, False]
+
+
+# ------------------------------------------------------------------------------------------------ 9. errors
+def test_unknown_column_is_error(num_ds):
+    with pytest.raises(RrloaderError, match="/nope:Scalars:scalars"):
+        RerunMapDataset(DataSource(num_ds), "frame", {"x": Field("/nope:Scalars:scalars", NumericDecoder())})
+
+
+def test_unknown_index_is_error(num_ds):
+    with pytest.raises(RrloaderError, match="no_such_timeline"):
+        RerunMapDataset(DataSource(num_ds), "no_such_timeline", {"x": num_field("state")})
+
+
+def test_non_numeric_column_with_numeric_decoder(img_ds):
+    with pytest.raises(RrloaderError, match="media_type"):
+        RerunMapDataset(
+            DataSource(img_ds), "frame", {"x": Field("/jpeg:EncodedImage:media_type", NumericDecoder())}
+        )
+
+
+def test_non_blob_column_with_image_decoder(img_ds):
+    with pytest.raises(RrloaderError, match="blobless"):
+        RerunMapDataset(
+            DataSource(img_ds), "frame", {"x": Field("/blobless:Scalars:scalars", ImageDecoder())}
+        )
+
+
+def test_corrupt_jpeg_names_field_segment_index(img_ds):
+    ds = RerunMapDataset(
+        DataSource(img_ds), "frame", {"bad_cam": Field("/bad:EncodedImage:blob", ImageDecoder())}
+    )
+    assert ds[0]["bad_cam"].shape == (3, 16, 16)
+    with pytest.raises(RrloaderError) as e:
+        ds[2]
+    msg = str(e.value)
+    assert "bad_cam" in msg or "/bad:EncodedImage:blob" in msg, msg
+    assert "img_seg" in msg, msg
+    assert "2" in msg, msg
+    it = RerunIterableDataset(DataSource(img_ds), "frame", ds._fields, shuffle=False, fetch_size=1)
+    with pytest.raises(RrloaderError, match="img_seg"):
+        list(it)
+
+
+def test_warnings_clean_for_integer_index(num_ds):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        RerunMapDataset(DataSource(num_ds), "frame", {"x": num_field("state")})
