@@ -311,11 +311,9 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
   for (auto& g : fb.groups) {
     const FieldSpec& f0 = fields_[static_cast<size_t>(g.fields[0])];
     g.slots = Slots(f0);
-    const int64_t lo = f0.window ? f0.window->first : 0;
     const int64_t hi = f0.window ? f0.window->second : 0;
     // Slot t of sample i asks for value (v + hi) - (T - 1 - t) * step.
     auto slot_value = [&](size_t i, int64_t t) { return fb.values[i] + hi - (g.slots - 1 - t) * step; };
-    (void)lo;
     std::map<int32_t, std::vector<int64_t>> values_by_segment;
     for (size_t i = 0; i < n; ++i) {
       auto& vs = values_by_segment[fb.segment_pos[i]];
@@ -459,8 +457,22 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       *cell = c;
       return true;
     };
-    struct RawImageSlot {
-      decode::RawImageFormat format;
+    // The Image:format struct of a raw image slot; false when absent.
+    auto raw_format = [&](int64_t i, int64_t t, decode::RawImageFormat* rf) -> bool {
+      decode::Span fc;
+      const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
+      if (!format_cells || !format_cells->Cell(row, &fc) || fc.length < 1 ||
+          fc.array->type_id() != arrow::Type::STRUCT) {
+        return false;
+      }
+      const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
+      int64_t v = 0;
+      if (IntField(s, "width", fc.offset, &v)) rf->width = v;
+      if (IntField(s, "height", fc.offset, &v)) rf->height = v;
+      if (IntField(s, "color_model", fc.offset, &v)) rf->color_model = static_cast<int>(v);
+      if (IntField(s, "channel_datatype", fc.offset, &v)) rf->channel_datatype = static_cast<int>(v);
+      if (IntField(s, "pixel_format", fc.offset, &v)) rf->pixel_format = static_cast<int>(v);
+      return true;
     };
     // Phase 1: shapes and validity.
     std::vector<SampleResult> res(static_cast<size_t>(n));
@@ -511,20 +523,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
           if (!CellBlob(cell, &scratch[static_cast<size_t>(worker)].blob, &data, &size)) return;
           Result<decode::ImageShape> sh = Status::Internal("unset");
           if (p.raw_image) {
-            decode::Span fc;
-            const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
-            if (!format_cells || !format_cells->Cell(row, &fc) || fc.length < 1 ||
-                fc.array->type_id() != arrow::Type::STRUCT) {
-              return;
-            }
-            const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
             decode::RawImageFormat rf;
-            int64_t v = 0;
-            if (IntField(s, "width", fc.offset, &v)) rf.width = v;
-            if (IntField(s, "height", fc.offset, &v)) rf.height = v;
-            if (IntField(s, "color_model", fc.offset, &v)) rf.color_model = static_cast<int>(v);
-            if (IntField(s, "channel_datatype", fc.offset, &v)) rf.channel_datatype = static_cast<int>(v);
-            if (IntField(s, "pixel_format", fc.offset, &v)) rf.pixel_format = static_cast<int>(v);
+            if (!raw_format(i, t, &rf)) return;
             sh = decode::ProbeRawImage(static_cast<size_t>(size), rf, options_.image_limits);
           } else {
             sh = decode::ProbeEncodedImage(data, static_cast<size_t>(size), options_.image_limits);
@@ -643,17 +643,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
           (void)CellBlob(cell, &scratch[static_cast<size_t>(worker)].blob, &data, &size);
           Result<decode::ImageShape> sh = Status::Internal("unset");
           if (p.raw_image) {
-            decode::Span fc;
-            const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
-            (void)format_cells->Cell(row, &fc);
-            const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
             decode::RawImageFormat rf;
-            int64_t v = 0;
-            if (IntField(s, "width", fc.offset, &v)) rf.width = v;
-            if (IntField(s, "height", fc.offset, &v)) rf.height = v;
-            if (IntField(s, "color_model", fc.offset, &v)) rf.color_model = static_cast<int>(v);
-            if (IntField(s, "channel_datatype", fc.offset, &v)) rf.channel_datatype = static_cast<int>(v);
-            if (IntField(s, "pixel_format", fc.offset, &v)) rf.pixel_format = static_cast<int>(v);
+            (void)raw_format(i, t, &rf);
             sh = decode::DecodeRawImage(data, static_cast<size_t>(size), rf, options_.image_limits, slot_dst, per_slot);
           } else {
             sh = decode::DecodeEncodedImage(data, static_cast<size_t>(size), options_.image_limits, slot_dst, per_slot);
