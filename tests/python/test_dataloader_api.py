@@ -833,3 +833,190 @@ def test_warnings_clean_for_integer_index(num_ds):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         RerunMapDataset(DataSource(num_ds), "frame", {"x": num_field("state")})
+
+
+# ------------------------------------------------------------------------------------------------ more edges
+def test_join_in_window_and_width_change(misc_ds):
+    field = Field(
+        "/pts:Points3D:positions", NumericDecoder(), join=("colors", "/pts:Points3D:radii"), window=(-1, 0)
+    )
+    ds = RerunMapDataset(DataSource(misc_ds), "frame", {"p": field})
+    assert len(ds) == 5  # frames 1..5
+    assert ds[0]["p"] is None  # frames 0, 1: no positions yet
+    got = ds[2]["p"]  # frames 2, 3: the 3-point batch twice
+    assert tuple(got.shape) == (2, 3, 5)
+    assert got[1, :, 3].tolist() == [
+        float(dlutil.PTS_COLORS[0]),
+        float(dlutil.PTS_COLORS[1]),
+        float(dlutil.PTS_COLORS[1]),
+    ]
+    assert got[0, :, 4].tolist() == [0.5, 0.5, 0.5]
+    with pytest.raises(RrloaderError, match="width") as e:
+        ds[3]  # frames 3 (3 points), 4 (1 point)
+    assert "misc_seg" in str(e.value) and "4" in str(e.value)
+    assert tuple(ds[4]["p"].shape) == (2, 1, 5)
+
+
+def test_join_errors(misc_ds):
+    with pytest.raises(RrloaderError, match="sizes"):
+        RerunMapDataset(
+            DataSource(misc_ds),
+            "frame",
+            {"p": Field("/pts:Points3D:positions", NumericDecoder(), join=("sizes",))},
+        )
+    with pytest.raises(RrloaderError, match="NumericDecoder"):
+        RerunMapDataset(
+            DataSource(misc_ds),
+            "frame",
+            {"p": Field("/pts:Points3D:positions", ImageDecoder(), join=("radii",))},
+        )
+
+
+def test_selector_in_window_and_on_lists(misc_ds, num_ds):
+    ds = RerunMapDataset(
+        DataSource(misc_ds),
+        "frame",
+        {
+            "cat": Field(ANIMALS, NumericDecoder(), select=".[1].cat", window=(-1, 0)),
+            "dog": Field(ANIMALS, NumericDecoder(), select=".[0].dog", window=(-1, 0)),
+            "far": Field(ANIMALS, NumericDecoder(), select=".[-3].cat"),
+        },
+    )
+    s = ds[0]  # frames 0, 1
+    assert s["cat"].tolist() == [[10 + 10], [10 + 11]] and s["cat"].dtype == torch.int32
+    assert s["dog"].tolist() == [[0.0], [1.0]]
+    assert s["far"] is None  # past the start of the cell
+    assert ds[1]["cat"] is None and ds[2]["cat"] is None  # frame 2 holds one animal
+    assert ds[1]["dog"].tolist() == [[1.0], [2.0]]
+    assert ds[3]["cat"].tolist() == [[23], [24]]  # frames 3, 4
+    nds = RerunMapDataset(
+        DataSource(num_ds),
+        "frame",
+        {
+            "v1": Field(dlutil.NUM_COLUMNS["vec3"], NumericDecoder(), select=".[1]"),
+            "v12": Field(dlutil.NUM_COLUMNS["vec3"], NumericDecoder(), select=".[1][2]"),
+            "n01": Field(dlutil.NUM_COLUMNS["nested"], NumericDecoder(), select=".[0].[1]"),
+            "v5": Field(dlutil.NUM_COLUMNS["vec3"], NumericDecoder(), select=".[5]"),
+        },
+    )
+    s = nds[4]  # seg_a frame 4
+    assert s["v1"].tolist() == [8.0, 0.25, 1.0] and s["v1"].dtype == torch.float32
+    assert s["v12"].tolist() == [1.0]
+    assert s["n01"].tolist() == [2.0]
+    assert s["v5"] is None
+
+
+def test_selector_type_errors(misc_ds):
+    with pytest.raises(RrloaderError, match=r"\.dog") as e:
+        RerunMapDataset(
+            DataSource(misc_ds),
+            "frame",
+            {"x": Field("/var:Scalars:scalars", NumericDecoder(), select=".dog")},
+        )
+    assert "/var:Scalars:scalars" in str(e.value)
+    with pytest.raises(RrloaderError, match="not numeric"):  # a whole struct is not a number
+        RerunMapDataset(DataSource(misc_ds), "frame", {"x": Field(ANIMALS, NumericDecoder(), select=".[0]")})
+    with pytest.raises(ValueError):
+        Selector("")
+    with pytest.raises(RrloaderError):
+        RerunMapDataset(DataSource(misc_ds), "frame", {"x": Field(ANIMALS, NumericDecoder(), select="[[")})
+
+
+def test_segment_without_the_index_timeline_is_dropped(data_dir):
+    files = sorted(str(p) for p in (data_dir / "num").glob("*.rrd")) + [
+        str(data_dir / "misc" / "misc_seg.rrd")
+    ]
+    src = DataSource(LocalDataset(files))
+    f = {"s": num_field("state")}
+    si = SampleIndex.build(src, "time", f, timeline_sampling=FixedRateSampling(100))
+    assert [s.segment_id for s in si.segments] == ["seg_a", "seg_b", "seg_c"]
+    ds = RerunMapDataset(src, "frame", f)
+    assert [s.segment_id for s in ds.sample_index.segments] == ["misc_seg", "seg_a", "seg_b", "seg_c"]
+    assert ds[0]["s"] is None  # misc_seg has no /state
+    assert ds[6]["s"].tolist() == dlutil.state_value("seg_a", 0).tolist()
+
+
+def test_non_integral_rate_grid(num_ds):
+    ds = RerunMapDataset(DataSource(num_ds), "time", {"s": num_field("state")}, FixedRateSampling(30))
+    step = 33_333_333
+    assert ds.sample_index.ns_per_sample == step
+    expected = []
+    for seg in ("seg_a", "seg_b", "seg_c"):
+        lo, hi = time_bounds(seg, dlutil.num_time_ns)
+        for k in range((hi - lo) // step + 1):
+            x = lo + k * step
+            frames = range(FRAME_SEGS[seg][0], FRAME_SEGS[seg][1] + 1)
+            expected.append(
+                dlutil.state_value(seg, max(f for f in frames if dlutil.num_time_ns(seg, f) <= x))
+            )
+    assert len(ds) == len(expected) == 7
+    for i, want in enumerate(expected):
+        assert ds[i]["s"].tolist() == want.tolist(), i
+
+
+def test_shuffle_epochs(num_ds):
+    f = {"s": num_field("state")}
+    a = RerunIterableDataset(DataSource(num_ds), "frame", f, shuffle=True)
+    b = RerunIterableDataset(DataSource(num_ds), "frame", f, shuffle=True)
+    o0 = a.shard_order().tolist()
+    assert o0 == b.shard_order().tolist()  # deterministic per (seed, epoch)
+    a.set_epoch(1)
+    o1 = a.shard_order().tolist()
+    assert o1 != o0 and sorted(o1) == list(range(18))
+    firsts = [s["s"][0].item() for s in a]
+    mds = RerunMapDataset(DataSource(num_ds), "frame", f)
+    assert firsts == [mds[g]["s"][0].item() for g in o1]
+
+
+def test_python_subclass_of_builtin_decoders(num_ds, img_ds):
+    class MyNumeric(NumericDecoder):
+        def decode(self, raw, index_value, segment_id):
+            return super().decode(raw, index_value, segment_id)
+
+    class MyImage(ImageDecoder):
+        def decode(self, raw, index_value, segment_id):
+            return super().decode(raw, index_value, segment_id)
+
+    for fields_py, fields_native, src in (
+        (
+            {
+                "n": Field(dlutil.NUM_COLUMNS["nested"], MyNumeric(), window=(-1, 0)),
+                "m": Field(dlutil.NUM_COLUMNS["scalar"], MyNumeric()),
+            },
+            {"n": num_field("nested", window=(-1, 0)), "m": num_field("scalar")},
+            num_ds,
+        ),
+        (
+            {"i": Field("/jpeg:EncodedImage:blob", MyImage(), window=(-1, 0))},
+            {"i": Field("/jpeg:EncodedImage:blob", ImageDecoder(), window=(-1, 0))},
+            img_ds,
+        ),
+    ):
+        a = RerunMapDataset(DataSource(src), "frame", fields_py)
+        b = RerunMapDataset(DataSource(src), "frame", fields_native)
+        assert len(a) == len(b)
+        for i in range(len(a)):
+            assert_samples_same(a[i], b[i], f"sample {i}")
+
+
+def test_python_decoder_window_cells(num_ds):
+    class Cells(ColumnDecoder):
+        def decode(self, raw, index_value, segment_id):
+            return raw.to_pylist()
+
+    ds = RerunMapDataset(
+        DataSource(num_ds), "frame", {"c": Field(dlutil.NUM_COLUMNS["scalar"], Cells(), window=(-1, 0))}
+    )
+    assert ds[0]["c"] == [None, None]  # frames 0, 1
+    assert ds[1]["c"] == [None, [2.5]]  # frames 1, 2: one cell per index value, missing ones null
+    assert ds[4]["c"] == [[2.5], [5.5]]  # frames 4, 5
+
+
+def test_unknown_column_is_not_found(num_ds):
+    from rrloader.errors import NotFoundError
+
+    with pytest.raises(NotFoundError) as e:
+        RerunMapDataset(
+            DataSource(num_ds), "frame", {"key1": Field("/state:Scalars:scalar", NumericDecoder())}
+        )
+    assert "key1" in str(e.value) and "/state:Scalars:scalar" in str(e.value)
