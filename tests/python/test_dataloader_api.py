@@ -1020,3 +1020,37 @@ def test_unknown_column_is_not_found(num_ds):
             DataSource(num_ds), "frame", {"key1": Field("/state:Scalars:scalar", NumericDecoder())}
         )
     assert "key1" in str(e.value) and "/state:Scalars:scalar" in str(e.value)
+
+
+def test_missing_images_and_mixed_fields(data_dir):
+    """Images missing in a segment are None (raw and encoded, windowed or not), next to numeric fields."""
+    src = DataSource(
+        LocalDataset([str(data_dir / "img" / "img_seg.rrd"), str(data_dir / "misc" / "misc_seg.rrd")])
+    )
+    fields = {
+        "im": Field("/jpeg:EncodedImage:blob", ImageDecoder()),
+        "imw": Field("/png_rgb:EncodedImage:blob", ImageDecoder(), window=(-1, 0)),
+        "raw": Field("/raw_bgr:Image:buffer", ImageDecoder()),
+        "late": Field("/late:Scalars:scalars", NumericDecoder(), window=(0, 0)),
+    }
+    ds = RerunMapDataset(src, "frame", fields)
+    assert [(s.segment_id, s.index_start, s.num_samples) for s in ds.sample_index.segments] == [
+        ("img_seg", 1, 3),
+        ("misc_seg", 1, 5),
+    ]
+    samples = ds.__getitems__(list(range(8)))
+    blobs = dlutil.image_blobs()
+    for i in range(3):  # img_seg frames 1..3
+        np.testing.assert_array_equal(samples[i]["im"].numpy(), dlutil.pillow_chw(blobs["/jpeg"][i + 1]))
+        assert tuple(samples[i]["imw"].shape) == (2, 3, 5, 7)
+        assert tuple(samples[i]["raw"].shape) == (3, 3, 5)
+        assert samples[i]["late"] is None
+    for i in range(3, 8):  # misc_seg frames 1..5
+        assert samples[i]["im"] is None and samples[i]["imw"] is None and samples[i]["raw"] is None
+        frame = i - 2
+        assert (samples[i]["late"] is None) == (frame < 3)
+    assert samples[7]["late"].tolist() == [[5.0]]
+    it = list(RerunIterableDataset(src, "frame", fields, shuffle=False, fetch_size=2))
+    assert len(it) == 8
+    for a, b in zip(it, samples, strict=True):
+        assert_samples_same(a, b)
