@@ -1,9 +1,11 @@
 """A small synthetic robot dataset, written with rerun-sdk, to try rrloader on.
 
-    python -m rrloader.demo [--out DIR] [--episodes N] [--seconds S]
+    python -m rrloader.demo [--out DIR] [--episodes N] [--seconds S] [--train-steps N | --no-train]
 
 writes one `.rrd` per episode (skipped when DIR already holds a complete dataset made with
-the same parameters), then opens DIR with rrloader and prints `rrloader inspect DIR`.
+the same parameters), then opens DIR with rrloader and prints `rrloader inspect DIR`, then
+trains a tiny policy (joint state + camera image -> the next 50 actions) on it for a fixed
+number of steps through rrloader's PyTorch dataloader (`rrloader.train_demo`).
 
 Each episode (recording id `episode_0000`, `episode_0001`, ...) holds, on two timelines —
 `frame` (sequence: the 50 Hz tick index) and `time` (timestamp, ns) — :
@@ -183,6 +185,8 @@ def write_demo_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rrloader import train_demo  # cheap: torch is imported only when training starts
+
     parser = argparse.ArgumentParser(prog="python -m rrloader.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
     parser.add_argument("--episodes", type=int, default=4, help="number of episodes (default: 4)")
@@ -190,7 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rewrite even if the dataset exists")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=train_demo.DEFAULT_STEPS,
+        metavar="N",
+        help=f"optimiser steps of the training demo (default: {train_demo.DEFAULT_STEPS})",
+    )
+    parser.add_argument("--no-train", action="store_true", help="only write and inspect the dataset")
     args = parser.parse_args(argv)
+    if args.train_steps < 1:
+        parser.error("--train-steps must be at least 1")
 
     paths = None if args.force else existing_dataset(args.out, args.episodes, args.seconds, args.seed)
     if paths is None:
@@ -202,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rrloader import cli
 
     inspect_args = ["inspect", str(args.out), "--count-rows"] + (["--quiet"] if args.quiet else [])
-    return cli.main(inspect_args)
+    rc = cli.main(inspect_args)
+    if rc != 0 or args.no_train:
+        return rc
+    return train_demo.run(str(args.out), steps=args.train_steps, seed=args.seed, progress=not args.quiet)
 
 
 if __name__ == "__main__":
