@@ -139,29 +139,6 @@ def complete_rows(batch: dict[str, Any], missing: dict[str, Any]) -> dict[str, A
     return {key: value[keep] for key, value in batch.items()}
 
 
-def _as_torch_iterable(dataset: Any) -> Any:
-    """`dataset` as a `torch.utils.data.IterableDataset`, which DataLoader needs to iterate it
-    (rather than index it). rrloader's dataset avoids importing torch when its module loads
-    and may not derive from it; then wrap it.
-    """
-    import torch
-
-    if isinstance(dataset, torch.utils.data.IterableDataset):
-        return dataset
-
-    class _Iterable(torch.utils.data.IterableDataset):
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        def __iter__(self) -> Any:
-            return iter(self.inner)
-
-        def __len__(self) -> int:
-            return len(self.inner)
-
-    return _Iterable(dataset)
-
-
 # --- model --------------------------------------------------------------------------------------
 
 
@@ -285,7 +262,7 @@ def _train(data, steps, batch_size, fetch_size, lr, seed, progress, on_batch) ->
     if len(dataset) == 0:
         raise ValueError(f"no training samples in {data}")
     loader = torch.utils.data.DataLoader(
-        _as_torch_iterable(dataset), batch_size=batch_size, num_workers=0, collate_fn=rrloader.collate_samples
+        dataset, batch_size=batch_size, num_workers=0, collate_fn=rrloader.collate_samples
     )
     policy = make_policy()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=1e-4, fused=True)
