@@ -3,7 +3,7 @@ PY ?= python3
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
 
-.PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-smoke lint bench ci clean
+.PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-build fuzz-smoke lint bench ci clean
 
 setup:
 	bash scripts/setup.sh
@@ -36,17 +36,24 @@ asan: setup
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --test-dir build/asan --output-on-failure
 
-build/fuzz/fuzz_rrd_reader: setup
+# Every libFuzzer target (one per fuzz/fuzz_*.cc), built with clang.
+FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder
+
+fuzz-build: setup
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_BUILD_FUZZERS=ON > /dev/null
-	cmake --build build/fuzz -j $(JOBS) --target fuzz_rrd_reader
+	cmake --build build/fuzz -j $(JOBS) --target $(FUZZ_TARGETS)
 
-# A short fuzz run (CI); `make fuzz FUZZ_SECONDS=600` for a longer one.
-fuzz-smoke fuzz: build/fuzz/fuzz_rrd_reader build
+# A short fuzz run (CI): each target runs for FUZZ_SECONDS, one after the other (so the
+# whole run takes about twice that); `make fuzz FUZZ_SECONDS=600` for a longer one.
+fuzz-smoke fuzz: fuzz-build build
 	$(PY) tools/make_fuzz_corpus.py build/fuzz-corpus
-	mkdir -p build/fuzz-run
+	$(PY) tools/make_image_fuzz_corpus.py build/fuzz-corpus-image
+	mkdir -p build/fuzz-run build/fuzz-run-image
 	./build/fuzz/fuzz_rrd_reader -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run build/fuzz-corpus
+	./build/fuzz/fuzz_image_decoder -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-image build/fuzz-corpus-image
 
 lint: setup
 	$(PY) -m ruff check python tests bench tools

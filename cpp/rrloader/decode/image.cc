@@ -390,8 +390,7 @@ Result<PngPlan> PlanPng(spng_ctx* ctx, const uint8_t* data, size_t size, const I
   plan.what = "PNG " + Dims(ihdr.width, ihdr.height) + " " + PngColorTypeName(ihdr.color_type) + " " +
               std::to_string(ihdr.bit_depth) + "-bit" + (ihdr.interlace_method != 0 ? " interlaced" : "");
   if (ihdr.bit_depth == 16) {
-    return Status::Unsupported("16-bit PNG is not supported; only 8-bit (and 1/2/4-bit gray or palette) images are (" +
-                               plan.what + ")");
+    return Status::Unsupported("16-bit PNG is not supported; rrloader decodes 1/2/4/8-bit PNGs (" + plan.what + ")");
   }
   RRL_RETURN_IF_ERROR(CheckPixelLimit("PNG", ihdr.width, ihdr.height, limits));
   int channels = 0;
