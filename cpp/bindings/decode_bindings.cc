@@ -53,10 +53,9 @@ ImageArray ToArray(std::unique_ptr<uint8_t[]> pixels, const rrl::decode::ImageSh
   uint8_t* ptr = pixels.get();
   nb::capsule owner(ptr, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
   pixels.release();  // owned by the capsule from here on
-  return ImageArray(ptr,
-                    {static_cast<size_t>(shape.channels), static_cast<size_t>(shape.height),
-                     static_cast<size_t>(shape.width)},
-                    owner);
+  return ImageArray(
+      ptr, {static_cast<size_t>(shape.channels), static_cast<size_t>(shape.height), static_cast<size_t>(shape.width)},
+      owner);
 }
 
 ImageArray DecodeEncodedImage(nb::handle data, int64_t max_pixels) {
@@ -68,8 +67,7 @@ ImageArray DecodeEncodedImage(nb::handle data, int64_t max_pixels) {
     nb::gil_scoped_release release;
     const rrl::decode::ImageShape probed = Unwrap(rrl::decode::ProbeEncodedImage(view.data(), view.size(), limits));
     pixels.reset(new uint8_t[static_cast<size_t>(probed.num_bytes())]);
-    shape = Unwrap(
-        rrl::decode::DecodeEncodedImage(view.data(), view.size(), limits, pixels.get(), probed.num_bytes()));
+    shape = Unwrap(rrl::decode::DecodeEncodedImage(view.data(), view.size(), limits, pixels.get(), probed.num_bytes()));
   }
   return ToArray(std::move(pixels), shape);
 }
@@ -85,8 +83,8 @@ ImageArray DecodeRawImage(nb::handle data, int64_t width, int64_t height, int co
     nb::gil_scoped_release release;
     const rrl::decode::ImageShape probed = Unwrap(rrl::decode::ProbeRawImage(view.size(), format, limits));
     pixels.reset(new uint8_t[static_cast<size_t>(probed.num_bytes())]);
-    shape = Unwrap(
-        rrl::decode::DecodeRawImage(view.data(), view.size(), format, limits, pixels.get(), probed.num_bytes()));
+    shape =
+        Unwrap(rrl::decode::DecodeRawImage(view.data(), view.size(), format, limits, pixels.get(), probed.num_bytes()));
   }
   return ToArray(std::move(pixels), shape);
 }
