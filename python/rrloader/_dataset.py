@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .errors import InvalidArgumentError, NoRecordingsError
+from .errors import InvalidArgumentError, NoRecordingsError, NotFoundError
 
 IndexValuesLike = Any  # np.ndarray (int64 / datetime64 / timedelta64), pa.Array, or a list of ints
 
@@ -204,7 +204,12 @@ class LocalDataset(DatasetView):
         if not paths:
             raise NoRecordingsError("LocalDataset needs at least one .rrd file or directory")
         origin = ([os.fspath(p) for p in paths], int(chunk_cache_bytes), int(num_threads))
-        core = _core.LocalDataset(*origin)
+        try:
+            core = _core.LocalDataset(*origin)
+        except NoRecordingsError:
+            raise
+        except NotFoundError as e:  # opening can only miss files or recordings
+            raise NoRecordingsError(str(e)) from None
         super().__init__(core, None, None, origin)
         self._paths = [os.fspath(p) for p in paths]
 

@@ -121,7 +121,7 @@ class NumericDecoder(ColumnDecoder):
         if not rows or any(r is None or r.size == 0 for r in rows):
             return None
         if len(rows) == 1:
-            return torch.from_numpy(np.ascontiguousarray(rows[0]))
+            return torch.from_numpy(np.array(rows[0]))  # a copy: Arrow's buffers are read-only
         widths = {r.size for r in rows}
         if len(widths) > 1:
             raise InvalidArgumentError(

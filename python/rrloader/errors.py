@@ -61,7 +61,7 @@ def _install_exception_table(core) -> None:
             _CODE_TRUNCATED: RrdTruncatedError,
             _CODE_CORRUPT: RrdCorruptError,
             _CODE_UNSUPPORTED: RrdUnsupportedError,
-            _CODE_NOT_FOUND: NoRecordingsError,
+            _CODE_NOT_FOUND: NotFoundError,
             _CODE_INVALID_ARGUMENT: InvalidArgumentError,
             _CODE_IO: RrloaderIOError,
             _CODE_INTERNAL: RrloaderError,
