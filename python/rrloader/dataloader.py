@@ -553,20 +553,19 @@ class _RerunDataset:
         self._record_spans(stats)
         n = len(global_ids)
         samples: list[dict[str, Any]] = [{} for _ in range(n)]
-        segs = self._sample_index.segments
         for (key, field), out in zip(self._fields.items(), fields, strict=True):
-            valid = out["valid"]
             if "raw_slots" in out:
                 self._python_decode(key, field, out, seg_pos, values, samples)
                 continue
-            if "batch" in out:
-                batch = torch.from_numpy(out["batch"])
-                for i in range(n):
-                    samples[i][key] = batch[i] if valid[i] else None
-            else:
-                for i, item in enumerate(out["items"]):
-                    samples[i][key] = None if item is None else torch.from_numpy(item)
-        del segs
+            valid = out["valid"].tolist()
+            # unbind: all per-sample views of the [B, ...] buffer in one native call.
+            items = torch.from_numpy(out["batch"]).unbind(0) if "batch" in out else out["items"]
+            for sample, item, ok in zip(samples, items, valid, strict=True):
+                sample[key] = None if not ok or item is None else item
+            if "batch" not in out:
+                for sample in samples:
+                    if sample[key] is not None:
+                        sample[key] = torch.from_numpy(sample[key])
         return samples
 
     def _python_decode(self, key, field, out, seg_pos, values, samples) -> None:
