@@ -1054,3 +1054,32 @@ def test_missing_images_and_mixed_fields(data_dir):
     assert len(it) == 8
     for a, b in zip(it, samples, strict=True):
         assert_samples_same(a, b)
+
+
+def test_builtin_decoders_called_directly():
+    """The built-in decoders' Python `decode` (what subclasses reach through super()) gives owned,
+    writable tensors: no 'non-writable NumPy array' warning, and writing does not touch the input."""
+    raw = pa.chunked_array([pa.array([[1.0, 2.0, 3.0]], pa.list_(pa.float64()))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = NumericDecoder().decode(raw, 0, "s")
+    assert t.tolist() == [1.0, 2.0, 3.0] and t.dtype == torch.float64
+    t += 1
+    assert raw.to_pylist() == [[1.0, 2.0, 3.0]]
+    w = NumericDecoder().decode(
+        pa.chunked_array([pa.array([[1, 2], [3, 4]], pa.list_(pa.int32()))]), np.datetime64(5, "ns"), "s"
+    )
+    assert w.tolist() == [[1, 2], [3, 4]] and w.dtype == torch.int32
+    assert (
+        NumericDecoder().decode(pa.chunked_array([pa.array([None, [1.0]], pa.list_(pa.float64()))]), 0, "s")
+        is None
+    )
+    assert NumericDecoder().decode(pa.chunked_array([pa.array([[]], pa.list_(pa.float64()))]), 0, "s") is None
+    with pytest.raises(ValueError, match="width"):
+        NumericDecoder().decode(
+            pa.chunked_array([pa.array([[1.0], [1.0, 2.0]], pa.list_(pa.float64()))]), 3, "segX"
+        )
+    blob = dlutil.image_blobs()["/png_rgb"][1]
+    cell = pa.array([[list(blob)]], pa.list_(pa.list_(pa.uint8())))
+    img = ImageDecoder().decode(pa.chunked_array([cell]), 0, "s")
+    np.testing.assert_array_equal(img.numpy(), dlutil.pillow_chw(blob))
