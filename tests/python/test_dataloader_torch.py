@@ -229,7 +229,11 @@ def test_datasets_are_torch_datasets(data_dir):
 def test_simulated_shards_cover_the_epoch_exactly_once(data_dir, monkeypatch, world, workers):
     ds = iterable(data_dir, seed=7)
     ds.set_epoch(2)
-    full = np.asarray(ds.shard_order())  # world 1, no worker: the whole epoch order
+    full = np.asarray(ds.shard_order())
+    assert simulated_shard(ds, monkeypatch, world - 1, world, 0, workers).size < TOTAL or world * workers == 1
+    assert (
+        len(ds) == TOTAL
+    )  # len is the whole epoch, whatever the rank  # world 1, no worker: the whole epoch order
     assert sorted(full.tolist()) == list(range(TOTAL))
     assert full.tolist() != list(range(TOTAL)), "shuffle=True left the natural order"
 
@@ -583,6 +587,7 @@ def test_corrupt_image_fails_at_its_block(bad_dir):
     block_start = bad // fetch * fetch
 
     def scenario():
+        baseline = _task_count()
         results = []
         for _ in range(2):  # the error is repeatable; the dataset stays usable
             got = []
@@ -590,9 +595,11 @@ def test_corrupt_image_fails_at_its_block(bad_dir):
                 for s in ds:
                     got.append(sample_id(s))
             results.append((got, str(info.value)))
-        return results
+        return results, baseline, _wait_for_tasks(baseline)
 
-    for got, message in run_with_deadline(scenario, 60):
+    results, baseline, after = run_with_deadline(scenario, 60)
+    assert after == baseline, "pipeline threads left after the error"
+    for got, message in results:
         assert got == all_ids()[:block_start], "the samples before the bad block must come out first"
         assert f"seg{BAD_SEGMENT}" in message and f"frame={BAD_FRAME}" in message
 
@@ -640,3 +647,57 @@ def test_same_index_same_tensors_everywhere(data_dir):
             for name in ("id", "img"):
                 assert other[name].dtype == ref[name].dtype
                 assert torch.equal(other[name], ref[name]), (key, name)
+
+
+# --------------------------------------------------------------------------- odds and ends
+def test_empty_selection_through_workers(data_dir):
+    ds = rrloader.RerunIterableDataset(source(data_dir).filter_segments([]), "frame", fields())
+    assert len(ds) == 0 and list(ds) == []
+
+    def scenario():
+        return list(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="fork"))
+
+    assert run_with_deadline(scenario, 60) == []
+
+
+def test_fork_while_the_parent_pipeline_is_running(long_dir, data_dir):
+    """DataLoader forks its workers while the parent holds a live pipeline (threads mid-fetch,
+    locks possibly held): the workers reopen the files and must neither hang nor crash."""
+    big = rrloader.RerunIterableDataset(
+        source(long_dir),
+        "frame",
+        {"id": rrloader.Field("/id:Scalars:scalars", decode=rrloader.NumericDecoder())},
+        fetch_size=8,
+        max_ready_bytes=1,
+        prefetch_blocks=1,
+    )
+    m = mapped(data_dir)
+    assert sample_id(m[0]) == all_ids()[0]  # the parent's map engine has run
+
+    def scenario():
+        live = iter(big)
+        next(live)
+        n = sum(
+            len(b["id"])
+            for b in DataLoader(big, batch_size=64, num_workers=2, multiprocessing_context="fork")
+        )
+        got = loader_ids(DataLoader(m, batch_size=4, num_workers=2, multiprocessing_context="fork"))
+        rest = sum(1 for _ in live)  # the parent's pipeline carries on afterwards
+        return n, got, rest
+
+    n, got, rest = run_with_deadline(scenario, 90)
+    assert n == 2000
+    assert got == all_ids()  # map-style: the sampler's order, every sample once
+    assert rest == 1999
+
+
+def test_map_getitems_keeps_order_and_duplicates(data_dir):
+    m = mapped(data_dir)
+    g2id = global_to_id(m)
+    req = [5, 5, 0, TOTAL - 1, 12, 5]
+    out = m.__getitems__(req)
+    assert [sample_id(s) for s in out] == [g2id[g] for g in req]
+    assert torch.equal(out[0]["img"], out[1]["img"]) and torch.equal(out[0]["id"], out[5]["id"])
+    for bad in (-1, TOTAL):
+        with pytest.raises(IndexError):
+            m[bad]
