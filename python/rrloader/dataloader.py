@@ -555,7 +555,10 @@ class _RerunDataset:
         samples: list[dict[str, Any]] = [{} for _ in range(n)]
         for (key, field), out in zip(self._fields.items(), fields, strict=True):
             if "raw_slots" in out:
-                self._python_decode(key, field, out, seg_pos, values, samples)
+                if field.window is None and _overrides_context_range(field.decode):
+                    self._context_decode(key, field, seg_pos, values, samples)
+                else:
+                    self._python_decode(key, field, out, seg_pos, values, samples)
                 continue
             valid = out["valid"].tolist()
             # unbind: all per-sample views of the [B, ...] buffer in one native call.
@@ -583,6 +586,56 @@ class _RerunDataset:
             else:
                 raw = col.take(pa.array(r, mask=r < 0, type=pa.int64()))
             samples[i][key] = field.decode.decode(raw, value, seg_id)
+
+
+    def _context_decode(self, key, field, seg_pos, values, samples) -> None:
+        """A Python decoder with a ``context_range``: it gets every row in its inclusive range.
+
+        As in the seed API, the block's query asks for the union of the ranges' index values
+        (``indices_in_range``) with latest-at fill, and each sample's decoder receives the
+        rows of its own segment whose index lies in its range (a window takes precedence
+        over ``context_range``).
+        """
+        si = self._sample_index
+        segs = si.segments
+        ranges: list[tuple[int, int]] = []
+        wanted: dict[str, set[int]] = {}
+        for i in range(len(samples)):
+            v = int(values[i])
+            r = field.decode.context_range(si._typed(v))
+            lo, hi = (v, v) if r is None else (_as_ns_int(r[0]), _as_ns_int(r[1]))
+            ranges.append((lo, hi))
+            bucket = wanted.setdefault(segs[int(seg_pos[i])].segment_id, set())
+            bucket.update(si.indices_in_range(lo, hi))
+            bucket.add(v)
+        entity = field.path.split(":", 1)[0]
+        table = self._source.dataset.reader(
+            self._index,
+            using_index_values={sid: np.array(sorted(vs), dtype=np.int64) for sid, vs in wanted.items()},
+            fill_latest_at=True,
+            contents=["/**" if entity == "/" else f"{entity}/**"],
+        )
+        column = table[field.path] if field.path in table.column_names else None
+        index_col = table[self._index]
+        if pa.types.is_timestamp(index_col.type) or pa.types.is_duration(index_col.type):
+            index_col = index_col.cast(pa.int64())
+        index_np = index_col.to_numpy(zero_copy_only=False)
+        seg_np = np.asarray(table["rerun_segment_id"].to_pylist(), dtype=object)
+        for i, (lo, hi) in enumerate(ranges):
+            sid = segs[int(seg_pos[i])].segment_id
+            rows = np.flatnonzero((seg_np == sid) & (index_np >= lo) & (index_np <= hi))
+            raw = column.take(pa.array(rows, type=pa.int64())) if column is not None else pa.chunked_array([], pa.null())
+            samples[i][key] = field.decode.decode(raw, si._typed(int(values[i])), sid)
+
+
+def _overrides_context_range(decoder: ColumnDecoder) -> bool:
+    return type(decoder).context_range is not ColumnDecoder.context_range
+
+
+def _as_ns_int(value: Any) -> int:
+    if isinstance(value, (np.datetime64, np.timedelta64)):
+        return int(value.astype(f"{value.dtype.kind}8[ns]").view(np.int64))
+    return int(value)
 
 
 class RerunIterableDataset(_RerunDataset, IterableDataset):

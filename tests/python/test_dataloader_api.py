@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dlutil  # noqa: E402
-
-torch = pytest.importorskip("torch")
-
 from rrloader import LocalDataset  # noqa: E402
 from rrloader.dataloader import (  # noqa: E402
     ColumnDecoder,
@@ -736,6 +734,39 @@ def test_python_decoder(num_ds):
         dlutil.state_value("seg_a", 1).tolist(),
         dlutil.state_value("seg_a", 2).tolist(),
     ]
+
+
+class ContextDecoder(ColumnDecoder):
+    """Asks for the three index values before the target (a video-style context range)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def context_range(self, index_value):
+        return (index_value - 3, index_value)
+
+    def decode(self, raw, index_value, segment_id):
+        self.calls.append((raw.to_pylist(), index_value, segment_id))
+        return torch.tensor(float(len(raw)))
+
+
+def test_python_decoder_context_range(num_ds):
+    dec = ContextDecoder()
+    ds = RerunMapDataset(
+        DataSource(num_ds).filter_segments(["seg_a"]), "frame", {"ctx": Field("/state:Scalars:scalars", dec)}
+    )
+    si = ds.sample_index
+    first, last = si.segments[0].index_start, si.segments[0].index_end
+    out = ds.__getitems__([0, 4, si.total_samples - 1])
+    # Every value of [v - 3, v] is a row (latest-at filled; before the first value: null).
+    assert [o["ctx"].item() for o in out] == [4.0, 4.0, 4.0]
+    for (rows, v, seg), want_v in zip(dec.calls, [first, first + 4, last], strict=True):
+        assert seg == "seg_a" and v == want_v
+        for k, row in enumerate(rows):
+            frame = v - 3 + k
+            if row is not None:
+                assert row == dlutil.state_value("seg_a", frame).tolist(), (frame, row)
+        assert rows[-1] == dlutil.state_value("seg_a", v).tolist()
 
 
 def test_python_decoder_gets_nothing_logged_as_missing(num_ds):

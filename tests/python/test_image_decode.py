@@ -323,7 +323,7 @@ def test_raw_rejects_wrong_sizes_and_formats():
 
 def test_raw_round_trip_through_rerun_enums():
     """The numbers we use are rerun-sdk's own."""
-    rr = pytest.importorskip("rerun")
+    import rerun as rr
     assert (rr.ColorModel.L.value, rr.ColorModel.RGB.value, rr.ColorModel.RGBA.value) == (L, RGB, RGBA)
     assert (rr.ColorModel.BGR.value, rr.ColorModel.BGRA.value) == (BGR, BGRA)
     assert (rr.ChannelDatatype.U8.value, rr.ChannelDatatype.U16.value) == (U8, U16)
