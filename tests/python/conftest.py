@@ -6,18 +6,10 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def rerun_server():
-    """One in-process Rerun catalog server (the reference), bound to loopback, for the whole session.
-
-    Tests register their own datasets on it (``srv.client().create_dataset(...).register(...)``).
-    """
-    import rerun as rr
-
-    with rr.server.Server(host="127.0.0.1") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="session")
 def diff_data_dir(tmp_path_factory):
-    """Directory for the differential tests' generated recordings (one sub-directory per seed)."""
+    """Directory for the differential tests' generated recordings (one sub-directory per seed).
+
+    The differential tests serve these files with the reference (rerun-sdk's catalog server) in a child
+    process: a Rust panic in rerun-sdk's query engine aborts the whole process.
+    """
     return tmp_path_factory.mktemp("diff_data")

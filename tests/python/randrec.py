@@ -9,9 +9,10 @@ A recording is first *planned* (a pure-data list of logging events, fully determ
 
 Entry point: ``write_random_recordings(out_dir, seed, n_segments=None) -> list[Path]``.
 
-Everything about a recording is a function of ``seed`` (and ``n_segments``), except row ids and the
-``log_time`` values of the few segments that enable it (wall clock); both sides of a comparison read the
-same files, so that does not matter.
+Everything about a recording is a function of ``seed`` (and ``n_segments``), except row ids (both sides of
+a comparison read the same files, so that does not matter). ``log_time`` is not rerun's wall clock: segments
+that "enable" it get a deterministic ``log_time`` timestamp timeline on every temporal ``rec.log`` call (see
+``_write_segment``), so a dataset is the same from one run to the next.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-# Timeline name -> kind. ``log_time``/``log_tick`` are added by rr.log itself when enabled.
+# Timeline name -> kind. ``log_tick`` is added by rr.log itself when enabled; ``log_time`` is set explicitly
+# (deterministic stand-in for rerun's wall-clock log_time) on the temporal rr.log calls of segments with
+# ``log_time=True``.
 TIMELINES: dict[str, str] = {
     "frame": "sequence",
     "step": "sequence",
@@ -157,7 +160,15 @@ def _rand_float(rng: random.Random) -> float:
     return rng.randint(-400, 400) / 4.0
 
 
-def _payload(rng: random.Random, kind: str, *, empty: bool = False) -> dict[str, Any]:
+def _payload(rng: random.Random, kind: str, *, empty: bool = False, full: bool = False) -> dict[str, Any]:
+    """Random archetype payload. ``full``: always the same set of components (used for static data).
+
+    Static (and timeless: temporal without any timeline) logs of one entity always use one component set, so
+    they land in one batcher bucket and their chunks are written in row-id order. With several component
+    sets, the batcher's final flush writes the buckets in a random order, and rerun-sdk 0.41 resolves static
+    data by chunk order rather than by row id in some query paths (docs/query-semantics.md, item 8): the
+    same logging calls would then give different reference answers from one write to the next.
+    """
     if kind == "scalar":
         return {"kind": "scalars", "values": [] if empty else [_rand_float(rng)]}
     if kind == "scalars_var":
@@ -168,6 +179,12 @@ def _payload(rng: random.Random, kind: str, *, empty: bool = False) -> dict[str,
         p: dict[str, Any] = {"kind": "points", "clear_unset": False}
         p["positions"] = [[rng.randint(-8, 8) / 2.0 for _ in range(3)] for _ in range(n)]
         if empty:
+            if full:
+                p["colors"], p["radii"] = [], []
+            return p
+        if full:
+            p["colors"] = [rng.getrandbits(32) for _ in range(n)]
+            p["radii"] = [rng.randint(1, 9) / 8.0 for _ in range(n)]
             return p
         r = rng.random()
         if r < 0.15:  # partial update: only radii, maybe clearing the other components
@@ -183,7 +200,9 @@ def _payload(rng: random.Random, kind: str, *, empty: bool = False) -> dict[str,
     if kind == "text":
         words = ["alpha", "beta", "gamma", "δέλτα", "", "x" * 40, "line\nbreak", "tab\there"]
         text = " ".join(rng.choice(words) for _ in range(rng.randint(0, 3)))
-        mt = rng.choice([None, None, "text/plain", "text/markdown"])
+        mt = rng.choice(
+            ["text/plain", "text/markdown"] if full else [None, None, "text/plain", "text/markdown"]
+        )
         return {"kind": "text", "text": text, "media_type": mt}
     if kind == "blob":
         n = rng.choice([0, 1, 4, 16, 33])
@@ -194,10 +213,10 @@ def _payload(rng: random.Random, kind: str, *, empty: bool = False) -> dict[str,
         }
     if kind == "transform":
         p = {"kind": "transform"}
-        if rng.random() < 0.8:
+        if full or rng.random() < 0.8:
             p["axis"] = [float(rng.randint(-2, 2)) for _ in range(2)] + [1.0]
             p["angle"] = rng.randint(-31, 31) / 10.0
-        if rng.random() < 0.5 or "axis" not in p:
+        if full or rng.random() < 0.5 or "axis" not in p:
             p["translation"] = [rng.randint(-5, 5) / 2.0 for _ in range(3)]
         return p
     if kind == "image":
@@ -264,7 +283,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
 
     batcher = rng.choice(
         [
-            None,
+            # (no time-based flushes: the chunking must not depend on how fast the generator runs)
             {"flush_tick_s": 3600, "flush_num_rows": 1},
             {"flush_tick_s": 3600, "flush_num_rows": 4},
             {"flush_tick_s": 3600, "flush_num_rows": 1 << 30},
@@ -301,7 +320,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": True,
                     "times": {},
-                    "arch": _payload(rng, ent.kind),
+                    "arch": _payload(rng, ent.kind, full=True),
                 }
             )
 
@@ -317,7 +336,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                         "entity": ent.path,
                         "static": True,
                         "times": {},
-                        "arch": _payload(rng, ent.kind),
+                        "arch": _payload(rng, ent.kind, full=True),
                     }
                 )
             continue
@@ -328,7 +347,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": False,
                     "times": times_for(ent),
-                    "arch": _payload(rng, ent.kind, empty=True),
+                    "arch": _payload(rng, ent.kind, empty=True, full=ent.mode == "timeless"),
                 }
             )
             continue
@@ -339,7 +358,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": False,
                     "times": times_for(ent),
-                    "arch": _payload(rng, ent.kind),
+                    "arch": _payload(rng, ent.kind, full=ent.mode == "timeless"),
                 }
             )
         elif r < 0.68:
@@ -349,7 +368,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": False,
                     "times": times_for(ent),
-                    "arch": _payload(rng, ent.kind, empty=True),
+                    "arch": _payload(rng, ent.kind, empty=True, full=ent.mode == "timeless"),
                 }
             )
         elif r < 0.80 and ent.kind in ("scalar", "scalars_var", "points", "text", "blob"):
@@ -385,12 +404,16 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
             recursive = rng.random() < 0.6
             static = rng.random() < 0.05
             tl_src = next((e for e in entities if e.path == target), ent)
+            times = {} if static else times_for(tl_src)
+            if not static and not times:  # no timeless clears (see _payload's docstring)
+                tl = rng.choice(timelines)
+                times = {tl: clocks[tl].next()}
             ev_list.append(
                 {
                     "op": "log",
                     "entity": target,
                     "static": static,
-                    "times": {} if static else times_for(tl_src),
+                    "times": times,
                     "arch": {"kind": "clear", "recursive": recursive},
                 }
             )
@@ -401,7 +424,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": True,
                     "times": {},
-                    "arch": _payload(rng, ent.kind),
+                    "arch": _payload(rng, ent.kind, full=True),
                 }
             )
         else:
@@ -411,7 +434,7 @@ def _plan_segment(rng: random.Random, seed: int, k: int, pool: list[tuple[str, s
                     "entity": ent.path,
                     "static": False,
                     "times": times_for(ent),
-                    "arch": _payload(rng, ent.kind),
+                    "arch": _payload(rng, ent.kind, full=ent.mode == "timeless"),
                 }
             )
     return seg
@@ -441,6 +464,12 @@ def plan_recordings(seed: int, n_segments: int | None = None) -> DatasetPlan:
 
 # ----------------------------------------------------------------------------------------------------------
 # Writing
+
+
+def log_time_value(event_index: int) -> int:
+    """The ``log_time`` of the ``event_index``-th event of a segment with ``log_time=True``: increasing, like a
+    wall clock, but the same on every write."""
+    return T_BASE_NS + 3_600_000_000_000 + event_index * 1_000_003
 
 
 def _set_time(rec, timeline: str, value: int) -> None:
@@ -531,15 +560,17 @@ def _write_segment(seg: SegmentPlan, path: Path) -> None:
         seg.app_id, recording_id=seg.segment_id, send_properties=seg.send_properties, batcher_config=batcher
     ) as rec:
         rec.save(path, write_footer=seg.write_footer)
-        rec.set_log_time_enabled(seg.log_time)
+        rec.set_log_time_enabled(False)  # wall clock: replaced by a deterministic log_time below
         rec.set_log_tick_enabled(seg.log_tick)
         if seg.recording_name is not None:
             rec.send_recording_name(seg.recording_name)
-        for ev in seg.events:
+        for i, ev in enumerate(seg.events):
             if ev["op"] == "log":
                 rec.reset_time()
                 for tl, v in ev["times"].items():
                     _set_time(rec, tl, v)
+                if seg.log_time and not ev["static"]:
+                    rec.set_time("log_time", timestamp=np.datetime64(log_time_value(i), "ns"))
                 rec.log(ev["entity"], _archetype(rr, ev["arch"]), static=ev["static"])
             elif ev["op"] == "columns":
                 rec.send_columns(
@@ -680,16 +711,18 @@ def format_segment(seg: SegmentPlan, path: str = "out.rrd") -> str:
         f"with rr.RecordingStream({seg.app_id!r}, recording_id={seg.segment_id!r}, "
         f"send_properties={seg.send_properties}, batcher_config={_fmt_batcher(seg.batcher)}) as rec:",
         f"    rec.save({path!r}, write_footer={seg.write_footer})",
-        f"    rec.set_log_time_enabled({seg.log_time})",
+        "    rec.set_log_time_enabled(False)",
         f"    rec.set_log_tick_enabled({seg.log_tick})",
     ]
     if seg.recording_name is not None:
         lines.append(f"    rec.send_recording_name({seg.recording_name!r})")
-    for ev in seg.events:
+    for i, ev in enumerate(seg.events):
         if ev["op"] == "log":
             lines.append("    rec.reset_time()")
             for tl, v in ev["times"].items():
                 lines.append("    " + _fmt_time(tl, v))
+            if seg.log_time and not ev["static"]:
+                lines.append(f"    rec.set_time('log_time', timestamp=np.datetime64({log_time_value(i)}, 'ns'))")
             static = ", static=True" if ev["static"] else ""
             lines.append(f"    rec.log({ev['entity']!r}, {_fmt_payload(ev['arch'])}{static})")
         else:

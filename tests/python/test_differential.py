@@ -9,11 +9,21 @@ Environment:
   RRLOADER_DIFF_CASES_PER_SEED  cases per random dataset (default 5)
   RRLOADER_DIFF_SEED_OFFSET     shift all seeds (explore other datasets with the same case count)
   RRLOADER_DIFF_SELFCHECK=1     compare the reference with itself (sanity check of generator + harness)
+  RRLOADER_DIFF_SELFCHECK=2     compare the reference with the reference on a second, independent write of
+                                the same recordings (checks that the reference's answers do not depend on
+                                the chunk layout of one write)
   RRLOADER_DIFF_SEGMENT_ORDER=0 do not require rrloader's rows to be sorted by segment id
   RRLOADER_DIFF_KNOWN=0         ignore tests/python/known_divergences.txt (run every case as a real test)
 
+A case where the reference process dies (rerun-sdk panics abort it) is an xfail ("no oracle"); the reference
+is restarted for the next case. A query the reference rejects (e.g. duplicate index values) must make
+rrloader raise too.
+
 Standalone reproduction (prints both tables, the diff and the logging calls):
   python tests/python/test_differential.py --case 7 [--selfcheck] [--plan] [--keep DIR] [--shrink]
+  --shrink reduces the case (segments, logging calls, query options) while it keeps failing the same way.
+  python tests/python/test_differential.py --divergent-seeds   # seeds with a differing case (stdout) and
+                                                                # the failure kinds (stderr)
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ N_CASES = int(os.environ.get("RRLOADER_DIFF_CASES", "200"))
 CASES_PER_SEED = max(1, int(os.environ.get("RRLOADER_DIFF_CASES_PER_SEED", "5")))
 SEED_OFFSET = int(os.environ.get("RRLOADER_DIFF_SEED_OFFSET", "0"))
 SELFCHECK = os.environ.get("RRLOADER_DIFF_SELFCHECK", "") not in ("", "0")
+SELFCHECK_REWRITE = os.environ.get("RRLOADER_DIFF_SELFCHECK", "") == "2"
 CHECK_SEGMENT_ORDER = os.environ.get("RRLOADER_DIFF_SEGMENT_ORDER", "1") not in ("", "0")
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
@@ -141,6 +152,11 @@ def _ref_worker_main(conn, log_path: str) -> None:  # pragma: no cover - runs in
                 entries = {k: client.get_dataset(k) for k in datasets}
                 servers[group] = (srv, entries)
                 conn.send(("ok", {k: e.segment_ids() for k, e in entries.items()}))
+            elif msg[0] == "unload":
+                _, group = msg
+                if group in servers:
+                    servers.pop(group)[0].shutdown()
+                conn.send(("ok", None))
             elif msg[0] == "query":
                 _, group, name, params = msg
                 table = ref_query(servers[group][1][name], params)
@@ -221,6 +237,11 @@ class RefWorker:
             self._start(skip=group)  # replays the other groups' loads
         return self._call(("load", group, ds))
 
+    def unload(self, group: str) -> None:
+        self.loads.pop(group, None)
+        if self.proc is not None and self.proc.is_alive():
+            self._call(("unload", group))
+
     def query(self, group: str, name: str, params: dict[str, Any]) -> pa.Table:
         data = self._call(("query", group, name, params))
         return pa.ipc.open_stream(data).read_all()
@@ -247,6 +268,7 @@ class SeedData:
     group: str  # reference server group and dataset name
     name: str
     worker: RefWorker
+    twin: str | None = None  # SELFCHECK=2: dataset name of the second write
     _ours: Any = None
     _auto_values: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
@@ -261,6 +283,9 @@ class SeedData:
 
     def ref(self, params: dict[str, Any]) -> pa.Table:
         return self.worker.query(self.group, self.name, params)
+
+    def ref_twin(self, params: dict[str, Any]) -> pa.Table:
+        return self.worker.query(self.group, self.twin, params)
 
     def index_values(self, timeline: str) -> dict[str, list[int]]:
         """Time values per segment on ``timeline`` (from the plan; log_time/log_tick from the reference)."""
@@ -286,6 +311,7 @@ class DiffEnv:
         self._seeds: dict[int, SeedData] = {}
         self._n_scratch = 0
         datasets = {}
+        twins = {}
         for seed in seeds:
             plan = randrec.plan_recordings(seed)
             d = self.root / f"seed_{seed}"
@@ -293,9 +319,22 @@ class DiffEnv:
             name = f"seed_{seed}"
             datasets[name] = paths
             self._seeds[seed] = SeedData(seed, plan, d, paths, "main", name, self.worker)
+            if SELFCHECK_REWRITE:
+                twin = f"seed_{seed}_twin"
+                twins[twin] = (plan, self.root / twin)
+                self._seeds[seed].twin = twin
+        if twins:
+            # Written by another process: the batcher's flush order can differ between processes.
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(1) as pool:
+                for twin, paths in zip(twins, pool.starmap(randrec.write_plan, twins.values()), strict=True):
+                    datasets[twin] = paths
         loaded = self.worker.load("main", datasets)
-        for _seed, data in self._seeds.items():
+        for data in self._seeds.values():
             self._check_loaded(data, loaded[data.name])
+            if data.twin:
+                self._check_loaded(data, loaded[data.twin])
 
     @staticmethod
     def _check_loaded(data: SeedData, got: list[str]) -> None:
@@ -317,10 +356,20 @@ class DiffEnv:
         self._n_scratch += 1
         d = self.root / f"scratch_{self._n_scratch}"
         paths = randrec.write_plan(plan, d)
-        data = SeedData(plan.seed, plan, d, paths, "scratch", "scratch", self.worker)
-        loaded = self.worker.load("scratch", {"scratch": paths})
-        self._check_loaded(data, loaded["scratch"])
+        group = f"scratch_{self._n_scratch}"
+        data = SeedData(plan.seed, plan, d, paths, group, "scratch", self.worker)
+        loaded = self.worker.load(group, {"scratch": paths})
+        try:
+            self._check_loaded(data, loaded["scratch"])
+        except RuntimeError:
+            self.worker.unload(group)
+            raise
         return data
+
+    def drop(self, data: SeedData) -> None:
+        """Stop serving a scratch dataset."""
+        if data.group.startswith("scratch_"):
+            self.worker.unload(data.group)
 
     def close(self) -> None:
         self.worker.close()
@@ -523,6 +572,8 @@ def _ours_values(values: list[int], as_arrow: bool):
 
 
 def run_ours(case: Case, data: SeedData) -> pa.Table:
+    if SELFCHECK_REWRITE and data.twin:
+        return data.ref_twin(asdict(case))  # (start_time properties dropped in check_case)
     if SELFCHECK:
         return run_ref(case, data)
     uiv = None
@@ -562,6 +613,9 @@ def check_case(case: Case, data: SeedData) -> list[str]:
     ours = run_ours(case, data)
     if not isinstance(ours, pa.Table):
         return [f"rrloader returned {type(ours).__name__}, not pyarrow.Table"]
+    if SELFCHECK_REWRITE:  # wall-clock property of each write
+        drop = [n for n in ref.column_names if n == "property:RecordingInfo:start_time"]
+        ref, ours = ref.drop_columns(drop), ours.drop_columns([n for n in drop if n in ours.column_names])
     problems = table_diff(ours, ref, index=case.index)
     if CHECK_SEGMENT_ORDER and not SELFCHECK and SEGMENT_COLUMN in ours.column_names:
         segs = ours.column(SEGMENT_COLUMN).to_pylist()
@@ -596,7 +650,12 @@ def _known_divergences() -> set[int]:
 # (Not in self-check mode: the reference always agrees with itself.)
 KNOWN_DIVERGENCES = (
     _known_divergences()
-    if (SEED_OFFSET == 0 and CASES_PER_SEED == 5 and not SELFCHECK and os.environ.get("RRLOADER_DIFF_KNOWN", "1") != "0")
+    if (
+        SEED_OFFSET == 0
+        and CASES_PER_SEED == 5
+        and not SELFCHECK
+        and os.environ.get("RRLOADER_DIFF_KNOWN", "1") != "0"
+    )
     else set()
 )
 
@@ -636,7 +695,14 @@ def _print_table(title: str, t: pa.Table) -> None:
             c = c.cast(pa.int64())
         cols[name] = c.to_pylist()
     with pd.option_context(
-        "display.width", 250, "display.max_columns", None, "display.max_rows", None, "display.max_colwidth", 60
+        "display.width",
+        250,
+        "display.max_columns",
+        None,
+        "display.max_rows",
+        None,
+        "display.max_colwidth",
+        60,
     ):
         print(pd.DataFrame(cols).to_string())
 
@@ -671,11 +737,17 @@ def shrink(env: DiffEnv, case: Case, data: SeedData, want: str | None = None) ->
     best = data
 
     def attempt(p: randrec.DatasetPlan, c: Case) -> SeedData | None:
+        nonlocal best
         try:
             d = env.scratch(p)
         except (RuntimeError, RefError, RefCrash):
             return None
-        return d if _outcome(c, d) == want else None
+        if _outcome(c, d) != want:
+            env.drop(d)
+            return None
+        if best is not data:
+            env.drop(best)
+        return d
 
     # 1. drop whole segments
     for k in reversed(range(len(plan.segments))):
@@ -710,8 +782,14 @@ def shrink(env: DiffEnv, case: Case, data: SeedData, want: str | None = None) ->
         if d is not None:
             plan, best = p, d
     for si in range(len(plan.segments)):
-        for attr, val in (("batcher", None), ("log_tick", False), ("log_time", False), ("send_properties", False),
-                          ("recording_name", None), ("write_footer", True)):
+        for attr, val in (
+            ("batcher", None),
+            ("log_tick", False),
+            ("log_time", False),
+            ("send_properties", False),
+            ("recording_name", None),
+            ("write_footer", True),
+        ):
             if getattr(plan.segments[si], attr) == val:
                 continue
             if attr == "write_footer" and len(plan.files) != len(plan.segments):
@@ -722,9 +800,16 @@ def shrink(env: DiffEnv, case: Case, data: SeedData, want: str | None = None) ->
             if d is not None:
                 plan, best = p, d
     # 4. simplify the query
-    for attr, val in (("contents", None), ("segments", None), ("index_range", None), ("uiv_mode", "none"),
-                      ("fill_latest_at", False), ("include_tombstone_columns", False),
-                      ("include_semantically_empty_columns", False), ("uiv_as_arrow", False)):
+    for attr, val in (
+        ("contents", None),
+        ("segments", None),
+        ("index_range", None),
+        ("uiv_mode", "none"),
+        ("fill_latest_at", False),
+        ("include_tombstone_columns", False),
+        ("include_semantically_empty_columns", False),
+        ("uiv_as_arrow", False),
+    ):
         if getattr(case, attr) == val:
             continue
         c = copy.deepcopy(case)
@@ -755,12 +840,67 @@ def shrink(env: DiffEnv, case: Case, data: SeedData, want: str | None = None) ->
     return case, best
 
 
+def _problem_kind(problem: str) -> str:
+    """Coarse class of a table_diff problem, for summaries."""
+    import re
+
+    first = problem.split("\n")[0]
+    m = re.match(r"cell differs: column '(.*)', row", first)
+    if m:
+        name = m.group(1)
+        if name == SEGMENT_COLUMN:
+            return "cell differs in rerun_segment_id"
+        if ":" not in name:
+            return "cell differs in an index column"
+        if name.endswith(":Clear:is_recursive"):
+            return "cell differs in a Clear:is_recursive column"
+        if name.startswith("property:"):
+            return "cell differs in a property column"
+        return "cell differs in a component column"
+    return re.sub(r"\d+", "N", first)[:90]
+
+
+def _divergent_seeds(root: Path) -> int:
+    import collections
+
+    env = DiffEnv(root, sorted({seed_of(c) for c in range(N_CASES)}))
+    kinds: dict[str, list[int]] = collections.defaultdict(list)
+    bad: set[int] = set()
+    try:
+        for case_no in range(N_CASES):
+            data = env.seed_data(seed_of(case_no))
+            try:
+                case = make_case(case_no, data)
+                problems = check_case(case, data)
+            except RefCrash:
+                kinds["reference crashed (no oracle)"].append(case_no)
+                continue
+            except Exception as e:  # noqa: BLE001
+                problems = [f"rrloader raised {type(e).__name__}: {e}"]
+            if problems:
+                bad.add(data.seed)
+                kinds[_problem_kind(problems[0])].append(case_no)
+    finally:
+        env.close()
+    for seed in sorted(bad):
+        print(seed)
+    for kind, cases in sorted(kinds.items(), key=lambda kv: -len(kv[1])):
+        print(f"{len(cases):5d}  {kind}  e.g. cases {cases[:8]}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--case", type=int, required=True)
+    ap.add_argument("--case", type=int)
+    ap.add_argument(
+        "--divergent-seeds",
+        action="store_true",
+        help="run all RRLOADER_DIFF_CASES cases; print the seeds (datasets) with a differing case, one per "
+        "line (the format of known_divergences.txt), and a summary of the failure kinds on stderr",
+    )
     ap.add_argument("--selfcheck", action="store_true", help="compare the reference with itself")
     ap.add_argument("--plan", action="store_true", help="print the logging calls that wrote the recordings")
     ap.add_argument("--keep", type=Path, help="write the recordings here (kept) instead of a temp dir")
@@ -768,6 +908,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     global SELFCHECK
     SELFCHECK = SELFCHECK or args.selfcheck
+    if args.divergent_seeds:
+        return _divergent_seeds(args.keep or Path(tempfile.mkdtemp(prefix="rrloader_diff_")))
+    if args.case is None:
+        ap.error("--case N (or --divergent-seeds) is required")
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="rrloader_diff_"))
     env = DiffEnv(root, [seed_of(args.case)])

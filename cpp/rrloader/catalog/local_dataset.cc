@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -279,6 +280,7 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
   query::DataframeQuery q;
   q.index = o.index;
   q.fill_latest_at = o.fill_latest_at;
+  q.include_semantically_empty_columns = o.include_semantically_empty_columns;
   q.index_range = o.index_range;
   if (o.index && !timelines_.count(*o.index)) {
     return Status::NotFound("no timeline '" + *o.index + "' in the dataset (timelines: " + [&] {
@@ -303,17 +305,12 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
     q.columns.push_back(query::ViewColumn{c.info.entity_path, c.info.component, arrow::field(c.name, c.info.type)});
     view_entities.insert(c.info.entity_path);
   }
-  // Which entities' recursive clears reach descendants: every entity with a column in the
-  // view, and with fill_latest_at every ancestor of one (the reference fetches those).
+  // Which entities' recursive clears reach descendants: only entities with a column in the view (the
+  // reference fetches chunks of those entities only; fill_latest_at does not add their ancestors).
   q.clear_sources = view_entities;
   if (o.fill_latest_at) {
-    for (const auto& e : view_entities) {
-      std::string p = e;
-      while (p.size() > 1) {
-        auto slash = p.rfind('/');
-        p = slash == 0 ? "/" : p.substr(0, slash);
-        q.clear_sources.insert(p);
-      }
+    for (const auto& c : columns_) {
+      if (filter.Matches(c.info.entity_path)) q.clear_sources.insert(c.info.entity_path);
     }
   }
 
@@ -326,7 +323,20 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
       if (wanted.count(s->id())) segs.push_back(s);
     }
   }
+  // The reference rejects duplicate index values (a plain array is first split into per-segment lists, so
+  // only duplicates that land in one segment count). Checked before any segment is read.
+  auto has_duplicates = [](std::vector<int64_t> v) {
+    std::sort(v.begin(), v.end());
+    return std::adjacent_find(v.begin(), v.end()) != v.end();
+  };
+  if (o.index && o.values_per_segment) {
+    for (const auto& [id, values] : *o.values_per_segment) {
+      if (has_duplicates(values)) return Status::InvalidArgument("Index values must be unique.");
+    }
+  }
   std::vector<std::shared_ptr<arrow::Table>> parts;
+  std::vector<query::DataframeQuery> per_segment;
+  std::vector<const store::Segment*> segs_run;
   for (const auto& seg : segs) {
     query::DataframeQuery sq = q;
     if (o.index && o.values_per_segment) {
@@ -346,11 +356,19 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
     }
     if (sq.using_index_values) {
       auto& v = *sq.using_index_values;
+      if (has_duplicates(v)) return Status::InvalidArgument("Index values must be unique.");
+      // i64::MIN is the reference's "static" time; a requested value of i64::MIN is read as the
+      // smallest temporal time, i64::MIN + 1 (docs/query-semantics.md).
+      for (auto& x : v) x = std::max(x, std::numeric_limits<int64_t>::min() + 1);
       std::sort(v.begin(), v.end());
       v.erase(std::unique(v.begin(), v.end()), v.end());
-      v.erase(std::remove(v.begin(), v.end(), std::numeric_limits<int64_t>::min()), v.end());
     }
-    auto t = query::RunDataframeQuery(*seg, *cache_, sq, stats);
+    per_segment.push_back(std::move(sq));
+    segs_run.push_back(seg.get());
+  }
+  // Run only after every segment's arguments were checked: an invalid argument fails the whole call.
+  for (size_t i = 0; i < per_segment.size(); ++i) {
+    auto t = query::RunDataframeQuery(*segs_run[i], *cache_, per_segment[i], stats);
     if (!t.ok()) return t.status();
     parts.push_back(*t);
   }

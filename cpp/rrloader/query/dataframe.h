@@ -1,7 +1,8 @@
 // rrloader/query/dataframe.h — Rerun's dataframe query over one segment.
 //
 // Semantics follow rerun-sdk 0.41's `DatasetEntry.reader(...)` exactly (docs/query-semantics.md
-// lists every rule and how it was established):
+// lists every rule and how it was established). Like the reference, everything is decided on the
+// chunks the reference would fetch for the segment (see Fetched in dataframe.cc):
 //  * rows: the distinct index values at which a view column has a non-null temporal cell
 //    or a clear tombstone, or exactly the requested `using_index_values`;
 //  * a cell at index value v is the cell logged exactly at v with the largest row id
@@ -46,8 +47,11 @@ struct DataframeQuery {
   std::vector<IndexColumn> index_columns;  // output order
   std::vector<ViewColumn> columns;         // output order
   bool fill_latest_at = false;
-  // Entities whose recursive clears reach their descendants' columns (see the module comment
-  // in dataframe.cc); an entity's own clears always apply to its own columns.
+  // Whether columns whose cells (in the chunks the reference fetches for a segment) are all empty lists
+  // stay in the view; the reference decides this per segment in some queries (docs/query-semantics.md).
+  bool include_semantically_empty_columns = false;
+  // Entities whose recursive clears reach their descendants' columns (the entities whose chunks the
+  // reference fetches); an entity's own clears always apply to its own (present) columns.
   std::set<std::string> clear_sources;
   std::optional<std::vector<int64_t>> using_index_values;  // sorted, de-duplicated
   std::optional<std::pair<int64_t, int64_t>> index_range;  // inclusive
