@@ -37,7 +37,7 @@ asan: setup
 	  ctest --test-dir build/asan --output-on-failure
 
 # Every libFuzzer target (one per fuzz/fuzz_*.cc), built with clang.
-FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder
+FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder fuzz_selector
 
 fuzz-build: setup
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -54,6 +54,11 @@ fuzz-smoke fuzz: fuzz-build build
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run build/fuzz-corpus
 	./build/fuzz/fuzz_image_decoder -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-image build/fuzz-corpus-image
+	mkdir -p build/fuzz-run-selector build/fuzz-corpus-selector
+	printf '.[0].a' > build/fuzz-corpus-selector/chain; printf '.[0].b[1]' > build/fuzz-corpus-selector/nested
+	printf '.c.d' > build/fuzz-corpus-selector/map; printf '.[-1]' > build/fuzz-corpus-selector/negative
+	./build/fuzz/fuzz_selector -max_total_time=$(FUZZ_SECONDS) -max_len=256 -timeout=10 \
+	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-selector build/fuzz-corpus-selector
 
 lint: setup
 	$(PY) -m ruff check python tests bench tools
