@@ -44,4 +44,7 @@ void BindEngine(nanobind::module_& m);
 // BindDecode: registers the decode-layer test entry points (decode_bindings.cc).
 void BindDecode(nanobind::module_& m);
 
+// BindVideo: registers the video decode entry points (video_bindings.cc).
+void BindVideo(nanobind::module_& m);
+
 }  // namespace rrl_bindings

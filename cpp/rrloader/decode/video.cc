@@ -1,0 +1,488 @@
+// rrloader/decode/video.cc — libavcodec decoding sessions, RGB conversion, GOP planning
+// and the byte-bounded session cache (see video.h for the contracts).
+#include "rrloader/decode/video.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+extern "C" {
+#include <libavutil/imgutils.h>
+#include <libavutil/mem.h>
+#include <libavutil/pixdesc.h>
+}
+
+namespace rrl::decode {
+namespace {
+
+// FFmpeg's AV1 decoder in 5.1 ("av1") decodes through hardware acceleration only, so
+// software AV1 needs libdav1d (preferred, as in Rerun) or libaom.
+const AVCodec* FindDecoder(VideoCodec codec, std::string* tried) {
+  const char* const h264[] = {"h264"};
+  const char* const h265[] = {"hevc"};
+  const char* const av1[] = {"libdav1d", "libaom-av1"};
+  const char* const* names = h264;
+  size_t count = 1;
+  if (codec == VideoCodec::kH265) names = h265;
+  if (codec == VideoCodec::kAV1) {
+    names = av1;
+    count = 2;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (!tried->empty()) *tried += ", ";
+    *tried += names[i];
+    if (const AVCodec* found = avcodec_find_decoder_by_name(names[i])) return found;
+  }
+  return nullptr;
+}
+
+// SwsColorspace: the libswscale coefficient table for a frame's AVColorSpace (the
+// SWS_CS_* values are the AVColorSpace numbers of the spaces they name); BT.601 otherwise.
+int SwsColorspace(AVColorSpace space) {
+  switch (space) {
+    case AVCOL_SPC_BT709: return SWS_CS_ITU709;
+    case AVCOL_SPC_FCC: return SWS_CS_FCC;
+    case AVCOL_SPC_BT470BG: return SWS_CS_ITU601;
+    case AVCOL_SPC_SMPTE170M: return SWS_CS_SMPTE170M;
+    case AVCOL_SPC_SMPTE240M: return SWS_CS_SMPTE240M;
+    case AVCOL_SPC_BT2020_NCL:
+    case AVCOL_SPC_BT2020_CL: return SWS_CS_BT2020;
+    default: return SWS_CS_DEFAULT;
+  }
+}
+
+// WithoutJpegRange: the plain YUV format of a deprecated full-range "yuvj" format (whose
+// range is then passed to libswscale explicitly), or `format` itself.
+AVPixelFormat WithoutJpegRange(AVPixelFormat format, bool* was_jpeg) {
+  *was_jpeg = true;
+  switch (format) {
+    case AV_PIX_FMT_YUVJ420P: return AV_PIX_FMT_YUV420P;
+    case AV_PIX_FMT_YUVJ422P: return AV_PIX_FMT_YUV422P;
+    case AV_PIX_FMT_YUVJ444P: return AV_PIX_FMT_YUV444P;
+    case AV_PIX_FMT_YUVJ440P: return AV_PIX_FMT_YUV440P;
+    case AV_PIX_FMT_YUVJ411P: return AV_PIX_FMT_YUV411P;
+    default: *was_jpeg = false; return format;
+  }
+}
+
+uint64_t Fnv1a(const uint8_t* data, size_t size) {
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < size; ++i) {
+    h ^= data[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::string PositionText(VideoCodec codec, int64_t position) {
+  return std::string(VideoCodecName(codec)) + " sample at position " + std::to_string(position);
+}
+
+}  // namespace
+
+// --- VideoDecoder ----------------------------------------------------------------------
+
+VideoDecoder::VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options) : codec_(codec), options_(options) {}
+
+VideoDecoder::~VideoDecoder() {
+  sws_freeContext(sws_);
+  av_free(rgb_scratch_);
+}
+
+Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const VideoDecoderOptions& options) {
+  if (options.threads < 1 || options.threads > 64) {
+    return Status::InvalidArgument("video decoder threads must be 1..64, got " + std::to_string(options.threads));
+  }
+  if (options.max_pixels <= 0) return Status::InvalidArgument("video decoder max_pixels must be positive");
+  std::string tried;
+  const AVCodec* av_codec = FindDecoder(codec, &tried);
+  if (av_codec == nullptr) {
+    return Status::Unsupported(std::string(VideoCodecName(codec)) + " video: this FFmpeg build (libavcodec " +
+                               AV_STRINGIFY(LIBAVCODEC_VERSION) + ") has no decoder for it (tried " + tried + ")");
+  }
+  std::unique_ptr<VideoDecoder> d(new VideoDecoder(codec, options));
+  d->ctx_.reset(avcodec_alloc_context3(av_codec));
+  d->packet_ = MakeAvPacket();
+  d->frame_ = MakeAvFrame();
+  d->last_frame_ = MakeAvFrame();
+  if (!d->ctx_ || !d->packet_ || !d->frame_ || !d->last_frame_) {
+    return Status::Internal("could not allocate a " + std::string(av_codec->name) + " decoder");
+  }
+  AVCodecContext* ctx = d->ctx_.get();
+  ctx->thread_count = options.threads;
+  // Slice threads only: frame threads delay output by thread_count - 1 frames, and the
+  // session relies on a low-delay stream giving back each frame right after its packet.
+  ctx->thread_type = FF_THREAD_SLICE;
+  ctx->max_pixels = options.max_pixels;
+  // Errors the decoder can detect are reported instead of concealed: a damaged frame is
+  // never delivered as if it were the real one.
+  ctx->err_recognition |= AV_EF_EXPLODE;
+  if (std::strcmp(av_codec->name, "libdav1d") == 0 && ctx->priv_data != nullptr) {
+    // One frame out per packet (libdav1d's default pipelines several); absent in old builds.
+    const int rc = av_opt_set_int(ctx->priv_data, "max_frame_delay", 1, 0);
+    if (rc < 0 && rc != AVERROR_OPTION_NOT_FOUND) {
+      return Status::Internal("libdav1d: setting max_frame_delay failed: " + AvErrorString(rc));
+    }
+  }
+  const int rc = avcodec_open2(ctx, av_codec, nullptr);
+  if (rc < 0)
+    return Status::Internal("could not open the " + std::string(av_codec->name) + " decoder: " + AvErrorString(rc));
+  return d;
+}
+
+Status VideoDecoder::Drain(const FrameCallback& on_frame, int64_t position_for_errors) {
+  while (true) {
+    const int rc = avcodec_receive_frame(ctx_.get(), frame_.get());
+    if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return Status::OK();
+    if (rc < 0) {
+      return Status::Corrupt(PositionText(codec_, position_for_errors) + ": decoding failed: " + AvErrorString(rc));
+    }
+    int64_t position = frame_->pts;
+    if (position == AV_NOPTS_VALUE) position = frame_->best_effort_timestamp;
+    if (position == AV_NOPTS_VALUE) {
+      av_frame_unref(frame_.get());
+      return Status::Internal(PositionText(codec_, position_for_errors) + ": decoder returned a frame without a pts");
+    }
+    if (frame_->decode_error_flags != 0 || (frame_->flags & AV_FRAME_FLAG_CORRUPT) != 0) {
+      const int flags = frame_->decode_error_flags;
+      av_frame_unref(frame_.get());
+      return Status::Corrupt(PositionText(codec_, position) + ": the decoded frame is damaged (decode_error_flags=" +
+                             std::to_string(flags) + "; corrupt data or a missing reference)");
+    }
+    ++frames_decoded_;
+    const int bytes =
+        av_image_get_buffer_size(static_cast<AVPixelFormat>(frame_->format), frame_->width, frame_->height, 1);
+    if (bytes > 0) frame_bytes_ = bytes;
+    pending_.erase(std::remove(pending_.begin(), pending_.end(), position), pending_.end());
+    Status st = on_frame(*frame_, position);
+    av_frame_unref(last_frame_.get());
+    av_frame_move_ref(last_frame_.get(), frame_.get());
+    has_last_frame_ = true;
+    last_frame_position_ = position;
+    RRL_RETURN_IF_ERROR(st);
+  }
+}
+
+Status VideoDecoder::SendAndDrain(const AVPacket* packet, int64_t position, const FrameCallback& on_frame) {
+  // send_packet answers EAGAIN while frames wait to be received; receive, then resend.
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int rc = avcodec_send_packet(ctx_.get(), packet);
+    if (rc == AVERROR(EAGAIN)) {
+      RRL_RETURN_IF_ERROR(Drain(on_frame, position));
+      continue;
+    }
+    if (rc == AVERROR_EOF && packet == nullptr) return Drain(on_frame, position);
+    if (rc < 0) {
+      return Status::Corrupt(PositionText(codec_, position) + ": rejected by libavcodec's " + ctx_->codec->name +
+                             " decoder: " + AvErrorString(rc) + " (corrupt data or a missing parameter set)");
+    }
+    return Drain(on_frame, position);
+  }
+  return Status::Internal(PositionText(codec_, position) + ": decoder neither took the packet nor returned frames");
+}
+
+Status VideoDecoder::Feed(const uint8_t* data, size_t size, int64_t position, const FrameCallback& on_frame) {
+  if (flushed_) return Status::InvalidArgument(PositionText(codec_, position) + ": fed after Flush");
+  if (last_fed_position_ != INT64_MIN && position <= last_fed_position_) {
+    return Status::InvalidArgument(PositionText(codec_, position) + ": positions must increase (last fed " +
+                                   std::to_string(last_fed_position_) + ")");
+  }
+  if (size == 0) return Status::InvalidArgument(PositionText(codec_, position) + ": empty sample");
+  if (size > static_cast<size_t>(INT32_MAX - AV_INPUT_BUFFER_PADDING_SIZE)) {
+    return Status::Unsupported(PositionText(codec_, position) + ": sample of " + std::to_string(size) +
+                               " bytes is too large");
+  }
+  av_packet_unref(packet_.get());
+  if (av_new_packet(packet_.get(), static_cast<int>(size)) < 0) {
+    return Status::Internal(PositionText(codec_, position) + ": out of memory for a packet");
+  }
+  if (codec_ != VideoCodec::kAV1 && !IsAnnexB(data, size)) {
+    RRL_RETURN_IF_ERROR(AvccToAnnexB(data, size, packet_->data).WithPrefix(PositionText(codec_, position)));
+  } else {
+    std::memcpy(packet_->data, data, size);
+  }
+  packet_->pts = position;
+  packet_->dts = AV_NOPTS_VALUE;
+  last_fed_position_ = position;
+  pending_.push_back(position);
+  Status st = SendAndDrain(packet_.get(), position, on_frame);
+  av_packet_unref(packet_.get());
+  return st;
+}
+
+Status VideoDecoder::Flush(const FrameCallback& on_frame) {
+  if (flushed_) return Status::OK();
+  flushed_ = true;
+  return SendAndDrain(nullptr, last_fed_position_, on_frame);
+}
+
+Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& size, uint8_t* out,
+                                  int64_t out_capacity) {
+  const int src_w = frame.width;
+  const int src_h = frame.height;
+  if (src_w <= 0 || src_h <= 0) return Status::Corrupt("decoded video frame has no pixels");
+  const int out_w = size.resize() ? size.width : src_w;
+  const int out_h = size.resize() ? size.height : src_h;
+  if (int64_t{out_w} * out_h > options_.max_pixels || int64_t{src_w} * src_h > options_.max_pixels) {
+    return Status::Unsupported("video frame " + std::to_string(src_w) + "x" + std::to_string(src_h) + " -> " +
+                               std::to_string(out_w) + "x" + std::to_string(out_h) + " exceeds max_pixels " +
+                               std::to_string(options_.max_pixels));
+  }
+  const int64_t need = int64_t{3} * out_w * out_h;
+  if (out_capacity < need) {
+    return Status::InvalidArgument("video frame needs " + std::to_string(need) + " output bytes, got " +
+                                   std::to_string(out_capacity));
+  }
+  bool jpeg_format = false;
+  const auto format = WithoutJpegRange(static_cast<AVPixelFormat>(frame.format), &jpeg_format);
+  // Our own cache key: sws_getCachedContext re-creates a context for yuvj* formats on every
+  // call (it compares against the normalized format), and a new context at the old address
+  // would silently lose the colorspace details set below.
+  const SwsKey key{src_w, src_h, frame.format, out_w, out_h};
+  if (sws_ == nullptr || !(key == sws_key_)) {
+    sws_freeContext(sws_);
+    sws_ =
+        sws_getContext(src_w, src_h, format, out_w, out_h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr);
+    sws_colorspace_ = -1;
+    sws_src_full_range_ = -1;
+    if (sws_ == nullptr) {
+      const char* name = av_get_pix_fmt_name(format);
+      return Status::Unsupported(std::string("libswscale cannot convert pixel format ") + (name ? name : "unknown") +
+                                 " to RGB24");
+    }
+    sws_key_ = key;
+  }
+  const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format);
+  const bool yuv = desc != nullptr && (desc->flags & AV_PIX_FMT_FLAG_RGB) == 0 && desc->nb_components >= 3;
+  if (yuv) {
+    // The frame's own matrix and range (BT.601 limited when untagged), as PyAV does.
+    const int colorspace = SwsColorspace(frame.colorspace);
+    const int full_range = (frame.color_range == AVCOL_RANGE_JPEG || jpeg_format) ? 1 : 0;
+    if (colorspace != sws_colorspace_ || full_range != sws_src_full_range_) {
+      if (sws_setColorspaceDetails(sws_, sws_getCoefficients(colorspace), full_range,
+                                   sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16) < 0) {
+        return Status::Internal("libswscale refused the colorspace of the frame");
+      }
+      sws_colorspace_ = colorspace;
+      sws_src_full_range_ = full_range;
+    }
+  }
+  const int stride = (out_w * 3 + 63) & ~63;
+  const size_t scratch = static_cast<size_t>(stride) * out_h + 64;
+  if (scratch > rgb_scratch_bytes_) {
+    av_free(rgb_scratch_);
+    rgb_scratch_ = static_cast<uint8_t*>(av_malloc(scratch));
+    rgb_scratch_bytes_ = rgb_scratch_ == nullptr ? 0 : scratch;
+    if (rgb_scratch_ == nullptr) return Status::Internal("out of memory for a video frame");
+  }
+  uint8_t* dst[4] = {rgb_scratch_, nullptr, nullptr, nullptr};
+  int dst_stride[4] = {stride, 0, 0, 0};
+  const int rows = sws_scale(sws_, frame.data, frame.linesize, 0, src_h, dst, dst_stride);
+  if (rows != out_h)
+    return Status::Internal("libswscale converted " + std::to_string(rows) + " of " + std::to_string(out_h) + " rows");
+  const size_t plane = static_cast<size_t>(out_w) * out_h;
+  uint8_t* r = out;
+  uint8_t* g = out + plane;
+  uint8_t* b = out + 2 * plane;
+  for (int y = 0; y < out_h; ++y) {
+    const uint8_t* src = rgb_scratch_ + static_cast<size_t>(y) * stride;
+    const size_t row = static_cast<size_t>(y) * out_w;
+    for (int x = 0; x < out_w; ++x) {
+      r[row + x] = src[3 * x];
+      g[row + x] = src[3 * x + 1];
+      b[row + x] = src[3 * x + 2];
+    }
+  }
+  return Status::OK();
+}
+
+int64_t VideoDecoder::EstimatedBytes() const {
+  // libavcodec keeps up to `refs` reference pictures (AV1: 8 slots), plus reordering delay,
+  // one picture per thread in flight, the one being decoded and the kept last frame.
+  int64_t refs = codec_ == VideoCodec::kAV1 ? 8 : std::clamp<int64_t>(ctx_ ? ctx_->refs : 4, 1, 16);
+  const int64_t delay = ctx_ ? std::max(ctx_->has_b_frames, 0) : 0;
+  const int64_t frames = refs + delay + options_.threads + 2;
+  return frames * frame_bytes_ + static_cast<int64_t>(rgb_scratch_bytes_) + (int64_t{64} << 10);
+}
+
+// --- VideoFrameDecoder -----------------------------------------------------------------
+
+VideoFrameDecoder::VideoFrameDecoder(const VideoFrameDecoderOptions& options) : options_(options) {}
+VideoFrameDecoder::~VideoFrameDecoder() = default;
+
+std::unique_ptr<VideoDecoder> VideoFrameDecoder::Checkout(const std::string& key, uint64_t hash, size_t size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(key);
+  if (it == index_.end()) return nullptr;
+  CachedSession entry = std::move(*it->second);
+  lru_.erase(it->second);
+  index_.erase(it);
+  bytes_cached_ -= entry.bytes;
+  if (entry.keyframe_hash != hash || entry.keyframe_size != size) return nullptr;  // same key, other bytes
+  return std::move(entry.session);
+}
+
+void VideoFrameDecoder::Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session) {
+  const int64_t bytes = session->EstimatedBytes();
+  std::unique_ptr<VideoDecoder> dropped;  // freed outside the lock
+  std::vector<std::unique_ptr<VideoDecoder>> evicted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (bytes > options_.session_cache_bytes) return;
+    if (auto it = index_.find(key); it != index_.end()) {
+      bytes_cached_ -= it->second->bytes;
+      dropped = std::move(it->second->session);
+      lru_.erase(it->second);
+      index_.erase(it);
+    }
+    lru_.push_front(CachedSession{key, hash, size, std::move(session), bytes});
+    index_[key] = lru_.begin();
+    bytes_cached_ += bytes;
+    while (bytes_cached_ > options_.session_cache_bytes && !lru_.empty()) {
+      CachedSession& last = lru_.back();
+      bytes_cached_ -= last.bytes;
+      evicted.push_back(std::move(last.session));
+      index_.erase(last.key);
+      lru_.pop_back();
+    }
+  }
+}
+
+void VideoFrameDecoder::ClearSessions() {
+  std::list<CachedSession> old;
+  std::lock_guard<std::mutex> lock(mu_);
+  old.swap(lru_);
+  index_.clear();
+  bytes_cached_ = 0;
+}
+
+VideoStats VideoFrameDecoder::stats() const {
+  VideoStats s;
+  s.frames_decoded = frames_decoded_.load();
+  s.frames_delivered = frames_delivered_.load();
+  s.gops_started = gops_started_.load();
+  s.session_hits = session_hits_.load();
+  s.session_misses = session_misses_.load();
+  std::lock_guard<std::mutex> lock(mu_);
+  s.bytes_cached = bytes_cached_;
+  s.sessions_cached = static_cast<int64_t>(lru_.size());
+  return s;
+}
+
+Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const FrameSink& sink) {
+  GopOutcome outcome;
+  const std::string where = "video stream '" + request.stream_key + "'";
+  if (request.packets.empty()) return Status::InvalidArgument(where + ": a GOP needs at least its keyframe packet");
+  for (size_t i = 1; i < request.packets.size(); ++i) {
+    if (request.packets[i].position <= request.packets[i - 1].position) {
+      return Status::InvalidArgument(where + ": packet positions must increase (" +
+                                     std::to_string(request.packets[i - 1].position) + " then " +
+                                     std::to_string(request.packets[i].position) + ")");
+    }
+  }
+  for (size_t i = 1; i < request.wanted.size(); ++i) {
+    if (request.wanted[i] <= request.wanted[i - 1]) {
+      return Status::InvalidArgument(where + ": wanted positions must be sorted and unique");
+    }
+  }
+  if (request.size.resize() != (request.size.height != 0 || request.size.width != 0)) {
+    return Status::InvalidArgument(where + ": output size must be both positive or both 0");
+  }
+  if (request.wanted.empty()) return outcome;
+
+  const GopPacket& keyframe = request.packets.front();
+  if (request.verify_keyframe) {
+    auto is_key = IsKeyframe(request.codec, keyframe.data, keyframe.size);
+    if (!is_key.ok() || !*is_key) {
+      outcome.missing = request.wanted;
+      return outcome;
+    }
+  }
+
+  // Targets: wanted positions that are non-empty packets; the rest are missing.
+  std::vector<int64_t> targets;
+  for (int64_t w : request.wanted) {
+    auto it = std::lower_bound(request.packets.begin(), request.packets.end(), w,
+                               [](const GopPacket& p, int64_t pos) { return p.position < pos; });
+    if (it != request.packets.end() && it->position == w && it->size > 0) {
+      targets.push_back(w);
+    } else {
+      outcome.missing.push_back(w);
+    }
+  }
+  if (targets.empty()) return outcome;
+  std::vector<bool> done(targets.size(), false);
+  size_t remaining = targets.size();
+
+  const uint64_t hash = Fnv1a(keyframe.data, keyframe.size);
+  const std::string key = request.stream_key + '\0' + std::to_string(keyframe.position);
+  std::unique_ptr<VideoDecoder> session = Checkout(key, hash, keyframe.size);
+  if (session) {
+    const auto& pending = session->pending_positions();
+    for (int64_t t : targets) {
+      const bool servable = t > session->last_fed_position() ||
+                            std::find(pending.begin(), pending.end(), t) != pending.end() ||
+                            t == session->last_frame_position();
+      if (!servable || session->flushed() || session->codec() != request.codec) {
+        session.reset();
+        break;
+      }
+    }
+  }
+  if (session) {
+    outcome.session_hit = true;
+    session_hits_.fetch_add(1);
+  } else {
+    session_misses_.fetch_add(1);
+    RRL_ASSIGN_OR_RETURN(session, VideoDecoder::Open(request.codec, options_.decoder));
+    gops_started_.fetch_add(1);
+  }
+
+  auto deliver = [&](const AVFrame& frame, int64_t position) -> Status {
+    auto it = std::lower_bound(targets.begin(), targets.end(), position);
+    if (it == targets.end() || *it != position) return Status::OK();
+    const size_t index = static_cast<size_t>(it - targets.begin());
+    if (done[index]) return Status::OK();
+    const int height = request.size.resize() ? request.size.height : frame.height;
+    const int width = request.size.resize() ? request.size.width : frame.width;
+    RRL_ASSIGN_OR_RETURN(uint8_t * out, sink(position, height, width));
+    if (out == nullptr) return Status::Internal(where + ": frame sink returned no buffer");
+    RRL_RETURN_IF_ERROR(session->ConvertToRgb(frame, request.size, out, int64_t{3} * height * width)
+                            .WithPrefix(where + ", position " + std::to_string(position)));
+    done[index] = true;
+    --remaining;
+    frames_delivered_.fetch_add(1);
+    outcome.delivered.push_back(position);
+    return Status::OK();
+  };
+  auto on_frame = [&](const AVFrame& frame, int64_t position) -> Status {
+    ++outcome.frames_decoded;
+    frames_decoded_.fetch_add(1);
+    return deliver(frame, position);
+  };
+
+  if (const AVFrame* kept = session->last_frame()) RRL_RETURN_IF_ERROR(deliver(*kept, session->last_frame_position()));
+  for (const GopPacket& packet : request.packets) {
+    if (remaining == 0) break;
+    if (packet.position <= session->last_fed_position() || packet.size == 0) continue;
+    RRL_RETURN_IF_ERROR(session->Feed(packet.data, packet.size, packet.position, on_frame).WithPrefix(where));
+    ++outcome.packets_fed;
+  }
+  if (remaining > 0) {
+    bool held_back = false;
+    const auto& pending = session->pending_positions();
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (!done[i] && std::find(pending.begin(), pending.end(), targets[i]) != pending.end()) held_back = true;
+    }
+    if (held_back) RRL_RETURN_IF_ERROR(session->Flush(on_frame).WithPrefix(where));
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!done[i]) outcome.missing.push_back(targets[i]);
+  }
+  std::sort(outcome.missing.begin(), outcome.missing.end());
+  std::sort(outcome.delivered.begin(), outcome.delivered.end());
+  if (!session->flushed()) Checkin(key, hash, keyframe.size, std::move(session));
+  return outcome;
+}
+
+}  // namespace rrl::decode

@@ -1,0 +1,265 @@
+// rrloader/decode/video.h — decoding frames of Rerun `VideoStream` fields (H.264, H.265,
+// AV1) into planar [3, H, W] uint8 RGB, with libavcodec and libswscale.
+//
+// Two levels:
+//   VideoDecoder       one libavcodec decoding session over one GOP: feed samples in
+//                      decode order, get frames back tagged with the position (packet
+//                      number) of the sample that coded them, convert them to RGB.
+//   VideoFrameDecoder  what the engine calls: decode the wanted frames of one GOP, feeding
+//                      each packet once, with open sessions kept in an LRU cache bounded in
+//                      bytes so a later block that continues the GOP decodes only the new
+//                      packets. Thread-safe; one per video field (or shared).
+//
+// How the engine drives it (one call per (segment, stream, GOP) touched by a block):
+//   1. Plan: for each wanted sample, the row of the latest packet at or before it
+//      (`position`, e.g. the row number within the segment's video column) and the row of
+//      the latest keyframe at or before that packet (from `is_keyframe`, or IsKeyframe()
+//      on the samples). No keyframe → the value is missing; do not call.
+//   2. Group the wanted positions of a block by (segment, stream, keyframe position).
+//   3. DecodeGop({stream_key = segment + column, codec, packets = the GOP's samples from
+//      its keyframe through at least the largest wanted position, in decode order;
+//      wanted = sorted unique positions}, sink). The sink returns where each frame goes
+//      (e.g. straight into the batch buffer); positions reported missing stay missing.
+//      Passing a few packets past the last wanted one lets a stream with B-frames deliver
+//      its frames without ending the session (see DecodeGop).
+//
+// Pixel values: the RGB conversion is libswscale's YUV→RGB24 with SWS_BILINEAR and the
+// frame's own colorspace (BT.601 when unspecified) and range, which is what PyAV's
+// `frame.to_ndarray(format="rgb24")` does; without resizing, frames are pixel-identical to
+// PyAV's (tests/python/test_video_decode.py). Resizing happens in the same libswscale call
+// (bilinear); PyAV 18 wheels bundle FFmpeg 8, whose scaler rounds differently, so resized
+// frames are close to, not identical with, PyAV's `to_ndarray(width=, height=)`.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "rrloader/common/status.h"
+#include "rrloader/decode/bitstream.h"
+#include "rrloader/decode/ffmpeg.h"
+
+namespace rrl::decode {
+
+// VideoDecoderOptions: settings of one decoding session.
+struct VideoDecoderOptions {
+  // threads: libavcodec decoding threads (default 1). Above 1, slice threading is used for
+  // H.264/H.265 (frame threading would hold frames back and break one-frame-per-packet
+  // output); libdav1d gets that many tile threads with max_frame_delay = 1.
+  int threads = 1;
+  // max_pixels: frames (or resize targets) larger than width * height = max_pixels are
+  // refused with kUnsupported (default 2^26, ~67 MP).
+  int64_t max_pixels = int64_t{1} << 26;
+};
+
+// VideoOutputSize: the output size; 0 x 0 (default) keeps each frame's own size.
+struct VideoOutputSize {
+  int height = 0;
+  int width = 0;
+  bool resize() const { return height > 0 && width > 0; }
+};
+
+// VideoDecoder: one libavcodec decoding session. Samples go in with strictly increasing
+// positions; every frame that comes out carries the position of the sample that coded it
+// (AVPacket pts = position, read back from AVFrame pts, so B-frame reordering is
+// accounted for). Not thread-safe; one thread at a time. Movable only as a unique_ptr.
+class VideoDecoder {
+ public:
+  // FrameCallback: called for each decoded frame, in output (presentation) order, with its
+  // position. The frame is valid during the call only. A non-OK status stops decoding and
+  // is returned by Feed/Flush.
+  using FrameCallback = std::function<Status(const AVFrame& frame, int64_t position)>;
+
+  // Open: a session for `codec` (libavcodec decoders "h264", "hevc", and "libdav1d" for AV1
+  // when the build has it, else "av1"). kUnsupported naming the codec when this FFmpeg
+  // build has no such decoder; kInternal when FFmpeg cannot allocate or open it.
+  [[nodiscard]] static Result<std::unique_ptr<VideoDecoder>> Open(VideoCodec codec, const VideoDecoderOptions& options);
+
+  ~VideoDecoder();
+  VideoDecoder(const VideoDecoder&) = delete;
+  VideoDecoder& operator=(const VideoDecoder&) = delete;
+
+  // Feed: decodes one sample (an access unit / temporal unit). H.264/H.265 samples may be
+  // Annex B or 4-byte length-prefixed (converted, detected per sample). `position` must be
+  // above every position fed before (kInvalidArgument). Frames that become ready are passed
+  // to `on_frame`. kCorrupt (naming the position) when libavcodec rejects the data or
+  // returns a frame it marks damaged; kInvalidArgument after Flush.
+  [[nodiscard]] Status Feed(const uint8_t* data, size_t size, int64_t position, const FrameCallback& on_frame);
+
+  // Flush: end of stream; the frames libavcodec still holds (reordering delay) come out.
+  // The session takes no more samples afterwards.
+  [[nodiscard]] Status Flush(const FrameCallback& on_frame);
+
+  // ConvertToRgb: converts `frame` to planar [3, H, W] uint8 RGB in `out` (H x W is
+  // `size`, or the frame's own size), in one libswscale call (see the file comment).
+  // kInvalidArgument when `out_capacity` < 3 * H * W; kUnsupported above max_pixels or
+  // for a pixel format libswscale cannot read. Uses the session's scaler and scratch.
+  [[nodiscard]] Status ConvertToRgb(const AVFrame& frame, const VideoOutputSize& size, uint8_t* out,
+                                    int64_t out_capacity);
+
+  VideoCodec codec() const { return codec_; }
+  // last_fed_position: the position of the last sample fed (INT64_MIN before the first).
+  int64_t last_fed_position() const { return last_fed_position_; }
+  // frames_decoded: frames that came out of libavcodec in this session.
+  int64_t frames_decoded() const { return frames_decoded_; }
+  bool flushed() const { return flushed_; }
+  // pending_positions: positions fed whose frame has not come out yet (reorder delay).
+  const std::vector<int64_t>& pending_positions() const { return pending_; }
+  // last_frame / last_frame_position: the last frame that came out (kept so a later block
+  // wanting the same position is served without a new session), or null / INT64_MIN.
+  const AVFrame* last_frame() const { return has_last_frame_ ? last_frame_.get() : nullptr; }
+  int64_t last_frame_position() const { return has_last_frame_ ? last_frame_position_ : INT64_MIN; }
+  // EstimatedBytes: an estimate of the memory this session holds (libavcodec's reference
+  // frames, the kept frame, the RGB scratch), for byte-bounded caches.
+  int64_t EstimatedBytes() const;
+
+ private:
+  explicit VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options);
+  Status Drain(const FrameCallback& on_frame, int64_t position_for_errors);
+  Status SendAndDrain(const AVPacket* packet, int64_t position, const FrameCallback& on_frame);
+
+  VideoCodec codec_;
+  VideoDecoderOptions options_;
+  AvCodecContextPtr ctx_;
+  AvPacketPtr packet_;
+  AvFramePtr frame_;
+  AvFramePtr last_frame_;
+  bool has_last_frame_ = false;
+  int64_t last_frame_position_ = INT64_MIN;
+  int64_t last_fed_position_ = INT64_MIN;
+  int64_t frames_decoded_ = 0;
+  int64_t frame_bytes_ = 0;  // YUV bytes of the last frame seen
+  bool flushed_ = false;
+  std::vector<int64_t> pending_;
+  // RGB conversion state.
+  struct SwsKey {
+    int src_width = 0, src_height = 0, src_format = -1, out_width = 0, out_height = 0;
+    bool operator==(const SwsKey&) const = default;
+  };
+  SwsContext* sws_ = nullptr;  // owned; made for sws_key_
+  SwsKey sws_key_;
+  int sws_colorspace_ = -1;
+  int sws_src_full_range_ = -1;
+  uint8_t* rgb_scratch_ = nullptr;  // av_malloc'ed packed RGB24
+  size_t rgb_scratch_bytes_ = 0;
+};
+
+// GopPacket: one sample of a GOP: its bytes (not owned; valid during the call) and its
+// position (any strictly increasing int64 per stream, e.g. the row number).
+struct GopPacket {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  int64_t position = 0;
+};
+
+// GopRequest: the frames wanted from one GOP of one stream.
+struct GopRequest {
+  // stream_key: names the stream (e.g. segment id + column); sessions are cached per
+  // (stream_key, keyframe position) and checked against the keyframe's bytes.
+  std::string stream_key;
+  VideoCodec codec = VideoCodec::kH264;
+  // packets: decode order, strictly increasing positions; packets[0] is the GOP's keyframe.
+  // Must reach the largest wanted position; packets after it are fed only while a wanted
+  // frame is still held back by the decoder (B-frames).
+  std::vector<GopPacket> packets;
+  // wanted: positions whose frames to deliver; sorted ascending, unique, each one of the
+  // packets' positions (others are reported missing).
+  std::vector<int64_t> wanted;
+  VideoOutputSize size;
+  // verify_keyframe: check packets[0] with IsKeyframe (default true, as Rerun does to cover
+  // a mis-logged is_keyframe); when it is not a keyframe every wanted frame is missing.
+  bool verify_keyframe = true;
+};
+
+// FrameSink: where the frame of `position` goes: a buffer of at least 3 * height * width
+// bytes that receives planar RGB, or an error (stops decoding). Called once per delivered
+// position, from the thread running DecodeGop.
+using FrameSink = std::function<Result<uint8_t*>(int64_t position, int height, int width)>;
+
+// GopOutcome: what DecodeGop did.
+struct GopOutcome {
+  std::vector<int64_t> delivered;  // positions handed to the sink, ascending
+  std::vector<int64_t> missing;    // wanted positions with no frame (see DecodeGop)
+  int64_t frames_decoded = 0;      // frames libavcodec produced during this call
+  int64_t packets_fed = 0;         // samples fed during this call
+  bool session_hit = false;        // continued a cached session
+};
+
+// VideoStats: counters since construction (monotonic, except bytes_cached).
+struct VideoStats {
+  int64_t frames_decoded = 0;    // frames out of libavcodec
+  int64_t frames_delivered = 0;  // frames converted to RGB for a sink
+  int64_t gops_started = 0;      // sessions opened (a GOP decoded from its keyframe)
+  int64_t session_hits = 0;      // DecodeGop calls that continued a cached session
+  int64_t session_misses = 0;    // DecodeGop calls that needed a new session
+  int64_t bytes_cached = 0;      // EstimatedBytes of the sessions in the cache now
+  int64_t sessions_cached = 0;   // sessions in the cache now
+};
+
+// VideoFrameDecoderOptions: decoder settings plus the session cache bound.
+struct VideoFrameDecoderOptions {
+  VideoDecoderOptions decoder;
+  // session_cache_bytes: LRU bound on the EstimatedBytes of idle sessions (default
+  // 256 MiB; 0 keeps none, so every call starts from the keyframe).
+  int64_t session_cache_bytes = int64_t{256} << 20;
+};
+
+// VideoFrameDecoder: GOP-at-a-time frame decoding with a byte-bounded session cache.
+// Thread-safe: DecodeGop may run concurrently on any threads (a session is used by one
+// call at a time; two calls on the same GOP at once use two sessions).
+class VideoFrameDecoder {
+ public:
+  explicit VideoFrameDecoder(const VideoFrameDecoderOptions& options = {});
+  ~VideoFrameDecoder();
+  VideoFrameDecoder(const VideoFrameDecoder&) = delete;
+  VideoFrameDecoder& operator=(const VideoFrameDecoder&) = delete;
+
+  // DecodeGop: delivers the wanted frames of one GOP to `sink`, feeding each packet at
+  // most once. A cached session for (stream_key, keyframe) continues when every wanted
+  // position is still to come, still held by the decoder, or is the session's last frame;
+  // otherwise a new session decodes from the keyframe. Feeding stops as soon as every
+  // wanted frame is delivered; if the packets run out while a wanted frame is still held
+  // back (B-frames), the session is flushed (and not cached).
+  // Missing (not an error): packets[0] is not a keyframe (verify_keyframe), a wanted
+  // position that is not a packet's, a frame libavcodec never outputs (e.g. an H.265 RASL
+  // picture after a CRA it cannot decode). Errors: kInvalidArgument for an empty packet
+  // list or unordered positions; kUnsupported for a codec this build lacks; kCorrupt from
+  // the packets (naming the stream key and position); the sink's errors.
+  [[nodiscard]] Result<GopOutcome> DecodeGop(const GopRequest& request, const FrameSink& sink);
+
+  // stats: a snapshot of the counters.
+  VideoStats stats() const;
+  // ClearSessions: drops every cached session.
+  void ClearSessions();
+
+ private:
+  struct CachedSession {
+    std::string key;
+    uint64_t keyframe_hash = 0;
+    size_t keyframe_size = 0;
+    std::unique_ptr<VideoDecoder> session;
+    int64_t bytes = 0;
+  };
+  std::unique_ptr<VideoDecoder> Checkout(const std::string& key, uint64_t hash, size_t size);
+  void Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
+
+  VideoFrameDecoderOptions options_;
+  mutable std::mutex mu_;
+  std::list<CachedSession> lru_;  // front = most recently used
+  std::unordered_map<std::string, std::list<CachedSession>::iterator> index_;
+  int64_t bytes_cached_ = 0;
+  std::atomic<int64_t> frames_decoded_{0};
+  std::atomic<int64_t> frames_delivered_{0};
+  std::atomic<int64_t> gops_started_{0};
+  std::atomic<int64_t> session_hits_{0};
+  std::atomic<int64_t> session_misses_{0};
+};
+
+}  // namespace rrl::decode

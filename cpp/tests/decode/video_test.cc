@@ -1,0 +1,581 @@
+// Tests of rrloader/decode/video.h (and bitstream.h on real encoder output). Every stream
+// is encoded here, at test time, with libavcodec's encoders (libx264, libx265, libaom-av1
+// from Debian's FFmpeg); a test skips when its encoder is missing. Pixel-exact agreement
+// with PyAV is checked by tests/python/test_video_decode.py.
+#include "rrloader/decode/video.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "rrloader/decode/bitstream.h"
+#include "rrloader/decode/ffmpeg.h"
+
+namespace rrl::decode {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+struct Stream {
+  VideoCodec codec = VideoCodec::kH264;
+  int width = 0;
+  int height = 0;
+  std::vector<Bytes> packets;   // decode order
+  std::vector<bool> key;        // encoder's keyframe flag per packet
+  std::vector<int64_t> source;  // source frame index (pts) coded by each packet
+};
+
+struct EncodeSpec {
+  const char* encoder = "libx264";
+  int width = 64;
+  int height = 48;
+  int frames = 24;
+  int gop = 12;
+  int bframes = 0;
+};
+
+// FrameLuma: the mean luma of source frame i (distinct per frame, so a decoded frame can be
+// matched to the source frame it shows).
+int FrameLuma(int i) {
+  return 20 + 6 * (i % 33);
+}
+
+// Encode: a synthetic YUV 4:2:0 clip (flat luma level per frame plus texture) through an
+// FFmpeg encoder, packets in decode order with their pts and keyframe flags.
+Stream Encode(const EncodeSpec& spec) {
+  Stream s;
+  s.width = spec.width;
+  s.height = spec.height;
+  const AVCodec* enc = avcodec_find_encoder_by_name(spec.encoder);
+  if (enc == nullptr) return s;
+  AvCodecContextPtr ctx(avcodec_alloc_context3(enc));
+  ctx->width = spec.width;
+  ctx->height = spec.height;
+  ctx->pix_fmt = AV_PIX_FMT_YUV420P;
+  ctx->time_base = {1, 30};
+  ctx->framerate = {30, 1};
+  ctx->gop_size = spec.gop;
+  ctx->max_b_frames = spec.bframes;
+  ctx->thread_count = 1;
+  const std::string name = spec.encoder;
+  if (name == "libx264") {
+    s.codec = VideoCodec::kH264;
+    av_opt_set(ctx->priv_data, "preset", "veryfast", 0);
+    av_opt_set(ctx->priv_data, "x264-params", "scenecut=0:log=-1", 0);
+  } else if (name == "libx265") {
+    s.codec = VideoCodec::kH265;
+    const std::string params = "keyint=" + std::to_string(spec.gop) + ":min-keyint=" + std::to_string(spec.gop) +
+                               ":scenecut=0:open-gop=0:bframes=" + std::to_string(spec.bframes) +
+                               ":log-level=none:frame-threads=1:pools=none";
+    av_opt_set(ctx->priv_data, "preset", "ultrafast", 0);
+    av_opt_set(ctx->priv_data, "x265-params", params.c_str(), 0);
+  } else {
+    s.codec = VideoCodec::kAV1;
+    av_opt_set_int(ctx->priv_data, "cpu-used", 8, 0);
+    av_opt_set_int(ctx->priv_data, "lag-in-frames", 0, 0);
+    av_opt_set(ctx->priv_data, "usage", "realtime", 0);
+    ctx->bit_rate = 200000;
+  }
+  if (avcodec_open2(ctx.get(), enc, nullptr) < 0) return s;
+  AvFramePtr frame = MakeAvFrame();
+  frame->format = AV_PIX_FMT_YUV420P;
+  frame->width = spec.width;
+  frame->height = spec.height;
+  EXPECT_GE(av_frame_get_buffer(frame.get(), 0), 0);
+  AvPacketPtr pkt = MakeAvPacket();
+  auto drain = [&]() {
+    while (avcodec_receive_packet(ctx.get(), pkt.get()) == 0) {
+      s.packets.emplace_back(pkt->data, pkt->data + pkt->size);
+      s.key.push_back((pkt->flags & AV_PKT_FLAG_KEY) != 0);
+      s.source.push_back(pkt->pts);
+      av_packet_unref(pkt.get());
+    }
+  };
+  for (int i = 0; i < spec.frames; ++i) {
+    EXPECT_GE(av_frame_make_writable(frame.get()), 0);
+    for (int y = 0; y < spec.height; ++y) {
+      for (int x = 0; x < spec.width; ++x) {
+        frame->data[0][y * frame->linesize[0] + x] = static_cast<uint8_t>(FrameLuma(i) + ((x / 8 + y / 8) % 2) * 6);
+      }
+    }
+    for (int p = 1; p <= 2; ++p) {
+      for (int y = 0; y < spec.height / 2; ++y) {
+        for (int x = 0; x < spec.width / 2; ++x) {
+          frame->data[p][y * frame->linesize[p] + x] = static_cast<uint8_t>(p == 1 ? 118 + x / 4 : 138 - y / 4);
+        }
+      }
+    }
+    frame->pts = i;
+    EXPECT_GE(avcodec_send_frame(ctx.get(), frame.get()), 0);
+    drain();
+  }
+  EXPECT_GE(avcodec_send_frame(ctx.get(), nullptr), 0);
+  drain();
+  return s;
+}
+
+#define ENCODE_OR_SKIP(stream, spec) \
+  Stream stream = Encode(spec);      \
+  if (stream.packets.empty()) GTEST_SKIP() << (spec).encoder << " is not available"
+
+Bytes ToLengthPrefixed(const Bytes& annexb) {
+  // Split at start codes and re-frame with 4-byte lengths.
+  std::vector<std::pair<size_t, size_t>> nals;
+  size_t i = 0;
+  size_t start = SIZE_MAX;
+  while (i + 3 <= annexb.size()) {
+    if (annexb[i] == 0 && annexb[i + 1] == 0 && annexb[i + 2] == 1) {
+      if (start != SIZE_MAX) {
+        size_t end = i;
+        while (end > start && annexb[end - 1] == 0) --end;
+        nals.emplace_back(start, end);
+      }
+      i += 3;
+      start = i;
+    } else {
+      ++i;
+    }
+  }
+  nals.emplace_back(start, annexb.size());
+  Bytes out;
+  for (auto [b, e] : nals) {
+    const auto n = static_cast<uint32_t>(e - b);
+    out.insert(out.end(), {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16), static_cast<uint8_t>(n >> 8),
+                           static_cast<uint8_t>(n)});
+    out.insert(out.end(), annexb.begin() + static_cast<std::ptrdiff_t>(b),
+               annexb.begin() + static_cast<std::ptrdiff_t>(e));
+  }
+  return out;
+}
+
+// Frames: position -> planar RGB, collected by a sink.
+struct Frames {
+  std::map<int64_t, Bytes> by_position;
+  std::map<int64_t, std::pair<int, int>> shape;
+  FrameSink Sink() {
+    return [this](int64_t position, int height, int width) -> Result<uint8_t*> {
+      Bytes& b = by_position[position];
+      b.assign(static_cast<size_t>(3) * height * width, 0);
+      shape[position] = {height, width};
+      return b.data();
+    };
+  }
+};
+
+GopRequest Request(const Stream& s, size_t first, size_t end, std::vector<int64_t> wanted,
+                   const std::string& key = "seg/cam") {
+  GopRequest r;
+  r.stream_key = key;
+  r.codec = s.codec;
+  for (size_t i = first; i < end; ++i) r.packets.push_back({s.packets[i].data(), s.packets[i].size(), int64_t(i)});
+  r.wanted = std::move(wanted);
+  return r;
+}
+
+std::vector<size_t> KeyIndices(const Stream& s) {
+  std::vector<size_t> k;
+  for (size_t i = 0; i < s.key.size(); ++i) {
+    if (s.key[i]) k.push_back(i);
+  }
+  return k;
+}
+
+double MeanLuma(const Bytes& rgb) {
+  // BT.601 luma of the planar RGB, averaged; equals the source frame's level within a few units.
+  const size_t plane = rgb.size() / 3;
+  double sum = 0;
+  for (size_t i = 0; i < plane; ++i) sum += 0.299 * rgb[i] + 0.587 * rgb[plane + i] + 0.114 * rgb[2 * plane + i];
+  const double full = sum / static_cast<double>(plane);
+  return 16.0 + full * 219.0 / 255.0;  // back to limited range
+}
+
+// Every frame of every GOP, one DecodeGop call per GOP; each delivered frame shows the
+// source frame its packet coded.
+void DecodeAllAndCheck(const Stream& s, VideoFrameDecoder& decoder) {
+  const std::vector<size_t> keys = KeyIndices(s);
+  ASSERT_FALSE(keys.empty());
+  ASSERT_EQ(keys[0], 0u);
+  for (size_t g = 0; g < keys.size(); ++g) {
+    const size_t end = g + 1 < keys.size() ? keys[g + 1] : s.packets.size();
+    std::vector<int64_t> wanted;
+    for (size_t i = keys[g]; i < end; ++i) wanted.push_back(int64_t(i));
+    Frames frames;
+    auto outcome = decoder.DecodeGop(Request(s, keys[g], end, wanted), frames.Sink());
+    ASSERT_TRUE(outcome.ok()) << outcome.status().ToString();
+    EXPECT_TRUE(outcome->missing.empty());
+    EXPECT_EQ(outcome->delivered, wanted);
+    for (int64_t p : wanted) {
+      ASSERT_EQ(frames.shape[p], std::make_pair(s.height, s.width));
+      EXPECT_NEAR(MeanLuma(frames.by_position[p]), FrameLuma(int(s.source[size_t(p)])) + 3, 2.5)
+          << "position " << p << " source frame " << s.source[size_t(p)];
+    }
+  }
+}
+
+TEST(VideoDecodeTest, H264GopsDecodeToTheirSourceFrames) {
+  for (int gop : {1, 12, 30}) {
+    EncodeSpec spec;
+    spec.gop = gop;
+    spec.frames = 32;
+    ENCODE_OR_SKIP(s, spec);
+    for (size_t i = 0; i < s.packets.size(); ++i) {
+      auto k = IsKeyframe(VideoCodec::kH264, s.packets[i].data(), s.packets[i].size());
+      ASSERT_TRUE(k.ok());
+      EXPECT_EQ(*k, s.key[i]) << "gop " << gop << " packet " << i;
+    }
+    VideoFrameDecoder decoder;
+    DecodeAllAndCheck(s, decoder);
+    const VideoStats st = decoder.stats();
+    EXPECT_EQ(st.frames_decoded, 32);
+    EXPECT_EQ(st.frames_delivered, 32);
+    EXPECT_EQ(st.gops_started, int64_t(KeyIndices(s).size()));
+  }
+}
+
+TEST(VideoDecodeTest, LengthPrefixedH264GivesTheSamePixels) {
+  EncodeSpec spec;
+  ENCODE_OR_SKIP(s, spec);
+  Stream avcc = s;
+  for (auto& p : avcc.packets) p = ToLengthPrefixed(p);
+  ASSERT_FALSE(IsAnnexB(avcc.packets[0].data(), avcc.packets[0].size()));
+  for (size_t i = 0; i < avcc.packets.size(); ++i) {
+    EXPECT_EQ(IsKeyframe(VideoCodec::kH264, avcc.packets[i].data(), avcc.packets[i].size()).value(), s.key[i]);
+  }
+  VideoFrameDecoder d1;
+  VideoFrameDecoder d2;
+  std::vector<int64_t> wanted = {0, 3, 11};
+  Frames a;
+  Frames b;
+  ASSERT_TRUE(d1.DecodeGop(Request(s, 0, 12, wanted), a.Sink()).ok());
+  ASSERT_TRUE(d2.DecodeGop(Request(avcc, 0, 12, wanted), b.Sink()).ok());
+  EXPECT_EQ(a.by_position, b.by_position);
+  // Mixed framing within one GOP (detected per sample).
+  Stream mixed = s;
+  for (size_t i = 0; i < mixed.packets.size(); i += 2) mixed.packets[i] = avcc.packets[i];
+  VideoFrameDecoder d3;
+  Frames c;
+  ASSERT_TRUE(d3.DecodeGop(Request(mixed, 0, 12, wanted), c.Sink()).ok());
+  EXPECT_EQ(a.by_position, c.by_position);
+}
+
+TEST(VideoDecodeTest, SessionsContinueAcrossBlocks) {
+  EncodeSpec spec;
+  spec.frames = 24;
+  spec.gop = 12;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoder decoder;
+  Frames f;
+  // Block 1 wants frame 3 of GOP 0; block 2 frames 3 (again) and 7; block 3 frame 10.
+  auto r1 = decoder.DecodeGop(Request(s, 0, 12, {3}), f.Sink());
+  ASSERT_TRUE(r1.ok());
+  EXPECT_FALSE(r1->session_hit);
+  EXPECT_EQ(r1->packets_fed, 4);
+  auto r2 = decoder.DecodeGop(Request(s, 0, 12, {3, 7}), f.Sink());
+  ASSERT_TRUE(r2.ok());
+  EXPECT_TRUE(r2->session_hit);
+  EXPECT_EQ(r2->packets_fed, 4);  // 4..7 only
+  EXPECT_EQ(r2->delivered, (std::vector<int64_t>{3, 7}));
+  auto r3 = decoder.DecodeGop(Request(s, 0, 12, {10}), f.Sink());
+  ASSERT_TRUE(r3.ok());
+  EXPECT_TRUE(r3->session_hit);
+  EXPECT_EQ(r3->packets_fed, 3);
+  // Stepping backwards needs a fresh session from the keyframe.
+  auto r4 = decoder.DecodeGop(Request(s, 0, 12, {5}), f.Sink());
+  ASSERT_TRUE(r4.ok());
+  EXPECT_FALSE(r4->session_hit);
+  EXPECT_EQ(r4->packets_fed, 6);
+  // The second GOP and another stream key are separate sessions.
+  ASSERT_TRUE(decoder.DecodeGop(Request(s, 12, 24, {12}), f.Sink()).ok());
+  ASSERT_TRUE(decoder.DecodeGop(Request(s, 0, 12, {1}, "other/cam"), f.Sink()).ok());
+  VideoStats st = decoder.stats();
+  EXPECT_EQ(st.session_hits, 2);
+  EXPECT_EQ(st.session_misses, 4);
+  EXPECT_EQ(st.gops_started, 4);
+  EXPECT_EQ(st.sessions_cached, 3);
+  EXPECT_GT(st.bytes_cached, 3 * 64 * 48);
+  // Continued frames equal fresh decodes.
+  VideoFrameDecoder fresh;
+  Frames g;
+  ASSERT_TRUE(fresh.DecodeGop(Request(s, 0, 12, {3, 5, 7, 10}), g.Sink()).ok());
+  for (int64_t p : {3, 5, 7, 10}) EXPECT_EQ(f.by_position[p], g.by_position[p]) << p;
+  decoder.ClearSessions();
+  EXPECT_EQ(decoder.stats().bytes_cached, 0);
+}
+
+TEST(VideoDecodeTest, CacheIsBoundedInBytes) {
+  EncodeSpec spec;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoderOptions none;
+  none.session_cache_bytes = 0;
+  VideoFrameDecoder decoder(none);
+  Frames f;
+  ASSERT_TRUE(decoder.DecodeGop(Request(s, 0, 12, {2}), f.Sink()).ok());
+  auto r = decoder.DecodeGop(Request(s, 0, 12, {4}), f.Sink());
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->session_hit);
+  EXPECT_EQ(r->packets_fed, 5);
+  EXPECT_EQ(decoder.stats().sessions_cached, 0);
+  // A bound that holds one session: the older one is evicted.
+  VideoFrameDecoderOptions one;
+  VideoFrameDecoder probe;
+  ASSERT_TRUE(probe.DecodeGop(Request(s, 0, 12, {2}), f.Sink()).ok());
+  one.session_cache_bytes = probe.stats().bytes_cached + 1000;
+  VideoFrameDecoder small(one);
+  ASSERT_TRUE(small.DecodeGop(Request(s, 0, 12, {2}), f.Sink()).ok());
+  ASSERT_TRUE(small.DecodeGop(Request(s, 12, 24, {13}), f.Sink()).ok());
+  EXPECT_EQ(small.stats().sessions_cached, 1);
+  auto again = small.DecodeGop(Request(s, 0, 12, {3}), f.Sink());
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->session_hit);
+}
+
+TEST(VideoDecodeTest, BFramesMapFramesToTheirPackets) {
+  EncodeSpec spec;
+  spec.frames = 30;
+  spec.gop = 30;
+  spec.bframes = 2;
+  ENCODE_OR_SKIP(s, spec);
+  bool reordered = false;
+  for (size_t i = 0; i < s.source.size(); ++i) reordered |= s.source[i] != int64_t(i);
+  ASSERT_TRUE(reordered) << "the encoder made no B-frames";
+  VideoFrameDecoder decoder;
+  DecodeAllAndCheck(s, decoder);
+  // A single B-frame from the middle: the session is flushed only if the packets run out.
+  VideoFrameDecoder d2;
+  Frames f;
+  size_t b_index = 1;
+  while (b_index < s.source.size() && s.source[b_index] >= s.source[b_index - 1]) ++b_index;
+  auto r = d2.DecodeGop(Request(s, 0, s.packets.size(), {int64_t(b_index)}), f.Sink());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->delivered, std::vector<int64_t>{int64_t(b_index)});
+  EXPECT_NEAR(MeanLuma(f.by_position[int64_t(b_index)]), FrameLuma(int(s.source[b_index])) + 3, 2.5);
+  EXPECT_EQ(d2.stats().sessions_cached, 1);
+  // Packets ending at the wanted B-frame: the decoder must be flushed to get it out.
+  VideoFrameDecoder d3;
+  Frames g;
+  auto r3 = d3.DecodeGop(Request(s, 0, b_index + 1, {int64_t(b_index)}), g.Sink());
+  ASSERT_TRUE(r3.ok()) << r3.status().ToString();
+  EXPECT_EQ(r3->delivered, std::vector<int64_t>{int64_t(b_index)});
+  EXPECT_EQ(g.by_position, f.by_position);
+  EXPECT_EQ(d3.stats().sessions_cached, 0);
+}
+
+TEST(VideoDecodeTest, NoKeyframeMeansMissingNeverACorruptFrame) {
+  EncodeSpec spec;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoder decoder;
+  Frames f;
+  auto r = decoder.DecodeGop(Request(s, 2, 12, {2, 5}), f.Sink());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->missing, (std::vector<int64_t>{2, 5}));
+  EXPECT_TRUE(f.by_position.empty());
+  EXPECT_EQ(decoder.stats().gops_started, 0);
+  // Wanted positions that are not packets of the request are missing too.
+  auto r2 = decoder.DecodeGop(Request(s, 0, 4, {1, 9}), f.Sink());
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->delivered, std::vector<int64_t>{1});
+  EXPECT_EQ(r2->missing, std::vector<int64_t>{9});
+  // Without keyframe verification, starting mid-GOP is an error, not a damaged frame.
+  GopRequest mid = Request(s, 2, 12, {5});
+  mid.verify_keyframe = false;
+  Frames g;
+  auto r3 = decoder.DecodeGop(mid, g.Sink());
+  if (r3.ok()) {
+    EXPECT_TRUE(g.by_position.empty()) << "a frame decoded without its references was delivered";
+  } else {
+    EXPECT_EQ(r3.status().code(), StatusCode::kCorrupt) << r3.status().ToString();
+  }
+}
+
+TEST(VideoDecodeTest, BadInputIsAnErrorNotACrash) {
+  EncodeSpec spec;
+  spec.width = 128;
+  spec.height = 96;
+  ENCODE_OR_SKIP(s, spec);
+  Frames f;
+  // Missing SPS/PPS: strip the parameter sets from the keyframe.
+  {
+    Bytes key = s.packets[0];
+    // Find the IDR NAL (type 5) and keep from its start code on.
+    size_t idr = 0;
+    for (size_t i = 0; i + 4 < key.size(); ++i) {
+      if (key[i] == 0 && key[i + 1] == 0 && key[i + 2] == 1 && (key[i + 3] & 0x1F) == 5) {
+        idr = i;
+        break;
+      }
+    }
+    ASSERT_GT(idr, 0u);
+    Stream t = s;
+    t.packets[0] = Bytes(key.begin() + static_cast<std::ptrdiff_t>(idr), key.end());
+    EXPECT_FALSE(IsKeyframe(VideoCodec::kH264, t.packets[0].data(), t.packets[0].size()).value());
+    VideoFrameDecoder d;
+    GopRequest r = Request(t, 0, 12, {0, 1});
+    r.verify_keyframe = false;
+    auto out = d.DecodeGop(r, f.Sink());
+    ASSERT_FALSE(out.ok());
+    EXPECT_EQ(out.status().code(), StatusCode::kCorrupt);
+    EXPECT_NE(out.status().message().find("position 0"), std::string::npos) << out.status().message();
+  }
+  // A corrupt packet: garbage in the middle of a P-frame's slice data.
+  {
+    Stream t = s;
+    Bytes& p = t.packets[3];
+    for (size_t i = p.size() / 3; i < p.size(); ++i) p[i] = static_cast<uint8_t>(i * 37);
+    VideoFrameDecoder d;
+    auto out = d.DecodeGop(Request(t, 0, 12, {3, 4}), f.Sink());
+    if (out.ok()) {
+      // libavcodec may accept garbage that parses; then the frame is whatever it decodes to.
+      SUCCEED();
+    } else {
+      EXPECT_EQ(out.status().code(), StatusCode::kCorrupt) << out.status().ToString();
+      EXPECT_NE(out.status().message().find("seg/cam"), std::string::npos);
+    }
+  }
+  // A truncated sample (length-prefixed framing makes the truncation visible).
+  {
+    Stream t = s;
+    t.packets[2] = ToLengthPrefixed(t.packets[2]);
+    t.packets[2].resize(t.packets[2].size() / 2);
+    VideoFrameDecoder d;
+    auto out = d.DecodeGop(Request(t, 0, 12, {2}), f.Sink());
+    ASSERT_FALSE(out.ok());
+    EXPECT_EQ(out.status().code(), StatusCode::kCorrupt);
+    EXPECT_NE(out.status().message().find("byte offset"), std::string::npos) << out.status().message();
+    // Truncated Annex B: libavcodec either rejects it or decodes what is there; never crashes.
+    Stream u = s;
+    u.packets[2].resize(u.packets[2].size() / 2);
+    auto out2 = d.DecodeGop(Request(u, 0, 12, {2}), f.Sink());
+    if (!out2.ok()) {
+      EXPECT_EQ(out2.status().code(), StatusCode::kCorrupt) << out2.status().ToString();
+    }
+  }
+  // Unordered positions and a bad size are caller errors.
+  {
+    VideoFrameDecoder d;
+    GopRequest r = Request(s, 0, 4, {2, 1});
+    EXPECT_EQ(d.DecodeGop(r, f.Sink()).status().code(), StatusCode::kInvalidArgument);
+    r = Request(s, 0, 4, {1});
+    std::swap(r.packets[1], r.packets[2]);
+    EXPECT_EQ(d.DecodeGop(r, f.Sink()).status().code(), StatusCode::kInvalidArgument);
+    r = Request(s, 0, 4, {1});
+    r.size = {10, 0};
+    EXPECT_EQ(d.DecodeGop(r, f.Sink()).status().code(), StatusCode::kInvalidArgument);
+    r.packets.clear();
+    EXPECT_EQ(d.DecodeGop(r, f.Sink()).status().code(), StatusCode::kInvalidArgument);
+  }
+  // A sink error stops decoding and comes back unchanged.
+  {
+    VideoFrameDecoder d;
+    FrameSink failing = [](int64_t, int, int) -> Result<uint8_t*> { return Status::Internal("sink full"); };
+    auto out = d.DecodeGop(Request(s, 0, 12, {1}), failing);
+    ASSERT_FALSE(out.ok());
+    EXPECT_NE(out.status().message().find("sink full"), std::string::npos);
+  }
+  // Random bytes as a "keyframe" (verification off): an error or nothing, never a crash.
+  {
+    std::mt19937 rng(3);
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<Bytes> junk(4);
+      for (auto& j : junk) {
+        j.resize(8 + rng() % 200);
+        for (auto& x : j) x = static_cast<uint8_t>(rng());
+        j[0] = 0;
+        j[1] = 0;
+        j[2] = 0;
+        j[3] = 1;
+      }
+      GopRequest r;
+      r.stream_key = "junk";
+      r.verify_keyframe = false;
+      for (size_t i = 0; i < junk.size(); ++i) r.packets.push_back({junk[i].data(), junk[i].size(), int64_t(i)});
+      r.wanted = {0, 1, 2, 3};
+      VideoFrameDecoder d;
+      auto out = d.DecodeGop(r, f.Sink());
+      if (!out.ok()) {
+        EXPECT_NE(out.status().code(), StatusCode::kInternal) << out.status().ToString();
+      }
+    }
+  }
+}
+
+TEST(VideoDecodeTest, ResizeHappensAtDecodeTime) {
+  EncodeSpec spec;
+  spec.width = 128;
+  spec.height = 96;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoder decoder;
+  Frames f;
+  GopRequest r = Request(s, 0, 12, {0, 6});
+  r.size = {24, 32};
+  auto out = decoder.DecodeGop(r, f.Sink());
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  for (int64_t p : {0, 6}) {
+    EXPECT_EQ(f.shape[p], std::make_pair(24, 32));
+    EXPECT_NEAR(MeanLuma(f.by_position[p]), FrameLuma(int(s.source[size_t(p)])) + 3, 2.5);
+  }
+  // Above max_pixels: refused.
+  VideoFrameDecoderOptions limited;
+  limited.decoder.max_pixels = 1000;
+  VideoFrameDecoder small(limited);
+  auto refused = small.DecodeGop(Request(s, 0, 12, {0}), f.Sink());
+  ASSERT_FALSE(refused.ok());
+}
+
+TEST(VideoDecodeTest, H265AndAv1Decode) {
+  for (const char* encoder : {"libx265", "libaom-av1"}) {
+    for (int gop : {1, 12}) {
+      EncodeSpec spec;
+      spec.encoder = encoder;
+      spec.gop = gop;
+      spec.frames = 24;
+      Stream s = Encode(spec);
+      if (s.packets.empty()) {
+        ADD_FAILURE() << encoder << " missing";
+        continue;
+      }
+      for (size_t i = 0; i < s.packets.size(); ++i) {
+        auto k = IsKeyframe(s.codec, s.packets[i].data(), s.packets[i].size());
+        ASSERT_TRUE(k.ok());
+        EXPECT_EQ(*k, s.key[i]) << encoder << " gop " << gop << " packet " << i;
+      }
+      VideoFrameDecoder decoder;
+      DecodeAllAndCheck(s, decoder);
+      EXPECT_EQ(decoder.stats().frames_delivered, 24) << encoder;
+    }
+  }
+}
+
+TEST(VideoDecodeTest, LowLevelSessionTagsFramesWithPositions) {
+  EncodeSpec spec;
+  spec.bframes = 2;
+  spec.gop = 24;
+  ENCODE_OR_SKIP(s, spec);
+  auto session = VideoDecoder::Open(VideoCodec::kH264, {});
+  ASSERT_TRUE(session.ok());
+  std::vector<int64_t> out_order;
+  auto cb = [&](const AVFrame&, int64_t position) {
+    out_order.push_back(position);
+    return Status::OK();
+  };
+  for (size_t i = 0; i < s.packets.size(); ++i) {
+    ASSERT_TRUE((*session)->Feed(s.packets[i].data(), s.packets[i].size(), 100 + int64_t(i), cb).ok());
+  }
+  EXPECT_EQ((*session)->Feed(s.packets[0].data(), s.packets[0].size(), 5, cb).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*session)->Flush(cb).ok());
+  EXPECT_EQ((*session)->Feed(s.packets[0].data(), 1, 1000, cb).code(), StatusCode::kInvalidArgument);
+  ASSERT_EQ(out_order.size(), s.packets.size());
+  // Output order is presentation order: the source indices of the positions ascend.
+  for (size_t i = 1; i < out_order.size(); ++i) {
+    EXPECT_LT(s.source[size_t(out_order[i - 1] - 100)], s.source[size_t(out_order[i] - 100)]);
+  }
+  EXPECT_EQ((*session)->frames_decoded(), int64_t(s.packets.size()));
+  EXPECT_GT((*session)->EstimatedBytes(), 0);
+}
+
+}  // namespace
+}  // namespace rrl::decode
