@@ -155,7 +155,10 @@ def rrloader_unavailable_reason() -> str | None:
 
 
 def _params(obj) -> set[str]:
-    return set(inspect.signature(obj).parameters)
+    try:
+        return set(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):  # no introspectable signature (e.g. a native class): the seed API
+        return set()
 
 
 def api_generation(api) -> dict:
@@ -218,12 +221,15 @@ class Opened:
                 raise RuntimeError(rrloader_unavailable_reason())
             self.source = self.api.DataSource(dataset=rrloader.LocalDataset(data))
 
-    def dataset(self, workload: str, style: str, *, shuffle: bool = True, fetch: int = 128):
+    def dataset(
+        self, workload: str, style: str, *, shuffle: bool = True, fetch: int = 128, decode_threads=None
+    ):
         fields = make_fields(self.api, workload)
+        extra = {} if decode_threads is None else {"decode_threads": decode_threads}
         if style == "map":
-            return self.api.RerunMapDataset(self.source, INDEX, fields)
+            return self.api.RerunMapDataset(self.source, INDEX, fields, **extra)
         return self.api.RerunIterableDataset(
-            self.source, INDEX, fields, **iterable_kwargs(self.api, shuffle, fetch)
+            self.source, INDEX, fields, **iterable_kwargs(self.api, shuffle, fetch), **extra
         )
 
     def close(self) -> None:
@@ -251,6 +257,13 @@ def _peak_rss_mb(who) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _shapes(batch: dict) -> dict:
     return {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in batch.items()}
 
@@ -265,7 +278,7 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     import numpy  # noqa: F401
     import pyarrow  # noqa: F401
-    import torch
+    import torch  # noqa: F401 - imported before timing, like the others
 
     if args.child == "rerun":
         shim = ensure_torchvision()
@@ -276,20 +289,20 @@ def child(args) -> dict:
         import rrloader  # noqa: F401
 
         rrloader_api()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     import_s = time.perf_counter() - t0
     rss_import = _peak_rss_mb(resource.RUSAGE_SELF)
 
     t1 = time.perf_counter()
     opened = Opened(args.child, args.data)
     t2 = time.perf_counter()
-    dataset = opened.dataset(args.workload, args.style, fetch=args.fetch)
+    dataset = opened.dataset(args.workload, args.style, fetch=args.fetch, decode_threads=args.decode_threads)
     t3 = time.perf_counter()
     loader = make_loader(dataset, args.style, args.batch_size, args.workers, args.seed)
     it = iter(loader)
     first = next(it)
     t4 = time.perf_counter()
 
+    cpu0 = _cpu_s()
     n = 0
     batches = 0
     deadline = t4 + args.max_seconds
@@ -300,6 +313,7 @@ def child(args) -> dict:
         t_end = time.perf_counter()
         if n >= args.samples or t_end >= deadline:
             break
+    cpu = _cpu_s() - cpu0
     del it, loader
     out = {
         "import_s": import_s,
@@ -311,6 +325,9 @@ def child(args) -> dict:
         "batches": batches,
         "steady_s": t_end - t4,
         "samples_per_s": n / (t_end - t4) if n and t_end > t4 else None,
+        # CPU time of this process (all its threads, the in-process server's included) per sample:
+        # steadier than samples/s on a busy machine; without the workers' CPU when --workers > 0
+        "cpu_ms_per_sample": 1e3 * cpu / n if n and not args.workers else None,
         "dataset_len": len(dataset),
         "batch_shapes": _shapes(first),
         "rss_after_import_mb": rss_import,
@@ -428,7 +445,10 @@ def verify(args) -> dict:
         total = len(maps["rerun"])
         rng = np.random.default_rng(args.seed)
         picks = sorted({0, total - 1, *rng.choice(total, size=min(6, total), replace=False).tolist()})
-        got = {name: m.__getitems__(picks) for name, m in maps.items()}
+        got = {
+            name: m.__getitems__(picks) if hasattr(m, "__getitems__") else [m[i] for i in picks]
+            for name, m in maps.items()
+        }
         for i, x, y in zip(picks, got["rerun"], got["rrloader"], strict=True):
             out["problems"] += [f"map index {i}: {p}" for p in _compare(x, y)]
         out["checked"].append(f"map indices {picks}")
@@ -469,6 +489,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (spawn), both loaders")
     parser.add_argument("--fetch", type=int, default=128, help="fetch_size / fetch_block_size (default 128)")
+    parser.add_argument(
+        "--decode-threads",
+        type=int,
+        help="decode_threads for both loaders (default: each loader's own default; rerun-sdk's is 1 "
+        "without video fields, rrloader's is the CPU count with num_workers=0)",
+    )
     parser.add_argument(
         "--samples",
         type=int,
@@ -537,6 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "--workers", str(args.workers), "--fetch", str(args.fetch),
                             "--samples", str(samples), "--max-seconds", str(args.max_seconds),
                             "--seed", str(args.seed),
+                            *(["--decode-threads", str(args.decode_threads)] if args.decode_threads else []),
                         ],
                         args.timeout,
                     )  # fmt: skip
@@ -569,6 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     keys = (
         "samples_per_s",
+        "cpu_ms_per_sample",
         "time_to_first_batch_s",
         "open_s",
         "build_s",
@@ -596,12 +624,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "samples/s",
         "vs rerun-sdk",
         "target",
+        "CPU ms/sample",
         "first batch s",
         "peak RSS MiB",
         "same samples",
     ]
     if args.workers:
-        headers.insert(8, "RSS with workers")
+        headers.insert(9, "RSS with workers")
     rows = []
     speedups: dict = {}
     for case, per_backend in summary.items():
@@ -612,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = "rerun-sdk 0.41 (+ in-process server)" if backend == "rerun" else "rrloader (embedded)"
             if s is None:
                 why = errors.get(f"{case}/{backend}") or (unavailable if backend == "rrloader" else "not run")
-                rows.append([workload, style, label, "n/a", "", "", "", "", why])
+                rows.append([workload, style, label, "n/a"] + [""] * (len(headers) - 5) + [why])
                 continue
             speed = s["samples_per_s"]
             ratio = speed / ref if (backend == "rrloader" and ref and speed) else None
@@ -628,12 +657,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fmt(speed, ",.0f"),
                 "" if ratio is None else f"{ratio:.1f}x",
                 "" if ratio is None else f"≥{target:g}x {'met' if ratio >= target else 'NOT met'}",
+                _fmt(s["cpu_ms_per_sample"], ".3g"),
                 _fmt(s["time_to_first_batch_s"], ".2f"),
                 _fmt(s["peak_rss_mb"], ".0f"),
                 same if backend == "rrloader" else "",
             ]
             if args.workers:
-                row.insert(8, _fmt(s["peak_tree_rss_mb"], ".0f"))
+                row.insert(9, _fmt(s["peak_tree_rss_mb"], ".0f"))
             rows.append(row)
     print()
     print(
@@ -657,6 +687,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "workers": args.workers,
             "fetch": args.fetch,
+            "decode_threads": args.decode_threads,
             "samples": {w: args.samples or DEFAULT_SAMPLES[w] for w in args.workloads},
             "max_seconds": args.max_seconds,
             "repeats": args.repeats,
