@@ -445,6 +445,11 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
     if (done[index]) return Status::OK();
     const int height = request.size.resize() ? request.size.height : frame.height;
     const int width = request.size.resize() ? request.size.width : frame.width;
+    if (int64_t{height} * width > options_.decoder.max_pixels) {
+      return Status::Unsupported(where + ", position " + std::to_string(position) + ": frame " + std::to_string(width) +
+                                 "x" + std::to_string(height) + " exceeds max_pixels " +
+                                 std::to_string(options_.decoder.max_pixels));
+    }
     RRL_ASSIGN_OR_RETURN(uint8_t * out, sink(position, height, width));
     if (out == nullptr) return Status::Internal(where + ": frame sink returned no buffer");
     RRL_RETURN_IF_ERROR(session->ConvertToRgb(frame, request.size, out, int64_t{3} * height * width)
