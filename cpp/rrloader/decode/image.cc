@@ -105,6 +105,17 @@ Status CheckOutput(const ImageShape& shape, const uint8_t* out, int64_t out_capa
 // channel count is a template parameter so the inner loop is unrolled.
 template <int kChannels>
 void InterleavedToPlanarN(const uint8_t* src, int64_t pixels, const int* order, bool invert, uint8_t* dst) {
+  if (!invert && order[0] == 0 && order[1] == 1 && (kChannels < 3 || order[2] == 2) &&
+      (kChannels < 4 || order[3] == 3)) {
+    // The common case (RGB/RGBA in channel order) in one pass over the source, with the
+    // channel offsets known at compile time so the compiler can vectorize the shuffles.
+    uint8_t* d[kChannels];
+    for (int c = 0; c < kChannels; ++c) d[c] = dst + c * pixels;
+    for (int64_t i = 0; i < pixels; ++i) {
+      for (int c = 0; c < kChannels; ++c) d[c][i] = src[i * kChannels + c];
+    }
+    return;
+  }
   for (int c = 0; c < kChannels; ++c) {
     const uint8_t* s = src + order[c];
     uint8_t* d = dst + c * pixels;
@@ -129,18 +140,31 @@ void InterleavedToPlanar(const uint8_t* src, int channels, int64_t pixels, const
 constexpr int kIdentityOrder[4] = {0, 1, 2, 3};
 
 // Scratch: an uninitialised interleaved buffer, or `out` itself for one channel (where
-// interleaved and planar coincide).
+// interleaved and planar coincide). The buffer is per thread and kept between calls (up to
+// kKeptScratchBytes): a fresh multi-megabyte allocation per image costs the kernel a page
+// fault and a page clear per 4 KiB, as much as the deinterleave itself.
+constexpr size_t kKeptScratchBytes = size_t{64} << 20;
+
 struct Scratch {
-  std::unique_ptr<uint8_t[]> owned;
+  std::unique_ptr<uint8_t[]> owned;  // only for images larger than the kept buffer
   uint8_t* data = nullptr;
 };
 
 Scratch InterleavedBuffer(const ImageShape& shape, uint8_t* out) {
+  thread_local std::unique_ptr<uint8_t[]> kept;
+  thread_local size_t kept_size = 0;
   Scratch s;
+  const auto need = static_cast<size_t>(shape.num_bytes());
   if (shape.channels == 1) {
     s.data = out;
+  } else if (need <= kKeptScratchBytes) {
+    if (kept_size < need) {
+      kept.reset(new uint8_t[need]);
+      kept_size = need;
+    }
+    s.data = kept.get();
   } else {
-    s.owned.reset(new uint8_t[static_cast<size_t>(shape.num_bytes())]);
+    s.owned.reset(new uint8_t[need]);
     s.data = s.owned.get();
   }
   return s;

@@ -37,43 +37,6 @@ bool IsImageBufferPath(const std::string& path) {
   return first != std::string::npos && path.compare(first, std::string::npos, ":Image:buffer") == 0;
 }
 
-// ColumnCells: random access to the List cells of a chunked column.
-class ColumnCells {
- public:
-  explicit ColumnCells(std::shared_ptr<arrow::ChunkedArray> col) : col_(std::move(col)) {
-    int64_t acc = 0;
-    for (const auto& c : col_->chunks()) {
-      starts_.push_back(acc);
-      acc += c->length();
-    }
-  }
-  // Cell: the instances of row `row` as a sequence Span; false for a null cell.
-  bool Cell(int64_t row, decode::Span* out) const {
-    const auto it = std::upper_bound(starts_.begin(), starts_.end(), row);
-    const size_t k = static_cast<size_t>(it - starts_.begin()) - 1;
-    const auto& a = col_->chunk(static_cast<int>(k));
-    const int64_t i = row - starts_[k];
-    if (a->IsNull(i)) return false;
-    if (a->type_id() == arrow::Type::LIST) {
-      const auto& l = static_cast<const arrow::ListArray&>(*a);
-      *out = decode::Span{l.values(), l.value_offset(i), l.value_length(i), false};
-      return true;
-    }
-    if (a->type_id() == arrow::Type::LARGE_LIST) {
-      const auto& l = static_cast<const arrow::LargeListArray&>(*a);
-      *out = decode::Span{l.values(), l.value_offset(i), l.value_length(i), false};
-      return true;
-    }
-    // A non-list column (not produced by rerun's dataframe, but tolerated): the value itself.
-    *out = decode::Span{a, i, 1, true};
-    return true;
-  }
-
- private:
-  std::shared_ptr<arrow::ChunkedArray> col_;
-  std::vector<int64_t> starts_;
-};
-
 // InstanceType: the element type of a component column (List<T> → T).
 std::shared_ptr<arrow::DataType> InstanceType(const std::shared_ptr<arrow::DataType>& col_type) {
   if (col_type->id() == arrow::Type::LIST || col_type->id() == arrow::Type::LARGE_LIST) {
@@ -163,11 +126,6 @@ bool IntField(const arrow::StructArray& s, const char* name, int64_t i, int64_t*
   }
 }
 
-// TimeValue: the int64 behind an index column value (sequence, timestamp or duration).
-int64_t IndexValueAt(const arrow::Array& a, int64_t i) {
-  return reinterpret_cast<const int64_t*>(a.data()->buffers[1]->data())[a.data()->offset + i];
-}
-
 std::string FormatValue(int64_t v) {
   return std::to_string(v);
 }
@@ -176,6 +134,10 @@ std::string FormatValue(int64_t v) {
 
 // Prepared: what Make resolved for a field.
 struct Engine::Prepared {
+  ColumnRef column;
+  std::shared_ptr<arrow::DataType> column_type;  // List<T>
+  std::vector<ColumnRef> join_columns;
+  ColumnRef format_column;
   std::optional<decode::Selector> selector;
   decode::DType dtype = decode::DType::kFloat32;  // numeric output type
   std::vector<std::string> join_paths;            // full column names
@@ -189,7 +151,11 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
                                              std::vector<std::string> segment_ids, sample::SampleIndex samples,
                                              std::vector<FieldSpec> fields, EngineOptions options) {
   std::map<std::string, std::shared_ptr<arrow::DataType>> types;
-  for (const auto& c : dataset->columns()) types[c.name] = c.info.type;
+  std::map<std::string, ColumnRef> refs;
+  for (const auto& c : dataset->columns()) {
+    types[c.name] = c.info.type;
+    refs[c.name] = ColumnRef{c.info.entity_path, c.info.component};
+  }
   const auto kind_it = dataset->timelines().find(options.index);
   if (kind_it == dataset->timelines().end()) {
     return Status::NotFound("index '" + options.index + "' is not a timeline of the dataset");
@@ -208,6 +174,8 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
     if (!type_r.ok()) return type_r.status();
     std::shared_ptr<arrow::DataType> instance = InstanceType(*type_r);
     p->entities.insert(EntityOf(f.path));
+    p->column = refs[f.path];
+    p->column_type = *type_r;
     if (f.window && f.window->first > f.window->second) {
       return Status::InvalidArgument("field '" + f.key + "': window (" + std::to_string(f.window->first) + ", " +
                                      std::to_string(f.window->second) + ") has start > end");
@@ -239,6 +207,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
           auto jd = decode::LeafDType(*InstanceType(*jt));
           if (!jd.ok()) return jd.status().WithPrefix("field '" + f.key + "' (joined column '" + jp + "')");
           p->join_paths.push_back(jp);
+          p->join_columns.push_back(refs[jp]);
           p->join_dtypes.push_back(*jd);
           p->dtype = decode::PromoteDTypes(p->dtype, *jd);
         }
@@ -250,6 +219,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
           p->raw_image = true;
           p->format_path = SiblingPath(f.path, "format");
           auto ft = column_type(f, p->format_path);
+          if (ft.ok()) p->format_column = refs[p->format_path];
           if (!ft.ok()) {
             return Status::NotFound("field '" + f.key + "': raw image column '" + f.path +
                                     "' needs its format column '" + p->format_path + "', which is not in the dataset");
@@ -268,6 +238,11 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
         break;
     }
     engine->prepared_.push_back(std::move(p));
+  }
+  for (const auto& id : segment_ids) {
+    auto seg = dataset->FindSegment(id);
+    if (!seg.ok()) return seg.status();
+    engine->segments_.push_back(*seg);
   }
   engine->dataset_ = std::move(dataset);
   engine->segment_ids_ = std::move(segment_ids);
@@ -298,82 +273,46 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     fb.segment_pos[i] = samples_.segments()[static_cast<size_t>(sp)].segment;
     fb.values[i] = v;
   }
-  // Group fields by window: fields with equal windows query the same index values.
-  std::map<std::optional<std::pair<int64_t, int64_t>>, int> group_by_window;
-  fb.group_of_field.resize(fields_.size());
-  for (size_t f = 0; f < fields_.size(); ++f) {
-    auto [it, added] = group_by_window.emplace(fields_[f].window, static_cast<int>(fb.groups.size()));
-    if (added) fb.groups.emplace_back();
-    fb.groups[static_cast<size_t>(it->second)].fields.push_back(static_cast<int>(f));
-    fb.group_of_field[f] = it->second;
-  }
+  // Samples by segment, so each (segment, column) is resolved once for the whole block.
+  std::map<int32_t, std::vector<size_t>> samples_by_segment;
+  for (size_t i = 0; i < n; ++i) samples_by_segment[fb.segment_pos[i]].push_back(i);
   const int64_t step = std::max<int64_t>(options_.grid_step, 1);
-  for (auto& g : fb.groups) {
-    const FieldSpec& f0 = fields_[static_cast<size_t>(g.fields[0])];
-    g.slots = Slots(f0);
-    const int64_t hi = f0.window ? f0.window->second : 0;
-    // Slot t of sample i asks for value (v + hi) - (T - 1 - t) * step.
-    auto slot_value = [&](size_t i, int64_t t) { return fb.values[i] + hi - (g.slots - 1 - t) * step; };
-    std::map<int32_t, std::vector<int64_t>> values_by_segment;
-    for (size_t i = 0; i < n; ++i) {
-      auto& vs = values_by_segment[fb.segment_pos[i]];
-      for (int64_t t = 0; t < g.slots; ++t) vs.push_back(slot_value(i, t));
-    }
-    catalog::ReadOptions ro;
-    ro.index = options_.index;
-    ro.fill_latest_at = true;
-    std::set<std::string> entities;
-    for (int fi : g.fields) {
-      const auto& p = *prepared_[static_cast<size_t>(fi)];
-      entities.insert(p.entities.begin(), p.entities.end());
-    }
-    ro.contents = std::vector<std::string>();
-    for (const auto& e : entities) ro.contents->push_back(e == "/" ? "/**" : e + "/**");
-    std::map<std::string, std::vector<int64_t>> per_segment;
-    for (auto& [seg, vs] : values_by_segment) {
-      std::sort(vs.begin(), vs.end());
-      vs.erase(std::unique(vs.begin(), vs.end()), vs.end());
-      const std::string& id = segment_ids_[static_cast<size_t>(seg)];
-      ro.segments.push_back(id);
-      per_segment[id] = vs;
-    }
-    ro.values_per_segment = std::move(per_segment);
-    query::QueryStats qs;
-    auto table = dataset_->Read(ro, &qs);
-    if (!table.ok()) return table.status().WithPrefix("fetching " + f0.path);
-    g.table = *table;
-    fb.stats.queries += 1;
-    fb.stats.rows_fetched += g.table->num_rows();
-    fb.stats.chunks_loaded += qs.chunks_loaded;
-    // Index the result: (segment, value) → row.
-    std::map<std::string, std::vector<std::pair<int64_t, int64_t>>> rows_by_segment;
-    const auto seg_col = g.table->GetColumnByName("rerun_segment_id");
-    const auto idx_col = g.table->GetColumnByName(options_.index);
-    if (seg_col == nullptr || idx_col == nullptr) {
-      return Status::Internal("query result lacks rerun_segment_id or index column '" + options_.index + "'");
-    }
-    int64_t row = 0;
-    for (int k = 0; k < seg_col->num_chunks(); ++k) {
-      const auto& sa = static_cast<const arrow::StringArray&>(*seg_col->chunk(k));
-      const auto& ia = *idx_col->chunk(k);
-      for (int64_t r = 0; r < sa.length(); ++r, ++row) {
-        if (ia.IsNull(r) || sa.IsNull(r)) continue;
-        rows_by_segment[std::string(sa.GetView(r))].emplace_back(IndexValueAt(ia, r), row);
+  fb.fields.resize(fields_.size());
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    const FieldSpec& f = fields_[fi];
+    const Prepared& p = *prepared_[fi];
+    auto& fc = fb.fields[fi];
+    fc.slots = Slots(f);
+    const int64_t T = fc.slots;
+    const int64_t hi = f.window ? f.window->second : 0;
+    // Slot t of sample i reads value (v + hi) - (T - 1 - t) * step.
+    auto resolve = [&](const ColumnRef& col, std::vector<CellRef>* out) -> Status {
+      out->assign(n * static_cast<size_t>(T), CellRef{});
+      for (const auto& [seg, members] : samples_by_segment) {
+        std::vector<int64_t> vals;
+        vals.reserve(members.size() * static_cast<size_t>(T));
+        for (size_t i : members) {
+          for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
+        }
+        std::vector<CellRef> cells;
+        Status st = ResolveLatestAt(*segments_[static_cast<size_t>(seg)], dataset_->cache(), options_.index, col, vals,
+                                    &cells, &fb.keep_alive, &fb.stats.chunks_loaded);
+        if (!st.ok()) return st.WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+        size_t k = 0;
+        for (size_t i : members) {
+          for (int64_t t = 0; t < T; ++t) (*out)[i * static_cast<size_t>(T) + static_cast<size_t>(t)] = cells[k++];
+        }
+        ++fb.stats.queries;
       }
+      return Status::OK();
+    };
+    RRL_RETURN_IF_ERROR(resolve(p.column, &fc.cells));
+    for (const auto& jc : p.join_columns) {
+      fc.joins.emplace_back();
+      RRL_RETURN_IF_ERROR(resolve(jc, &fc.joins.back()));
     }
-    for (auto& [id, v] : rows_by_segment) std::sort(v.begin(), v.end());
-    g.rows.assign(n * static_cast<size_t>(g.slots), -1);
-    for (size_t i = 0; i < n; ++i) {
-      const auto it = rows_by_segment.find(segment_ids_[static_cast<size_t>(fb.segment_pos[i])]);
-      if (it == rows_by_segment.end()) continue;
-      const auto& v = it->second;
-      for (int64_t t = 0; t < g.slots; ++t) {
-        const int64_t want = slot_value(i, t);
-        const auto p = std::lower_bound(v.begin(), v.end(), std::make_pair(want, int64_t{-1}));
-        if (p != v.end() && p->first == want)
-          g.rows[i * static_cast<size_t>(g.slots) + static_cast<size_t>(t)] = p->second;
-      }
-    }
+    if (p.raw_image) RRL_RETURN_IF_ERROR(resolve(p.format_column, &fc.format));
+    for (const auto& c : fc.cells) fb.stats.rows_fetched += c.list != nullptr ? 1 : 0;
   }
   fb.stats.fetch_end_ns = NowNs();
   return fb;
@@ -409,32 +348,39 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
   for (size_t fi = 0; fi < fields_.size(); ++fi) {
     const FieldSpec& f = fields_[fi];
     const Prepared& p = *prepared_[fi];
-    const auto& g = fb.groups[static_cast<size_t>(fb.group_of_field[fi])];
-    const int64_t T = g.slots;
+    const FetchedBlock::FieldCells& fc = fb.fields[fi];
+    const int64_t T = fc.slots;
     FieldOutput& fo = out.fields[fi];
     fo.dtype = p.dtype;
-    auto col = g.table->GetColumnByName(f.path);
     if (f.kind == FieldKind::kRaw) {
-      fo.raw_column = col;
+      // A Python decoder reads the cells as Arrow: one single-row slice per slot, null where
+      // there is no value.
+      arrow::ArrayVector pieces;
+      pieces.reserve(fc.cells.size());
+      for (const auto& c : fc.cells) {
+        if (c.list != nullptr) {
+          pieces.push_back(c.list->Slice(c.row, 1));
+        } else {
+          auto null_cell = arrow::MakeArrayOfNull(p.column_type, 1);
+          if (!null_cell.ok()) return Status::Internal(null_cell.status().ToString());
+          pieces.push_back(*null_cell);
+        }
+      }
+      auto chunked = arrow::ChunkedArray::Make(std::move(pieces), p.column_type);
+      if (!chunked.ok()) return Status::Internal(chunked.status().ToString());
+      fo.raw_column = *chunked;
       fo.raw_slots = T;
-      fo.raw_rows = g.rows;
-      if (col == nullptr) std::fill(fo.raw_rows.begin(), fo.raw_rows.end(), -1);
+      fo.raw_rows.resize(fc.cells.size());
+      for (size_t k = 0; k < fc.cells.size(); ++k) fo.raw_rows[k] = static_cast<int64_t>(k);
       fo.valid.assign(static_cast<size_t>(n), 1);
       continue;
     }
-    std::optional<ColumnCells> cells;
-    if (col != nullptr) cells.emplace(col);
-    std::vector<std::optional<ColumnCells>> join_cells;
-    for (const auto& jp : p.join_paths) {
-      auto jc = g.table->GetColumnByName(jp);
-      join_cells.emplace_back();
-      if (jc != nullptr) join_cells.back().emplace(jc);
-    }
-    std::optional<ColumnCells> format_cells;
-    if (p.raw_image) {
-      auto fc = g.table->GetColumnByName(p.format_path);
-      if (fc != nullptr) format_cells.emplace(fc);
-    }
+    // CellSpan: the instances of a resolved cell; false when there is none (or it is null).
+    auto cell_span = [](const CellRef& c, decode::Span* out_span) -> bool {
+      if (c.list == nullptr || c.list->IsNull(c.row)) return false;
+      *out_span = decode::Span{c.list->values(), c.list->value_offset(c.row), c.list->value_length(c.row), false};
+      return true;
+    };
     auto where = [&](int64_t i, int64_t t) {
       const int64_t step = std::max<int64_t>(options_.grid_step, 1);
       const int64_t hi = f.window ? f.window->second : 0;
@@ -444,11 +390,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     };
     // Slot cell (after the selector), or false when missing.
     auto slot_cell = [&](int64_t i, int64_t t, decode::Span* cell) -> bool {
-      if (!cells) return false;
-      const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
-      if (row < 0) return false;
       decode::Span c;
-      if (!cells->Cell(row, &c)) return false;
+      if (!cell_span(fc.cells[static_cast<size_t>(i * T + t)], &c)) return false;
       if (p.selector) {
         decode::Span s;
         if (!p.selector->Apply(c, &s)) return false;
@@ -459,19 +402,18 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     };
     // The Image:format struct of a raw image slot; false when absent.
     auto raw_format = [&](int64_t i, int64_t t, decode::RawImageFormat* rf) -> bool {
-      decode::Span fc;
-      const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
-      if (!format_cells || !format_cells->Cell(row, &fc) || fc.length < 1 ||
-          fc.array->type_id() != arrow::Type::STRUCT) {
+      decode::Span fs;
+      if (!cell_span(fc.format[static_cast<size_t>(i * T + t)], &fs) || fs.length < 1 ||
+          fs.array->type_id() != arrow::Type::STRUCT) {
         return false;
       }
-      const auto& s = static_cast<const arrow::StructArray&>(*fc.array);
+      const auto& s = static_cast<const arrow::StructArray&>(*fs.array);
       int64_t v = 0;
-      if (IntField(s, "width", fc.offset, &v)) rf->width = v;
-      if (IntField(s, "height", fc.offset, &v)) rf->height = v;
-      if (IntField(s, "color_model", fc.offset, &v)) rf->color_model = static_cast<int>(v);
-      if (IntField(s, "channel_datatype", fc.offset, &v)) rf->channel_datatype = static_cast<int>(v);
-      if (IntField(s, "pixel_format", fc.offset, &v)) rf->pixel_format = static_cast<int>(v);
+      if (IntField(s, "width", fs.offset, &v)) rf->width = v;
+      if (IntField(s, "height", fs.offset, &v)) rf->height = v;
+      if (IntField(s, "color_model", fs.offset, &v)) rf->color_model = static_cast<int>(v);
+      if (IntField(s, "channel_datatype", fs.offset, &v)) rf->channel_datatype = static_cast<int>(v);
+      if (IntField(s, "pixel_format", fs.offset, &v)) rf->pixel_format = static_cast<int>(v);
       return true;
     };
     // Phase 1: shapes and validity.
@@ -508,10 +450,9 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
           int64_t w0 = 0;
           if (!instance_width(cell, &w0)) return;
           width += w0;
-          const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
-          for (size_t j = 0; j < join_cells.size(); ++j) {
+          for (size_t j = 0; j < fc.joins.size(); ++j) {
             decode::Span jc;
-            if (!join_cells[j] || !join_cells[j]->Cell(row, &jc) || jc.length == 0) return;
+            if (!cell_span(fc.joins[j][static_cast<size_t>(i * T + t)], &jc) || jc.length == 0) return;
             int64_t wj = 0;
             if (!instance_width(jc, &wj)) return;
             width += wj;
@@ -616,14 +557,13 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         if (f.kind == FieldKind::kNumeric && p.join_paths.empty()) {
           decode::FlattenInto(cell, p.dtype, slot_dst);
         } else if (f.kind == FieldKind::kNumeric) {
-          const int64_t row = g.rows[static_cast<size_t>(i * T + t)];
           const int64_t num = cell.scalar ? 1 : cell.length;
           const int64_t width = fo.shapes[si].back();
           std::vector<decode::Span> comps{cell};
           std::vector<int64_t> widths;
-          for (size_t j = 0; j < join_cells.size(); ++j) {
+          for (size_t j = 0; j < fc.joins.size(); ++j) {
             decode::Span jc;
-            (void)join_cells[j]->Cell(row, &jc);
+            (void)cell_span(fc.joins[j][static_cast<size_t>(i * T + t)], &jc);
             comps.push_back(jc);
           }
           for (const auto& c : comps) widths.push_back(decode::MeasureFlat({c.array, c.offset, 1, true}).count);

@@ -1,10 +1,10 @@
 // rrloader/engine/engine.h — turning blocks of sample numbers into decoded tensors.
 //
 // For a block of global sample numbers the engine (1) locates each sample's segment and
-// index value, (2) fetches: one latest-at dataframe query per group of fields sharing a
-// window (filled, as rerun's dataloader queries: `using_index_values` per segment,
-// `fill_latest_at`, contents narrowed to the fields' entities), (3) decodes every
-// (sample, field) on the thread pool straight into one buffer per field.
+// index value, (2) fetches: resolves every slot's cell per column and segment with the
+// latest-at semantics of rerun's dataloader query (latest_at.h), loading only the chunks
+// that can hold an answer, (3) decodes every (sample, field) on the thread pool straight
+// into one buffer per field.
 //
 // Windows are inclusive offsets (lo, hi) in the index's native unit. On integer timelines
 // a window has hi - lo + 1 slots; on time timelines the slots walk down from v + hi in
@@ -32,6 +32,7 @@
 #include "rrloader/decode/image.h"
 #include "rrloader/decode/numeric.h"
 #include "rrloader/decode/selector.h"
+#include "rrloader/engine/latest_at.h"
 #include "rrloader/engine/thread_pool.h"
 #include "rrloader/sample/sample_index.h"
 
@@ -81,7 +82,7 @@ struct FieldOutput {
 // BlockStats: what one block cost; times are wall-clock ns since the epoch.
 struct BlockStats {
   int64_t fetch_start_ns = 0, fetch_end_ns = 0, decode_start_ns = 0, decode_end_ns = 0;
-  int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;
+  int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;  // queries: column lookups
 };
 
 // FetchedBlock: a block after the fetch stage (internal to the pipeline).
@@ -89,14 +90,15 @@ struct FetchedBlock {
   std::vector<int64_t> global;
   std::vector<int32_t> segment_pos;
   std::vector<int64_t> values;
-  struct Group {
-    std::shared_ptr<arrow::Table> table;
-    std::vector<int> fields;    // indices into the engine's specs
-    int64_t slots = 1;          // T
-    std::vector<int64_t> rows;  // [B * T] table row per slot, -1 when no row
+  // FieldCells: per field, the cell of every slot ([B * T], sample-major).
+  struct FieldCells {
+    int64_t slots = 1;                        // T
+    std::vector<CellRef> cells;               // the field's column
+    std::vector<std::vector<CellRef>> joins;  // joined columns, in `join` order
+    std::vector<CellRef> format;              // raw images: the Image:format column
   };
-  std::vector<Group> groups;
-  std::vector<int> group_of_field;
+  std::vector<FieldCells> fields;                               // in spec order
+  std::vector<std::shared_ptr<const chunk::Chunk>> keep_alive;  // owners of the cells' arrays
   BlockStats stats;
 };
 
@@ -134,6 +136,7 @@ class Engine {
 
   std::shared_ptr<const catalog::LocalDataset> dataset_;
   std::vector<std::string> segment_ids_;
+  std::vector<std::shared_ptr<store::Segment>> segments_;  // by segment number
   sample::SampleIndex samples_;
   std::vector<FieldSpec> fields_;
   std::vector<std::shared_ptr<const Prepared>> prepared_;

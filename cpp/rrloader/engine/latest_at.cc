@@ -1,0 +1,153 @@
+// rrloader/engine/latest_at.cc
+#include "rrloader/engine/latest_at.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+
+namespace rrl::engine {
+
+namespace {
+
+constexpr const char* kClearComponent = "Clear:is_recursive";
+
+// Entry: a non-null cell of the column (or a clear of the entity) in one chunk.
+struct Entry {
+  int64_t time = 0;
+  chunk::RowId row_id;
+  int64_t row = 0;
+  bool clear = false;
+};
+
+bool EntryLess(const Entry& a, const Entry& b) {
+  return a.time != b.time ? a.time < b.time : a.row_id < b.row_id;
+}
+
+// ChunkCells: a temporal chunk's entries sorted by (time, row id).
+struct ChunkCells {
+  std::shared_ptr<const chunk::Chunk> chunk;
+  const arrow::ListArray* list = nullptr;  // the column in this chunk (nullptr: only clears)
+  std::vector<Entry> entries;
+};
+
+struct TemporalInfo {
+  size_t index = 0;  // into segment.chunks()
+  int64_t min = 0, max = 0;
+};
+
+}  // namespace
+
+Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,
+                       const ColumnRef& column, const std::vector<int64_t>& values, std::vector<CellRef>* out,
+                       std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded) {
+  out->assign(values.size(), CellRef{});
+  std::vector<TemporalInfo> temporal;
+  std::optional<std::pair<chunk::RowId, CellRef>> static_cell;
+  const auto& infos = segment.chunks();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const auto& info = infos[i];
+    if (info.entity_path != column.entity_path || info.num_rows == 0) continue;
+    if (info.is_static) {
+      auto ch = segment.LoadChunk(i, cache);
+      if (!ch.ok()) return ch.status();
+      ++*chunks_loaded;
+      const auto* comp = (*ch)->FindComponent(column.component);
+      if (comp == nullptr) continue;
+      for (int64_t r = 0; r < (*ch)->num_rows(); ++r) {
+        if (comp->list->IsNull(r)) continue;
+        if (!static_cell || static_cell->first < (*ch)->row_id(r)) {
+          static_cell = std::make_pair((*ch)->row_id(r), CellRef{comp->list.get(), r, false});
+        }
+      }
+      keep_alive->push_back(*ch);
+      continue;
+    }
+    for (const auto& range : info.ranges) {
+      if (range.timeline == index) temporal.push_back({i, range.min, range.max});
+    }
+  }
+  if (static_cell) {
+    std::fill(out->begin(), out->end(), static_cell->second);
+    return Status::OK();
+  }
+  // Chunks in order of decreasing end: after those containing v, the fill look-back visits
+  // them in this order and stops once a chunk ends before the best cell found.
+  std::sort(temporal.begin(), temporal.end(),
+            [](const TemporalInfo& a, const TemporalInfo& b) { return a.max > b.max; });
+  std::map<size_t, ChunkCells> loaded;
+  auto cells_of = [&](const TemporalInfo& t) -> Result<const ChunkCells*> {
+    auto it = loaded.find(t.index);
+    if (it != loaded.end()) return &it->second;
+    auto ch = segment.LoadChunk(t.index, cache);
+    if (!ch.ok()) return ch.status();
+    ++*chunks_loaded;
+    ChunkCells cc;
+    cc.chunk = *ch;
+    const auto* tl = cc.chunk->FindTimeline(index);
+    const auto* comp = cc.chunk->FindComponent(column.component);
+    const auto* clear = cc.chunk->FindComponent(kClearComponent);
+    if (tl != nullptr) {
+      cc.list = comp != nullptr ? comp->list.get() : nullptr;
+      for (int64_t r = 0; r < cc.chunk->num_rows(); ++r) {
+        if (comp != nullptr && !comp->list->IsNull(r))
+          cc.entries.push_back({tl->values[r], cc.chunk->row_id(r), r, false});
+        if (clear != nullptr && !clear->list->IsNull(r))
+          cc.entries.push_back({tl->values[r], cc.chunk->row_id(r), r, true});
+      }
+      std::sort(cc.entries.begin(), cc.entries.end(), EntryLess);
+    }
+    keep_alive->push_back(cc.chunk);
+    return &loaded.emplace(t.index, std::move(cc)).first->second;
+  };
+
+  for (size_t k = 0; k < values.size(); ++k) {
+    const int64_t v = values[k];
+    const Entry* exact = nullptr;
+    const ChunkCells* exact_chunk = nullptr;
+    const Entry* best = nullptr;  // latest data at or before v
+    const ChunkCells* best_chunk = nullptr;
+    auto visit = [&](const ChunkCells& cc) {
+      // Entries at or before v, newest first.
+      auto end = std::upper_bound(cc.entries.begin(), cc.entries.end(), v,
+                                  [](int64_t x, const Entry& e) { return x < e.time; });
+      for (auto it = end; it != cc.entries.begin();) {
+        --it;
+        if (it->time == v && (exact == nullptr || exact->row_id < it->row_id)) {
+          exact = &*it;
+          exact_chunk = &cc;
+        }
+        if (!it->clear) {
+          if (best == nullptr || EntryLess(*best, *it)) {
+            best = &*it;
+            best_chunk = &cc;
+          }
+          break;  // older data in this chunk cannot beat this one
+        }
+      }
+    };
+    // 1. Every chunk whose range contains v (it may hold the exact cell).
+    for (const auto& t : temporal) {
+      if (t.min <= v && v <= t.max) {
+        auto cc = cells_of(t);
+        if (!cc.ok()) return cc.status();
+        visit(**cc);
+      }
+    }
+    // 2. Chunks that end before v, newest end first, while they could hold a later cell.
+    for (const auto& t : temporal) {
+      if (t.max >= v) continue;
+      if (best != nullptr && t.max < best->time) break;
+      auto cc = cells_of(t);
+      if (!cc.ok()) return cc.status();
+      visit(**cc);
+    }
+    if (exact != nullptr) {
+      (*out)[k] = exact->clear ? CellRef{nullptr, 0, true} : CellRef{exact_chunk->list, exact->row, false};
+    } else if (best != nullptr) {
+      (*out)[k] = CellRef{best_chunk->list, best->row, false};
+    }
+  }
+  return Status::OK();
+}
+
+}  // namespace rrl::engine
