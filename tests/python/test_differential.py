@@ -113,6 +113,8 @@ def ref_query(entry, params: dict[str, Any]) -> pa.Table:
 
 
 def _plain_values_to_dict(view, index: str, values: list[int]) -> dict[str, np.ndarray]:
+    if len(set(values)) != len(values):  # as the reference does for a plain array of any other index kind
+        raise ValueError("Index values must be unique.")
     ranges = view.get_index_ranges().to_arrow_table()
     segs = ranges.column(SEGMENT_COLUMN).to_pylist()
     starts = ranges.column(f"{index}:start").cast(pa.int64()).to_pylist()

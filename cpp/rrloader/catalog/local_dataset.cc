@@ -106,15 +106,28 @@ EntityFilter EntityFilter::Default() {
 }
 
 bool EntityFilter::Matches(const std::string& entity) const {
-  bool included = false;
+  // As in rerun's EntityPathFilter, the most specific matching rule decides: a longer path beats a shorter one,
+  // an exact path beats a subtree rule on the same path, and on identical rules an exclusion wins. (Observed:
+  // `["/robot/**", "-/**"]` keeps /robot's columns; docs/query-semantics.md item 12.)
+  const Rule* best = nullptr;
   for (const auto& r : rules_) {
     bool hit = r.subtree ? IsAncestorOrSelf(r.path, entity) : r.path == entity;
     if (hit && IsReserved(entity) && !IsReserved(r.path)) hit = false;
     if (!hit) continue;
-    if (!r.include) return false;
-    included = true;
+    if (!best) {
+      best = &r;
+      continue;
+    }
+    const size_t rl = r.path == "/" ? 0 : r.path.size(), bl = best->path == "/" ? 0 : best->path.size();
+    if (rl != bl) {
+      if (rl > bl) best = &r;
+    } else if (r.subtree != best->subtree) {
+      if (!r.subtree) best = &r;
+    } else if (!r.include) {
+      best = &r;
+    }
   }
-  return included;
+  return best && best->include;
 }
 
 Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::string>& paths,
@@ -188,7 +201,7 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
                                          info.type->ToString() + " but " + dc.info.type->ToString() +
                                          " in another segment");
         }
-        dc.info.semantically_empty = dc.info.semantically_empty && info.semantically_empty;
+        dc.info.semantically_empty = dc.info.semantically_empty || info.semantically_empty;
         dc.info.is_static = dc.info.is_static || info.is_static;
         dc.is_static_everywhere = dc.is_static_everywhere && info.is_static;
       }
@@ -333,6 +346,19 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
     for (const auto& [id, values] : *o.values_per_segment) {
       if (has_duplicates(values)) return Status::InvalidArgument("Index values must be unique.");
     }
+  }
+  // Observed (RRLOADER_DIFF_CASES=2000): a plain array with a duplicate is rejected even when the duplicate
+  // lies outside every segment's range.
+  if (o.index && o.values_everywhere && has_duplicates(*o.values_everywhere)) {
+    return Status::InvalidArgument("Index values must be unique.");
+  }
+  // The reference's pushed-down range filter fails on an empty range (DataFusion: "Attempting to compute
+  // range overlaps that are mutually exclusive"), docs/query-semantics.md item 11; with no segment to read
+  // nothing is queried and nothing fails.
+  if (!segs.empty() && o.index && o.index_range && o.index_range->first > o.index_range->second) {
+    return Status::InvalidArgument("index_range: start " + std::to_string(o.index_range->first) + " > end " +
+                                   std::to_string(o.index_range->second) +
+                                   " (the reference rejects ranges that are mutually exclusive)");
   }
   std::vector<std::shared_ptr<arrow::Table>> parts;
   std::vector<query::DataframeQuery> per_segment;
