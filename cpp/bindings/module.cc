@@ -171,6 +171,10 @@ std::shared_ptr<const rrl::catalog::LocalDataset> rrl_bindings::DatasetOf(nb::ha
 
 NB_MODULE(_core, m) {
   m.doc() = "rrloader native engine (internal; use the rrloader package)";
+  // Datasets held in module globals (torch's DataLoader workers keep theirs until the
+  // interpreter is torn down) are still alive when nanobind checks for leaks at exit; the
+  // report would be noise on every worker's stderr, not a leak.
+  nb::set_leak_warnings(false);
 
   m.def(
       "_set_exception_table", [](nb::dict table) { ExceptionTable() = table; },
