@@ -37,7 +37,7 @@ asan: setup
 	  ctest --test-dir build/asan --output-on-failure
 
 # Every libFuzzer target (one per fuzz/fuzz_*.cc), built with clang.
-FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder fuzz_selector
+FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder fuzz_selector fuzz_video_bitstream
 
 fuzz-build: setup
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -59,6 +59,10 @@ fuzz-smoke fuzz: fuzz-build build
 	printf '.c.d' > build/fuzz-corpus-selector/map; printf '.[-1]' > build/fuzz-corpus-selector/negative
 	./build/fuzz/fuzz_selector -max_total_time=$(FUZZ_SECONDS) -max_len=256 -timeout=10 \
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-selector build/fuzz-corpus-selector
+	$(PY) tools/make_video_fuzz_corpus.py build/fuzz-corpus-video
+	mkdir -p build/fuzz-run-video
+	./build/fuzz/fuzz_video_bitstream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-video build/fuzz-corpus-video
 
 lint: setup
 	$(PY) -m ruff check python tests bench tools
