@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 
 HERE = Path(__file__).resolve().parent
-PYTHON_DIR = HERE.parents[1] / "python"
+PYTHON_DIR = Path(rrloader.__file__).resolve().parents[1]  # where the rrloader under test lives (repo or site-packages)
 
 # segment k: (first frame, number of frames); 31 samples in all
 SEGMENTS = ((0, 11), (3, 6), (10, 14))
