@@ -1,6 +1,8 @@
 // rrloader/engine/pipeline.cc
 #include "rrloader/engine/pipeline.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace rrl::engine {
@@ -9,11 +11,19 @@ Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> or
     : engine_(std::move(engine)), order_(std::move(order)), options_(options) {
   options_.block_size = std::max<int64_t>(options_.block_size, 1);
   options_.fetch_ahead = std::max(options_.fetch_ahead, 1);
+  owner_pid_ = getpid();
   fetch_thread_ = std::thread([this] { FetchLoop(); });
   decode_thread_ = std::thread([this] { DecodeLoop(); });
 }
 
 Pipeline::~Pipeline() {
+  if (getpid() != owner_pid_) {
+    std::vector<std::thread> threads;
+    threads.push_back(std::move(fetch_thread_));
+    threads.push_back(std::move(decode_thread_));
+    (void)AbandonThreadsAfterFork(owner_pid_, &threads);
+    return;
+  }
   Cancel();
   fetch_thread_.join();
   decode_thread_.join();

@@ -10,6 +10,8 @@
 // Errors travel in order: the block that failed is where Next() reports the error, after the
 // blocks before it. Destruction (or Cancel) stops both threads promptly and joins them.
 //
+// Fork: destroyed in a forked child (whose copy has no threads), it abandons them.
+//
 // Thread safety: Next() and Cancel() may be called from one consumer thread at a time; the
 // worker threads are private.
 #pragma once
@@ -60,6 +62,7 @@ class Pipeline {
   int64_t ready_bytes_ = 0;
   bool decode_done_ = false;
 
+  pid_t owner_pid_ = 0;  // see ThreadPool: a forked child must not join these threads
   std::thread fetch_thread_;
   std::thread decode_thread_;
 };

@@ -1,6 +1,8 @@
 // rrloader/engine/thread_pool.cc
 #include "rrloader/engine/thread_pool.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace rrl::engine {
@@ -8,11 +10,21 @@ namespace rrl::engine {
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
+  owner_pid_ = getpid();
   // The caller of ParallelFor works too, so num_threads - 1 extra threads suffice.
   for (int w = 1; w < num_threads_; ++w) threads_.emplace_back([this, w] { WorkerLoop(w); });
 }
 
+bool AbandonThreadsAfterFork(pid_t owner_pid, std::vector<std::thread>* threads) {
+  if (getpid() == owner_pid) return false;
+  static auto* abandoned = new std::vector<std::thread>();  // never freed on purpose
+  for (auto& t : *threads) abandoned->push_back(std::move(t));
+  threads->clear();
+  return true;
+}
+
 ThreadPool::~ThreadPool() {
+  if (AbandonThreadsAfterFork(owner_pid_, &threads_)) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;

@@ -4,10 +4,16 @@
 // lazily, in the process that iterates — never before a fork). ParallelFor hands each
 // task its worker number so tasks can keep per-thread scratch.
 //
+// Fork: a forked child has none of the pool's threads. Destroying a pool there (e.g. the
+// garbage collector freeing a dataset inherited from the parent) must not join them; the
+// destructor notices the pid change and abandons the thread handles instead.
+//
 // Thread safety: ParallelFor may be called from any thread that is NOT one of the pool's
 // own workers (it is not re-entrant: a task must not call ParallelFor on the same pool).
 // Concurrent ParallelFor calls from different threads are serialized.
 #pragma once
+
+#include <sys/types.h>
 
 #include <condition_variable>
 #include <cstdint>
@@ -36,6 +42,7 @@ class ThreadPool {
   void WorkerLoop(int worker);
 
   int num_threads_ = 1;
+  pid_t owner_pid_ = 0;  // the process whose threads these are
   std::vector<std::thread> threads_;
   std::mutex call_mu_;  // serializes ParallelFor calls
 
@@ -49,5 +56,10 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stop_ = false;
 };
+
+// AbandonThreadsAfterFork: when called in a process other than `owner_pid`, moves the
+// handles to a never-freed list (joining or destroying a joinable std::thread whose thread
+// does not exist in this process would crash) and returns true.
+bool AbandonThreadsAfterFork(pid_t owner_pid, std::vector<std::thread>* threads);
 
 }  // namespace rrl::engine
