@@ -224,6 +224,13 @@ Result<std::shared_ptr<store::Segment>> LocalDataset::FindSegment(const std::str
   return *it;
 }
 
+Result<std::shared_ptr<const store::Segment>> LocalDataset::EntitySegment(const std::string& segment_id,
+                                                                          const std::string& /*entity_path*/) const {
+  auto seg = FindSegment(segment_id);
+  if (!seg.ok()) return seg.status();
+  return std::shared_ptr<const store::Segment>(*seg);
+}
+
 std::shared_ptr<arrow::Schema> LocalDataset::Schema() const {
   arrow::FieldVector fields;
   for (const auto& [name, kind] : timelines_) {

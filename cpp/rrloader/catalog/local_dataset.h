@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "rrloader/catalog/dataset.h"
 #include "rrloader/query/dataframe.h"
 #include "rrloader/store/segment.h"
 
@@ -37,15 +38,8 @@ struct ReadOptions {
   std::optional<std::pair<int64_t, int64_t>> index_range;
 };
 
-// DatasetColumn: a component column of the dataset (the union over its segments).
-struct DatasetColumn {
-  std::string name;  // "/entity:Arch:field" or "property:Arch:field"
-  store::ColumnInfo info;
-  bool is_static_everywhere = false;
-};
-
 // LocalDataset: immutable after Open; Read is thread-safe (the chunk cache locks).
-class LocalDataset {
+class LocalDataset final : public Dataset {
  public:
   // Open: `paths` are .rrd files or directories (whose top-level *.rrd are taken, sorted).
   [[nodiscard]] static Result<std::shared_ptr<LocalDataset>> Open(const std::vector<std::string>& paths,
@@ -53,20 +47,23 @@ class LocalDataset {
 
   // Segments, sorted by id.
   const std::vector<std::shared_ptr<store::Segment>>& segments() const { return segments_; }
-  std::vector<std::string> SegmentIds() const;
+  std::vector<std::string> SegmentIds() const override;
   [[nodiscard]] Result<std::shared_ptr<store::Segment>> FindSegment(const std::string& id) const;
+  // EntitySegment: the whole segment (its footer already indexes every chunk).
+  [[nodiscard]] Result<std::shared_ptr<const store::Segment>> EntitySegment(
+      const std::string& segment_id, const std::string& entity_path) const override;
   const std::vector<std::string>& files() const { return files_; }
   // Timelines of the dataset with their kinds, sorted by name.
-  const std::map<std::string, rrd::TimeKind>& timelines() const { return timelines_; }
+  const std::map<std::string, rrd::TimeKind>& timelines() const override { return timelines_; }
   // Component columns sorted as the reader orders them.
-  const std::vector<DatasetColumn>& columns() const { return columns_; }
+  const std::vector<DatasetColumn>& columns() const override { return columns_; }
   // Schema: index columns then component columns, Sorbet-style field metadata.
   std::shared_ptr<arrow::Schema> Schema() const;
   // IndexRanges: rerun_segment_id plus "<tl>:start"/"<tl>:end" for every timeline (or one).
   [[nodiscard]] Result<std::shared_ptr<arrow::Table>> IndexRanges(const std::optional<std::string>& timeline) const;
   [[nodiscard]] Result<std::shared_ptr<arrow::Table>> Read(const ReadOptions& options, query::QueryStats* stats) const;
 
-  store::ChunkCache& cache() const { return *cache_; }
+  store::ChunkCache& cache() const override { return *cache_; }
 
  private:
   std::vector<std::string> files_;

@@ -147,7 +147,7 @@ struct Engine::Prepared {
   std::set<std::string> entities;
 };
 
-Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::LocalDataset> dataset,
+Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Dataset> dataset,
                                              std::vector<std::string> segment_ids, sample::SampleIndex samples,
                                              std::vector<FieldSpec> fields, EngineOptions options) {
   std::map<std::string, std::shared_ptr<arrow::DataType>> types;
@@ -239,10 +239,13 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
     }
     engine->prepared_.push_back(std::move(p));
   }
-  for (const auto& id : segment_ids) {
-    auto seg = dataset->FindSegment(id);
-    if (!seg.ok()) return seg.status();
-    engine->segments_.push_back(*seg);
+  {
+    const std::vector<std::string> known = dataset->SegmentIds();
+    for (const auto& id : segment_ids) {
+      if (!std::binary_search(known.begin(), known.end(), id)) {
+        return Status::NotFound("no segment '" + id + "' in the dataset");
+      }
+    }
   }
   engine->dataset_ = std::move(dataset);
   engine->segment_ids_ = std::move(segment_ids);
@@ -251,6 +254,13 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Loca
   engine->options_ = std::move(options);
   engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads);
   return engine;
+}
+
+Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, const std::string& entity_path) const {
+  if (seg < 0 || static_cast<size_t>(seg) >= segment_ids_.size()) {
+    return Status::Internal("segment number " + std::to_string(seg) + " out of range");
+  }
+  return dataset_->EntitySegment(segment_ids_[static_cast<size_t>(seg)], entity_path);
 }
 
 int64_t Engine::Slots(const FieldSpec& f) const {
@@ -295,8 +305,10 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
           for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
         }
         std::vector<CellRef> cells;
-        Status st = ResolveLatestAt(*segments_[static_cast<size_t>(seg)], dataset_->cache(), options_.index, col, vals,
-                                    &cells, &fb.keep_alive, &fb.stats.chunks_loaded);
+        auto segment = SegmentFor(seg, col.entity_path);
+        if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+        Status st = ResolveLatestAt(**segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,
+                                    &fb.stats.chunks_loaded);
         if (!st.ok()) return st.WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
         size_t k = 0;
         for (size_t i : members) {

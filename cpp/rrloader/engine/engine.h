@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "rrloader/catalog/local_dataset.h"
+#include "rrloader/catalog/dataset.h"
 #include "rrloader/decode/image.h"
 #include "rrloader/decode/numeric.h"
 #include "rrloader/decode/selector.h"
@@ -116,7 +116,7 @@ class Engine {
   // Make: validates every field against the dataset's schema (column exists, selector path
   // exists, the type decodes to numbers or images) and reports the first problem naming the
   // field and column. `segment_ids[k]` is the segment of SampleIndex segment number k.
-  [[nodiscard]] static Result<std::shared_ptr<Engine>> Make(std::shared_ptr<const catalog::LocalDataset> dataset,
+  [[nodiscard]] static Result<std::shared_ptr<Engine>> Make(std::shared_ptr<const catalog::Dataset> dataset,
                                                             std::vector<std::string> segment_ids,
                                                             sample::SampleIndex samples, std::vector<FieldSpec> fields,
                                                             EngineOptions options);
@@ -134,9 +134,13 @@ class Engine {
   struct Prepared;  // per-field resolved types (selector, dtype)
   Engine() = default;
 
-  std::shared_ptr<const catalog::LocalDataset> dataset_;
-  std::vector<std::string> segment_ids_;
-  std::vector<std::shared_ptr<store::Segment>> segments_;  // by segment number
+  // SegmentFor: the chunks of `entity_path` in segment number `seg` (see
+  // catalog::Dataset::EntitySegment; a remote dataset may fetch them now).
+  [[nodiscard]] Result<std::shared_ptr<const store::Segment>> SegmentFor(int32_t seg,
+                                                                         const std::string& entity_path) const;
+
+  std::shared_ptr<const catalog::Dataset> dataset_;
+  std::vector<std::string> segment_ids_;  // by segment number
   sample::SampleIndex samples_;
   std::vector<FieldSpec> fields_;
   std::vector<std::shared_ptr<const Prepared>> prepared_;
