@@ -10,6 +10,7 @@ namespace rrl::engine {
 Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, PipelineOptions options)
     : engine_(std::move(engine)), order_(std::move(order)), options_(options) {
   options_.block_size = std::max<int64_t>(options_.block_size, 1);
+  options_.first_block_size = std::clamp<int64_t>(options_.first_block_size, 1, options_.block_size);
   options_.fetch_ahead = std::max(options_.fetch_ahead, 1);
   owner_pid_ = getpid();
   fetch_thread_ = std::thread([this] { FetchLoop(); });
@@ -39,13 +40,14 @@ void Pipeline::Cancel() {
 
 void Pipeline::FetchLoop() {
   const auto total = static_cast<int64_t>(order_.size());
-  for (int64_t begin = 0; begin < total; begin += options_.block_size) {
+  int64_t size = options_.first_block_size;
+  for (int64_t begin = 0; begin < total; begin += size, size = std::min(size * 2, options_.block_size)) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return cancelled_ || static_cast<int>(fetched_.size()) < options_.fetch_ahead; });
       if (cancelled_) break;
     }
-    const int64_t end = std::min(total, begin + options_.block_size);
+    const int64_t end = std::min(total, begin + size);
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     Result<FetchedBlock> fb = engine_->Fetch(ids);
     const bool failed = !fb.ok();
