@@ -40,14 +40,18 @@ void Pipeline::Cancel() {
 
 void Pipeline::FetchLoop() {
   const auto total = static_cast<int64_t>(order_.size());
-  int64_t size = options_.first_block_size;
-  for (int64_t begin = 0; begin < total; begin += size, size = std::min(size * 2, options_.block_size)) {
+  // Block ends: first_block_size, then doubling (16, 32, 64, ...) until the next multiple of
+  // block_size, then every block_size — so after the ramp, blocks start at multiples of
+  // block_size and batches of a divisor of it never straddle two blocks.
+  const int64_t bs = options_.block_size;
+  auto next_end = [&](int64_t end) { return std::min(2 * end, (end / bs + 1) * bs); };
+  for (int64_t begin = 0, end = options_.first_block_size; begin < total; begin = end, end = next_end(end)) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return cancelled_ || static_cast<int>(fetched_.size()) < options_.fetch_ahead; });
       if (cancelled_) break;
     }
-    const int64_t end = std::min(total, begin + size);
+    end = std::min(end, total);
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     Result<FetchedBlock> fb = engine_->Fetch(ids);
     const bool failed = !fb.ok();

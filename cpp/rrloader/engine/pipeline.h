@@ -1,9 +1,11 @@
 // rrloader/engine/pipeline.h — fetch ahead of decode, decode ahead of the consumer.
 //
 // A Pipeline walks a list of global sample numbers in blocks of `block_size`, except that
-// the first blocks ramp up (`first_block_size`, then doubling up to `block_size`): the
-// first samples then wait for a small block's fetch and decode, not a full one's (a block
-// of 128 samples with two 640x480 JPEGs each is ~0.6 s of decoding on one core). One thread
+// the first blocks ramp up: they end at `first_block_size`, then at twice that, and so on
+// up to the first multiple of `block_size` (16, 16, 32, 64, then 128s). The first samples
+// then wait for a small block's fetch and decode, not a full one's (a block of 128 samples
+// with two 640x480 JPEGs each is ~0.6 s of decoding on one core), and later blocks still
+// start at multiples of `block_size` (a batch never straddles two blocks). One thread
 // fetches blocks (dataframe queries) into a queue of at most `fetch_ahead` blocks; another
 // decodes them on the engine's pool into a queue bounded by `max_ready_bytes` (at least one
 // block is always admitted, so a single huge block cannot stall the pipeline). Next() hands
@@ -33,7 +35,7 @@ namespace rrl::engine {
 
 struct PipelineOptions {
   int64_t block_size = 128;                      // the steady-state block (the datasets' fetch_size)
-  int64_t first_block_size = 16;                 // the first block's size (at most block_size), doubled per block
+  int64_t first_block_size = 16;                 // the first block's size (at most block_size), see above
   int fetch_ahead = 2;                           // fetched blocks waiting for decode
   int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
 };
