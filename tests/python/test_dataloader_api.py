@@ -797,6 +797,21 @@ def test_collate_samples(misc_ds):
     assert batch["late"] is None and missing["late"].tolist() == [True, True]
 
 
+def test_collate_samples_views_consecutive_samples_without_copying(misc_ds):
+    fields = {"dog": Field(ANIMALS, NumericDecoder(), select=".[0].dog")}
+    samples = list(RerunIterableDataset(DataSource(misc_ds), "frame", fields, fetch_size=8, shuffle=False))[:4]
+    expected = torch.stack([s["dog"] for s in samples])
+    batch, _ = collate_samples(samples)
+    assert torch.equal(batch["dog"], expected)
+    # consecutive samples of one block: the batch is a view of the block's buffer
+    assert batch["dog"].data_ptr() == samples[0]["dog"].data_ptr()
+    # out of order: a copy, with the same values torch.stack gives
+    shuffled = [samples[2], samples[0], samples[3], samples[1]]
+    batch, _ = collate_samples(shuffled)
+    assert torch.equal(batch["dog"], torch.stack([s["dog"] for s in shuffled]))
+    assert batch["dog"].data_ptr() not in {s["dog"].data_ptr() for s in samples}
+
+
 def test_skip_incomplete(misc_ds):
     fields = {"late": Field("/late:Scalars:scalars", NumericDecoder())}
     ds = RerunIterableDataset(
