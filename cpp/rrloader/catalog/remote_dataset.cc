@@ -202,8 +202,7 @@ Result<std::vector<std::shared_ptr<const store::Segment>>> RemoteDataset::Entity
   std::vector<std::pair<size_t, size_t>> repeats;    // (index, index of its first occurrence)
   for (size_t i = 0; i < keys.size(); ++i) {
     if (!std::binary_search(segment_ids_.begin(), segment_ids_.end(), keys[i].first)) {
-      results[i] = Status::NotFound("no segment '" + keys[i].first + "' in the dataset (" + options_.description + ")");
-      continue;
+      return Status::NotFound("no segment '" + keys[i].first + "' in the dataset (" + options_.description + ")");
     }
     const std::string ck = CacheKey(keys[i]);
     auto [it, inserted] = first_of.emplace(ck, i);
@@ -217,20 +216,37 @@ Result<std::vector<std::shared_ptr<const store::Segment>>> RemoteDataset::Entity
       missing.push_back(i);
     }
   }
+  // Once a fetch fails the block fails: no further key is started (each fetch has its own
+  // deadline, so starting more would only add their deadlines to the time to the error).
+  std::atomic<bool> failed{false};
+  std::vector<char> attempted(keys.size(), 0);
+  auto load = [&](size_t i) {
+    attempted[i] = 1;
+    results[i] = Load(keys[i]);
+    if (!results[i].ok()) failed = true;
+  };
   const size_t threads = std::min<size_t>(static_cast<size_t>(options_.fetch_concurrency), missing.size());
   if (threads <= 1) {
-    for (size_t i : missing) results[i] = Load(keys[i]);
+    for (size_t i : missing) {
+      if (failed) break;
+      load(i);
+    }
   } else {
     // Threads live only for this call: nothing survives it to be inherited by a fork.
     std::atomic<size_t> next{0};
     auto work = [&] {
-      for (size_t k = next++; k < missing.size(); k = next++) results[missing[k]] = Load(keys[missing[k]]);
+      for (size_t k = next++; k < missing.size() && !failed; k = next++) load(missing[k]);
     };
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
     for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
     work();
     for (auto& t : pool) t.join();
+  }
+  if (failed) {
+    for (size_t i : missing) {
+      if (attempted[i] && !results[i].ok()) return results[i].status();  // the first failure in key order
+    }
   }
   for (const auto& [i, first] : repeats) results[i] = results[first];
   std::vector<std::shared_ptr<const store::Segment>> out;

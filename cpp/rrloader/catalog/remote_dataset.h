@@ -96,7 +96,10 @@ class RemoteDataset final : public Dataset {
   [[nodiscard]] Result<std::shared_ptr<const store::Segment>> EntitySegment(
       const std::string& segment_id, const std::string& entity_path) const override;
   // EntitySegments: as EntitySegment for each key; misses are fetched up to
-  // fetch_concurrency at a time (each fetched once, even if listed twice).
+  // fetch_concurrency at a time (each fetched once, even if listed twice). An unknown
+  // segment fails the call before anything is fetched; once a fetch fails, no further key
+  // is started (so the call fails within about one fetch's deadline) and the first failed
+  // fetch in key order is returned.
   [[nodiscard]] Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
       const std::vector<EntityKey>& keys) const override;
 

@@ -230,10 +230,36 @@ TEST(RemoteDataset, EntitySegmentsFetchesMissingKeysConcurrently) {
   // All resident now: no fetch, no thread.
   EXPECT_TRUE(ds->EntitySegments(keys).ok());
   EXPECT_EQ(calls, 5);
-  // The first failure in key order is the answer.
-  auto st = ds->EntitySegments({{"s1", "/a"}, {"zzz", "/a"}}).status();
+  // An unknown segment fails the call before anything is fetched.
+  auto st = ds->EntitySegments({{"s3", "/b"}, {"zzz", "/a"}}).status();
   EXPECT_EQ(st.code(), StatusCode::kNotFound);
   EXPECT_NE(st.message().find("zzz"), std::string::npos);
+  EXPECT_EQ(calls, 5);
+}
+
+TEST(RemoteDataset, EntitySegmentsStartsNoFetchAfterAFailure) {
+  std::atomic<int> calls{0};
+  auto fetch = [&](const std::string& seg, const std::string&) -> Result<Batches> {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return Status::IoError("catalog down (" + seg + ")");
+  };
+  std::vector<std::string> segs;
+  std::vector<EntityKey> keys;
+  for (int i = 0; i < 40; ++i) {
+    segs.push_back("s" + std::to_string(100 + i));
+    keys.emplace_back(segs.back(), "/a");
+  }
+  for (int concurrency : {1, 4}) {
+    calls = 0;
+    RemoteOptions o = Options();
+    o.fetch_concurrency = concurrency;
+    auto ds = RemoteDataset::Make(segs, *testing::CatalogSchema({"/a"}), fetch, o).value();
+    auto st = ds->EntitySegments(keys).status();
+    EXPECT_EQ(st.code(), StatusCode::kIoError);
+    EXPECT_NE(st.message().find("catalog down"), std::string::npos);
+    EXPECT_LE(calls, concurrency);  // the in-flight ones, nothing started after the failure
+  }
 }
 
 }  // namespace
