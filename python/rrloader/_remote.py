@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import threading
 import time
 import weakref
@@ -113,6 +114,28 @@ def _first_line(e: BaseException | None) -> str:
         return "no answer"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _refused(url: str, timeout_s: float) -> bool:
+    """True when nothing listens at the URL's explicit host:port (the kernel refuses the
+    connection). Anything else — a listener, a timeout, no port in the URL — is left to
+    rerun-sdk's client, which knows proxies and TLS."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if not host or not port:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=min(1.0, timeout_s)):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def _is_not_found(e: BaseException) -> bool:
@@ -388,7 +411,10 @@ class RemoteDataset:
             "fetch_concurrency": int(fetch_concurrency),
         }
         state = _RemoteState({**spec, "segment_ids": [], "schema": pa.schema([]), "index_ranges": pa.table({})}, _entry)
-        # Connect and read the metadata now (one attempt: an unreachable catalog fails at once).
+        # Connect and read the metadata now (one attempt: an unreachable catalog fails at once;
+        # rerun-sdk's own connect takes about 2 s to give up on a refused connection).
+        if _entry is None and _refused(url, state.timeout_s):
+            raise RrloaderIOError(f"{state.describe()}: connecting failed: connection refused (is the server running?)")
         entry = state._entry if _entry is not None else state.call(
             lambda _f: _connect(url, str(name)),
             "connecting (is the server running?)",

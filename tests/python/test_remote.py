@@ -418,8 +418,9 @@ def test_unreachable_catalog_fails_fast_naming_the_url():
     t0 = time.monotonic()
     with pytest.raises(RrloaderIOError) as e:
         RemoteDataset(url, "num", remote_timeout_s=10)
-    assert time.monotonic() - t0 < 5.0
-    assert url in str(e.value) and "connecting" in str(e.value)
+    assert time.monotonic() - t0 < 1.0
+    assert url in str(e.value) and "connection refused" in str(e.value)
+    # Spawned workers reconnect at their first fetch: there the failure comes with the retries.
 
 
 def test_a_catalog_that_never_answers_times_out():
