@@ -106,6 +106,8 @@ rrl::Result<std::vector<std::shared_ptr<arrow::RecordBatch>>> CallFetch(const Py
   }
 }
 
+// PyRemoteDataset: the Python handle of one RemoteDataset (shared with every Engine made
+// from it). Thread-safe like the dataset; the fetch callable is owned through PyCallable.
 class PyRemoteDataset {
  public:
   PyRemoteDataset(std::vector<std::string> segment_ids, nb::object schema, nb::object fetch, int64_t cache_bytes,

@@ -379,6 +379,9 @@ class RemoteDataset:
     ``segment_ids()``, ``schema()``, ``timelines()``, ``get_index_ranges()``,
     ``filter_segments()``, ``reader()``. Views share the connection and the chunk cache.
     A content filter of a ``DatasetSelection`` is ignored (fields name their columns).
+
+    Immutable; thread-safe (the engine's fetch threads use it concurrently). Each process has
+    its own connection and cache.
     """
 
     def __init__(
