@@ -12,7 +12,10 @@ batch_size=32, num_workers=0)` over
 * rerun-sdk: `rerun.experimental.dataloader.RerunIterableDataset(DataSource(dataset=...), ...)` on
   the dataset of an `rr.server.Server(host="127.0.0.1", datasets={"ds": dir})` started in the
   same process (rerun-sdk's server runs inside the Python process, so its memory is counted
-  with the loader's).
+  with the loader's);
+* rrloader-remote (`--backends ... rrloader-remote`): rrloader reading that same kind of
+  in-process server, `rrloader.DataSource(dataset=server.client().get_dataset("ds"))` (issue 5:
+  remote rrloader vs remote rerun-sdk, and vs embedded rrloader).
 
 Workloads (index `frame`, the 50 Hz control tick):
 
@@ -64,12 +67,14 @@ from make_dataloader_data import (
     ensure_workload,
 )
 
-BACKENDS = ("rrloader", "rerun")
+BACKENDS = ("rrloader", "rrloader-remote", "rerun")
+DEFAULT_BACKENDS = ("rrloader", "rerun")
 STYLES = ("iterable", "map")
 INDEX = "frame"
 ACTION_STEPS = 50
 DEFAULT_SAMPLES = {"state_action": 8192, "cameras": 512}
 TARGETS = {"state_action": 20.0, "cameras": 5.0}  # rrloader / rerun samples/s, issue 3
+REMOTE_TARGETS = {"state_action": 10.0, "cameras": 5.0}  # rrloader-remote / rerun samples/s, issue 5
 SHIM_ENV = "RRL_BENCH_TORCHVISION_SHIM"
 
 
@@ -213,6 +218,14 @@ class Opened:
             self.api = dl
             self.server = rr.server.Server(host="127.0.0.1", datasets={"ds": str(data)})
             self.source = dl.DataSource(dataset=self.server.client().get_dataset("ds"))
+        elif backend == "rrloader-remote":
+            import rerun as rr
+
+            self.api = rrloader_api()
+            if self.api is None:
+                raise RuntimeError(rrloader_unavailable_reason())
+            self.server = rr.server.Server(host="127.0.0.1", datasets={"ds": str(data)})
+            self.source = self.api.DataSource(dataset=self.server.client().get_dataset("ds"))
         else:
             import rrloader
 
@@ -288,6 +301,8 @@ def child(args) -> dict:
         shim = False
         import rrloader  # noqa: F401
 
+        if args.child == "rrloader-remote":
+            import rerun  # noqa: F401
         rrloader_api()
     import_s = time.perf_counter() - t0
     rss_import = _peak_rss_mb(resource.RUSAGE_SELF)
@@ -334,7 +349,7 @@ def child(args) -> dict:
         "peak_rss_self_mb": _peak_rss_mb(resource.RUSAGE_SELF),
         "peak_rss_workers_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN) if args.workers else None,
         "torchvision_shim": shim,
-        "server_in_process": args.child == "rerun",
+        "server_in_process": args.child in ("rerun", "rrloader-remote"),
     }
     opened.close()
     return out
@@ -424,6 +439,7 @@ def verify(args) -> dict:
     out: dict = {"checked": [], "problems": [], "shapes": {}}
     ref = Opened("rerun", args.data)
     ours = Opened("rrloader", args.data)
+    remote = Opened("rrloader-remote", args.data) if args.verify_remote else None
     try:
         # natural order (no shuffle), first batches through a DataLoader
         loaders = {}
@@ -455,10 +471,29 @@ def verify(args) -> dict:
         # a few single __getitem__ calls as well
         for i in picks[:2]:
             out["problems"] += [f"map [{i}]: {p}" for p in _compare(maps["rerun"][i], maps["rrloader"][i])]
+        if remote is not None:
+            # remote rrloader against embedded rrloader: the same shuffled epoch, every batch
+            # checked for the first verify_batches, and the map indices
+            its = {
+                name: iter(make_loader(o.dataset(args.workload, "iterable", fetch=args.fetch), "iterable",
+                                       args.batch_size, 0, args.seed))
+                for name, o in (("rrloader", ours), ("rrloader-remote", remote))
+            }  # fmt: skip
+            for b in range(args.verify_batches):
+                x, y = next(its["rrloader"]), next(its["rrloader-remote"])
+                out["problems"] += [f"remote iterable batch {b}: {p}" for p in _compare(x, y)]
+            out["checked"].append(f"remote vs embedded: {args.verify_batches} shuffled iterable batches")
+            del its
+            got_remote = remote.dataset(args.workload, "map").__getitems__(picks)
+            for i, x, y in zip(picks, got["rrloader"], got_remote, strict=True):
+                out["problems"] += [f"remote map index {i}: {p}" for p in _compare(x, y)]
+            out["checked"].append("remote vs embedded: map indices")
         del torch
     finally:
         ref.close()
         ours.close()
+        if remote is not None:
+            remote.close()
     out["match"] = not out["problems"]
     return out
 
@@ -485,7 +520,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES))
-    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        default=list(DEFAULT_BACKENDS),
+        help="default: rrloader rerun; add rrloader-remote for rrloader over the same in-process server",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (spawn), both loaders")
     parser.add_argument("--fetch", type=int, default=128, help="fetch_size / fetch_block_size (default 128)")
@@ -513,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600, help="per child run, seconds")
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--verify-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--verify-remote", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--style", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -532,10 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "timings will be low and noisy",
             flush=True,
         )
-    unavailable = rrloader_unavailable_reason() if "rrloader" in args.backends else None
+    unavailable = rrloader_unavailable_reason() if set(args.backends) - {"rerun"} else None
     if unavailable:
         print(f"rrloader: {unavailable}; running the reference only", flush=True)
-    backends = [b for b in args.backends if not (b == "rrloader" and unavailable)]
+    backends = [b for b in args.backends if not (b.startswith("rrloader") and unavailable)]
 
     results: dict = {}
     errors: dict = {}
@@ -573,17 +615,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         continue
                     results[case].setdefault(backend, []).append(res)
                     print(
-                        f"  {case:22s} {backend:8s} {_fmt(res['samples_per_s'], ',.0f'):>9s} samples/s "
+                        f"  {case:22s} {backend:15s} {_fmt(res['samples_per_s'], ',.0f'):>9s} samples/s "
                         f"({res['samples']} in {res['steady_s']:.1f} s), first batch after "
                         f"{res['time_to_first_batch_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MiB",
                         flush=True,
                     )
-        if set(BACKENDS) <= set(backends) and not args.no_verify:
+        if set(DEFAULT_BACKENDS) <= set(backends) and not args.no_verify:
             res = run_child(
                 [
                     "--verify-child", "--workload", workload, "--data", str(data),
                     "--batch-size", str(args.batch_size), "--fetch", str(args.fetch),
                     "--verify-batches", str(args.verify_batches), "--seed", str(args.seed),
+                    *(["--verify-remote"] if "rrloader-remote" in backends else []),
                 ],
                 args.timeout,
             )  # fmt: skip
@@ -631,23 +674,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     if args.workers:
         headers.insert(9, "RSS with workers")
+    remote_run = "rrloader-remote" in args.backends
+    if remote_run:
+        headers.append("remote / embedded")
+    labels_of = {
+        "rerun": "rerun-sdk 0.41 (+ in-process server)",
+        "rrloader": "rrloader (embedded)",
+        "rrloader-remote": "rrloader (remote, same server)",
+    }
     rows = []
     speedups: dict = {}
+    remote_speedups: dict = {}
     for case, per_backend in summary.items():
         workload, style = case.split("/")
         ref = per_backend.get("rerun", {}).get("samples_per_s")
         for backend in args.backends:
             s = per_backend.get(backend)
-            label = "rerun-sdk 0.41 (+ in-process server)" if backend == "rerun" else "rrloader (embedded)"
+            label = labels_of[backend]
             if s is None:
-                why = errors.get(f"{case}/{backend}") or (unavailable if backend == "rrloader" else "not run")
+                why = errors.get(f"{case}/{backend}") or (unavailable if backend != "rerun" else "not run")
                 rows.append([workload, style, label, "n/a"] + [""] * (len(headers) - 5) + [why])
                 continue
             speed = s["samples_per_s"]
-            ratio = speed / ref if (backend == "rrloader" and ref and speed) else None
+            ratio = speed / ref if (backend != "rerun" and ref and speed) else None
             if ratio is not None:
-                speedups[case] = ratio
-            target = TARGETS[workload]
+                (remote_speedups if backend == "rrloader-remote" else speedups)[case] = ratio
+            target = (REMOTE_TARGETS if backend == "rrloader-remote" else TARGETS)[workload]
             v = verified.get(workload, {})
             same = "-" if "match" not in v else ("yes" if v["match"] else "NO")
             row = [
@@ -660,10 +712,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _fmt(s["cpu_ms_per_sample"], ".3g"),
                 _fmt(s["time_to_first_batch_s"], ".2f"),
                 _fmt(s["peak_rss_mb"], ".0f"),
-                same if backend == "rrloader" else "",
+                same if backend != "rerun" else "",
             ]
             if args.workers:
                 row.insert(9, _fmt(s["peak_tree_rss_mb"], ".0f"))
+            if remote_run:
+                embedded = per_backend.get("rrloader", {}).get("samples_per_s")
+                row.append(f"{speed / embedded:.2f}x" if backend == "rrloader-remote" and speed and embedded else "")
             rows.append(row)
     print()
     print(
@@ -695,22 +750,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             "index": INDEX,
             "data": data_params,
             "targets": TARGETS,
+            "remote_targets": REMOTE_TARGETS,
         },
         "machine": machine_info(),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "rrloader_unavailable": unavailable,
         "summary": summary,
         "speedups": speedups,
+        "remote_speedups": remote_speedups,
         "verify": verified,
         "errors": errors,
         "runs": results,
     }
-    write_json(args.results / "dataloader.json", payload)
+    # A run with the remote backend writes its own files (the embedded figures stay as they are).
+    stem = "dataloader_remote" if remote_run else "dataloader"
+    write_json(args.results / f"{stem}.json", payload)
 
     labels = [c.replace("/", "\n") for c in summary]
-    series_for = {b: b if b == "rrloader" else "rerun" for b in args.backends}
+    series_for = {b: b for b in args.backends}
     bar_chart(
-        args.results / "dataloader.png",
+        args.results / f"{stem}.png",
         f"DataLoader, batch {args.batch_size}, {args.workers} workers: rrloader vs rerun-sdk (+ in-process server)",
         [
             {

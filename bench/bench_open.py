@@ -122,7 +122,7 @@ def bar_chart(path: Path, title: str, panels: Sequence[dict]) -> None:
     except ImportError:
         print("matplotlib not installed (pip install -r bench/requirements.txt): no chart")
         return
-    colors = {"rrloader": "#2a7ab9", "rerun": "#e5883a"}
+    colors = {"rrloader": "#2a7ab9", "rrloader-remote": "#7fbce8", "rerun": "#e5883a"}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         labels, series = panel["labels"], panel["series"]

@@ -6,9 +6,11 @@
 
 #include <nanobind/nanobind.h>
 
+#include <map>
+#include <string>
 #include <utility>
 
-#include "rrloader/catalog/local_dataset.h"
+#include "rrloader/catalog/dataset.h"
 #include "rrloader/common/status.h"
 
 namespace rrl_bindings {
@@ -35,8 +37,26 @@ T Unwrap(rrl::Result<T> r) {
   return std::move(r).value();
 }
 
-// DatasetOf: the native dataset behind a `_core.LocalDataset` object (module.cc).
-std::shared_ptr<const rrl::catalog::LocalDataset> DatasetOf(nb::handle h);
+// DatasetOf: the native dataset behind a `_core.LocalDataset` or `_core.RemoteDataset`
+// object (module.cc); kInvalidArgument for anything else.
+std::shared_ptr<const rrl::catalog::Dataset> DatasetOf(nb::handle h);
+
+// RemoteDatasetOf: the dataset behind a `_core.RemoteDataset`, or null (remote_bindings.cc).
+std::shared_ptr<const rrl::catalog::Dataset> RemoteDatasetOf(nb::handle h);
+
+// TimelineKindNames: timeline -> "sequence" / "timestamp" / "duration".
+inline std::map<std::string, std::string> TimelineKindNames(const std::map<std::string, rrl::rrd::TimeKind>& kinds) {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, kind] : kinds) {
+    out[name] = kind == rrl::rrd::TimeKind::kSequence    ? "sequence"
+                : kind == rrl::rrd::TimeKind::kTimestamp ? "timestamp"
+                                                         : "duration";
+  }
+  return out;
+}
+
+// BindRemote: registers RemoteDataset (remote_bindings.cc).
+void BindRemote(nanobind::module_& m);
 
 // BindEngine: registers Engine, Pipeline and the sample-order functions (engine_bindings.cc).
 void BindEngine(nanobind::module_& m);

@@ -14,6 +14,10 @@
 //   kInvalidArgument   InvalidArgumentError (RrloaderError, ValueError)
 //   kIoError           RrloaderIOError     (RrloaderError, OSError)
 //   kInternal          RrloaderError
+//
+// The same table maps back: a Python exception raised by a remote dataset's fetch
+// callable becomes the Status code of the most specific class it is an instance of
+// (kInternal for others), see remote_bindings.cc.
 #include <arrow/c/bridge.h>
 #include <arrow/table.h>
 #include <nanobind/nanobind.h>
@@ -91,15 +95,7 @@ class PyLocalDataset {
 
   std::vector<std::string> segment_ids() const { return ds_->SegmentIds(); }
   std::vector<std::string> files() const { return ds_->files(); }
-  std::map<std::string, std::string> timelines() const {
-    std::map<std::string, std::string> out;
-    for (const auto& [name, kind] : ds_->timelines()) {
-      out[name] = kind == rrl::rrd::TimeKind::kSequence    ? "sequence"
-                  : kind == rrl::rrd::TimeKind::kTimestamp ? "timestamp"
-                                                           : "duration";
-    }
-    return out;
-  }
+  std::map<std::string, std::string> timelines() const { return rrl_bindings::TimelineKindNames(ds_->timelines()); }
   nb::capsule schema() const { return SchemaCapsule(*ds_->Schema()); }
   nb::capsule index_ranges(std::optional<std::string> timeline) const {
     return TableCapsule(Unwrap(ds_->IndexRanges(timeline)));
@@ -165,8 +161,11 @@ class PyLocalDataset {
 
 }  // namespace
 
-std::shared_ptr<const rrl::catalog::LocalDataset> rrl_bindings::DatasetOf(nb::handle h) {
-  return nb::cast<PyLocalDataset&>(h).dataset();
+std::shared_ptr<const rrl::catalog::Dataset> rrl_bindings::DatasetOf(nb::handle h) {
+  if (nb::isinstance<PyLocalDataset>(h)) return nb::cast<PyLocalDataset&>(h).dataset();
+  if (auto remote = rrl_bindings::RemoteDatasetOf(h)) return remote;
+  Throw(rrl::Status::InvalidArgument("expected a _core.LocalDataset or _core.RemoteDataset, got " +
+                                     std::string(nb::type_name(h.type()).c_str())));
 }
 
 NB_MODULE(_core, m) {
@@ -210,5 +209,6 @@ NB_MODULE(_core, m) {
            "include_semantically_empty"_a, "include_tombstones"_a, "values_per_segment"_a.none(),
            "values_everywhere"_a.none(), "index_range"_a.none());
 
+  rrl_bindings::BindRemote(m);
   rrl_bindings::BindEngine(m);
 }

@@ -9,6 +9,7 @@ import pyarrow  # noqa: F401  (loads libarrow before the native module)
 
 from . import _core
 from ._dataset import DatasetView, LocalDataset
+from ._remote import RemoteDataset
 from .errors import (
     InvalidArgumentError,
     NoRecordingsError,
@@ -78,6 +79,7 @@ __all__ = [
     "InvalidArgumentError",
     "LocalDataset",
     "NoRecordingsError",
+    "RemoteDataset",
     "NotFoundError",
     "RrdCorruptError",
     "RrdFormatError",

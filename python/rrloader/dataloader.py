@@ -243,13 +243,23 @@ class FixedRateSampling:
 class DataSource:
     """An immutable reference to a dataset with an optional segment filter.
 
-    ``dataset`` is an ``rrloader.LocalDataset`` (or a view of one). ``segments``: an
+    ``dataset`` is an ``rrloader.LocalDataset`` (or a view of one), or a dataset on a Rerun
+    catalog server: a rerun-sdk ``DatasetEntry`` (``rr.catalog.CatalogClient(url).get_dataset(name)``),
+    a ``DatasetSelection`` of one, or an ``rrloader.RemoteDataset`` (which sets the remote
+    options; rerun-sdk objects are wrapped in one with the defaults). ``segments``: an
     allow-list; the dataset's own segment order is kept, unknown ids are ignored and
     ``[]`` means no segments.
     """
 
     dataset: Any
     segments: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        from ._remote import as_dataset
+
+        wrapped = as_dataset(self.dataset)
+        if wrapped is not self.dataset:
+            object.__setattr__(self, "dataset", wrapped)
 
     def filter_segments(self, segment_ids: Sequence[str]) -> DataSource:
         return dataclasses.replace(self, segments=list(segment_ids))

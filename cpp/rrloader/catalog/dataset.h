@@ -2,10 +2,11 @@
 // live: the dataset's columns and timelines, and, per (segment, entity), a Segment that
 // holds every chunk of that entity in that segment.
 //
-// LocalDataset (local .rrd files) answers from the files' footers; a remote dataset (a
+// LocalDataset (local .rrd files) answers from the files' footers; RemoteDataset (a
 // Rerun catalog server) fetches an entity's chunks on first use. The engine never asks
 // for more than one entity's chunks at a time, so a remote dataset never has to fetch a
-// whole recording to answer a query about one camera.
+// whole recording to answer a query about one camera; it asks for all the (segment,
+// entity) pairs of a block at once (EntitySegments), so those fetches can overlap.
 //
 // Thread safety: implementations must be safe to call from several threads at once.
 #pragma once
@@ -13,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rrloader/common/status.h"
@@ -28,6 +30,9 @@ struct DatasetColumn {
   store::ColumnInfo info;
   bool is_static_everywhere = false;
 };
+
+// EntityKey: (segment id, entity path).
+using EntityKey = std::pair<std::string, std::string>;
 
 class Dataset {
  public:
@@ -45,6 +50,21 @@ class Dataset {
   // segment when the dataset has no such segment (or no longer has it).
   [[nodiscard]] virtual Result<std::shared_ptr<const store::Segment>> EntitySegment(
       const std::string& segment_id, const std::string& entity_path) const = 0;
+
+  // EntitySegments: EntitySegment of every key, in the keys' order; the first failure (in
+  // key order) is returned. A remote dataset fetches the missing keys concurrently; this
+  // default asks one after the other.
+  [[nodiscard]] virtual Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
+      const std::vector<EntityKey>& keys) const {
+    std::vector<std::shared_ptr<const store::Segment>> out;
+    out.reserve(keys.size());
+    for (const auto& [segment_id, entity_path] : keys) {
+      auto seg = EntitySegment(segment_id, entity_path);
+      if (!seg.ok()) return seg.status();
+      out.push_back(std::move(seg).value());
+    }
+    return out;
+  }
 
   // cache: the byte-bounded cache of decoded chunks shared by every segment.
   virtual store::ChunkCache& cache() const = 0;

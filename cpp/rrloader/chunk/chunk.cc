@@ -1,5 +1,7 @@
 #include "rrloader/chunk/chunk.h"
 
+#include <arrow/extension_type.h>
+#include <arrow/util/byte_size.h>
 #include <arrow/util/key_value_metadata.h>
 
 #include <algorithm>
@@ -43,11 +45,22 @@ Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::
                                                    const std::string& where) {
   auto batch_or = rrd::DecodeIpcRecordBatch(ipc);
   if (!batch_or.ok()) return batch_or.status().WithPrefix(where);
-  auto batch = *batch_or;
+  return Parse(std::move(*batch_or), ipc->size(), where);
+}
+
+Result<std::shared_ptr<const Chunk>> Chunk::FromRecordBatch(std::shared_ptr<arrow::RecordBatch> batch,
+                                                            const std::string& where) {
+  if (batch == nullptr) return Status::InvalidArgument(where + ": no record batch");
+  const int64_t bytes = static_cast<int64_t>(arrow::util::TotalBufferSize(*batch));
+  return Parse(std::move(batch), bytes, where);
+}
+
+Result<std::shared_ptr<const Chunk>> Chunk::Parse(std::shared_ptr<arrow::RecordBatch> batch, int64_t byte_size,
+                                                  const std::string& where) {
   auto chunk = std::make_shared<Chunk>();
   chunk->batch_ = batch;
   chunk->num_rows_ = batch->num_rows();
-  chunk->byte_size_ = ipc->size();
+  chunk->byte_size_ = byte_size;
   const auto& schema = *batch->schema();
   const auto& smd = schema.metadata();
   chunk->entity_path_ = MetaOr(smd, "rerun:entity_path", MetaOr(smd, "rerun.entity_path", ""));
@@ -60,7 +73,10 @@ Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::
     const auto& field = schema.field(i);
     const auto& md = field->metadata();
     std::string kind = MetaOr(md, "rerun:kind", "data");
-    const auto& col = batch->column(i);
+    std::shared_ptr<arrow::Array> col = batch->column(i);
+    // An extension type known to this process's Arrow registry (e.g. the row id's
+    // rerun.datatypes.TUID, if some library registered it) is read as its storage.
+    if (col->type_id() == arrow::Type::EXTENSION) col = static_cast<const arrow::ExtensionArray&>(*col).storage();
     if (kind == "control" || kind == "row_id") {
       if (col->type_id() != arrow::Type::FIXED_SIZE_BINARY ||
           static_cast<const arrow::FixedSizeBinaryType&>(*col->type()).byte_width() != 16 || col->null_count() != 0) {

@@ -42,12 +42,20 @@ struct ComponentColumn {
   std::shared_ptr<arrow::ListArray> list;
 };
 
-// Chunk: immutable after Decode; safe to share across threads (held by shared_ptr<const>).
+// Chunk: immutable after Decode / FromRecordBatch; safe to share across threads (held by shared_ptr<const>).
 class Chunk {
  public:
   // Decode: parse an Arrow IPC stream holding one chunk. `where` prefixes error messages.
+  // ByteSize() is the IPC stream's size.
   [[nodiscard]] static Result<std::shared_ptr<const Chunk>> Decode(const std::shared_ptr<arrow::Buffer>& ipc,
                                                                    const std::string& where);
+  // FromRecordBatch: a chunk from a record batch already in Rerun's chunk schema (what
+  // Decode finds in the IPC stream; e.g. a batch rerun-sdk fetched from a catalog server
+  // and handed over through the Arrow C data interface). The batch's buffers are shared,
+  // not copied; ByteSize() is the size of every buffer the batch references. `where`
+  // prefixes error messages.
+  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> FromRecordBatch(std::shared_ptr<arrow::RecordBatch> batch,
+                                                                            const std::string& where);
 
   const std::string& entity_path() const { return entity_path_; }
   const std::string& chunk_id() const { return chunk_id_; }
@@ -64,6 +72,9 @@ class Chunk {
   const std::shared_ptr<arrow::RecordBatch>& batch() const { return batch_; }
 
  private:
+  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> Parse(std::shared_ptr<arrow::RecordBatch> batch,
+                                                                  int64_t byte_size, const std::string& where);
+
   std::string entity_path_;
   std::string chunk_id_;
   int64_t num_rows_ = 0;

@@ -286,6 +286,33 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
   // Samples by segment, so each (segment, column) is resolved once for the whole block.
   std::map<int32_t, std::vector<size_t>> samples_by_segment;
   for (size_t i = 0; i < n; ++i) samples_by_segment[fb.segment_pos[i]].push_back(i);
+  // Every (segment, entity) the block reads, asked for at once: a remote dataset fetches
+  // the missing ones concurrently instead of one per column lookup.
+  std::map<std::pair<int32_t, std::string>, std::shared_ptr<const store::Segment>> block_segments;
+  {
+    std::vector<std::pair<int32_t, std::string>> wanted;
+    for (const auto& p : prepared_) {
+      std::set<std::string> entities{p->column.entity_path};
+      for (const auto& jc : p->join_columns) entities.insert(jc.entity_path);
+      if (p->raw_image) entities.insert(p->format_column.entity_path);
+      for (const auto& [seg, _] : samples_by_segment) {
+        for (const auto& e : entities) {
+          if (block_segments.emplace(std::make_pair(seg, e), nullptr).second) wanted.emplace_back(seg, e);
+        }
+      }
+    }
+    std::vector<catalog::EntityKey> keys;
+    keys.reserve(wanted.size());
+    for (const auto& [seg, e] : wanted) {
+      if (seg < 0 || static_cast<size_t>(seg) >= segment_ids_.size()) {
+        return Status::Internal("segment number " + std::to_string(seg) + " out of range");
+      }
+      keys.emplace_back(segment_ids_[static_cast<size_t>(seg)], e);
+    }
+    auto segments = dataset_->EntitySegments(keys);
+    if (!segments.ok()) return segments.status();
+    for (size_t k = 0; k < wanted.size(); ++k) block_segments[wanted[k]] = (*segments)[k];
+  }
   const int64_t step = std::max<int64_t>(options_.grid_step, 1);
   fb.fields.resize(fields_.size());
   for (size_t fi = 0; fi < fields_.size(); ++fi) {
@@ -305,7 +332,10 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
           for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
         }
         std::vector<CellRef> cells;
-        auto segment = SegmentFor(seg, col.entity_path);
+        auto found = block_segments.find({seg, col.entity_path});
+        Result<std::shared_ptr<const store::Segment>> segment =
+            found != block_segments.end() && found->second != nullptr ? Result(found->second)
+                                                                      : SegmentFor(seg, col.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
         Status st = ResolveLatestAt(**segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,
                                     &fb.stats.chunks_loaded);

@@ -2,6 +2,7 @@
 
 #include <arrow/util/key_value_metadata.h>
 
+#include <algorithm>
 #include <set>
 
 namespace rrl::store {
@@ -34,6 +35,11 @@ std::vector<std::string> Segment::EntityPaths() const {
 }
 
 Result<std::shared_ptr<const chunk::Chunk>> Segment::LoadChunk(size_t i, ChunkCache& cache) const {
+  if (i >= chunks_.size()) {
+    return Status::Internal(source_name() + ": chunk number " + std::to_string(i) + " of segment '" + id_ +
+                            "' out of range");
+  }
+  if (source_ == nullptr) return resident_[i];
   const auto& info = chunks_[i];
   const std::string key = CacheKey(*source_, info.location);
   if (auto hit = cache.Get(key)) return hit;
@@ -97,6 +103,37 @@ Status Segment::AddColumnsFromSorbetSchema(const arrow::Schema& schema) {
     columns_[{col.entity_path, col.component}] = col;
   }
   return Status::OK();
+}
+
+Result<std::shared_ptr<Segment>> Segment::FromChunks(std::string id, std::string application_id,
+                                                     std::vector<std::shared_ptr<const chunk::Chunk>> chunks,
+                                                     std::string source_name) {
+  auto seg = std::make_shared<Segment>();
+  seg->id_ = std::move(id);
+  seg->application_id_ = std::move(application_id);
+  seg->source_name_ = std::move(source_name);
+  for (auto& c : chunks) {
+    if (c == nullptr) return Status::Internal(seg->source_name_ + ": null chunk in segment '" + seg->id_ + "'");
+    ChunkInfo info;
+    info.entity_path = c->entity_path();
+    info.is_static = c->is_static();
+    info.num_rows = static_cast<uint64_t>(c->num_rows());
+    for (const auto& t : c->timelines()) {
+      info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
+      if (c->num_rows() == 0) continue;  // an empty chunk has no range on its timelines
+      auto [it, inserted] = seg->index_ranges_.try_emplace(t.name, info.ranges.back());
+      if (!inserted) {
+        it->second.min = std::min(it->second.min, t.min);
+        it->second.max = std::max(it->second.max, t.max);
+      }
+    }
+    seg->AddColumnsFromChunk(*c);
+    seg->resident_bytes_ += c->ByteSize();
+    seg->by_entity_[info.entity_path].push_back(seg->chunks_.size());
+    seg->chunks_.push_back(std::move(info));
+    seg->resident_.push_back(std::move(c));
+  }
+  return seg;
 }
 
 Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdIndex& index, ChunkCache& cache) {

@@ -1,0 +1,596 @@
+"""RemoteDataset: a dataset served by a Rerun catalog server (``rerun server``, ``rr.server.Server``).
+
+The dataloader reads it exactly as it reads a ``LocalDataset``: the native engine resolves
+every sample with the same latest-at code, over chunks fetched from the server instead of
+read from files. What comes from where:
+
+* at construction, through rerun-sdk's ``DatasetEntry``: the segment ids, the schema
+  (``entry.schema()``) and the index ranges (``entry.get_index_ranges()``) — three calls;
+* during iteration, once per (segment, entity) the engine's cache misses: every chunk of
+  that entity in that segment, via ``entry.segment_store(segment)`` (the segment's manifest,
+  cached here) and ``.stream().filter(content=entity).to_chunks()``. Only that entity's
+  chunks leave the server. The record batches cross into the engine through the Arrow C
+  data interface (no copy of image blobs); the engine keeps them in an LRU bounded in bytes
+  (``cache_bytes``, default 1 GiB) and fetches the pairs of a block concurrently
+  (``fetch_concurrency``, default 4), ahead of decode.
+
+Nothing is called per sample in Python: the fetch callable runs only on a cache miss.
+
+Faults. Every remote call runs on a helper thread with a deadline (``remote_timeout_s``,
+default 60 s, for the whole call including retries). Connection failures are retried with
+exponential backoff (0.1 s, 0.2 s, ...; at most ``remote_retries`` times, default 4) within
+that deadline, then fail with an ``RrloaderIOError`` naming the URL (and, for a fetch, the
+segment and entity). A segment that disappeared from the catalog after the epoch was
+planned fails with a ``NotFoundError`` naming it. Construction does not retry: an
+unreachable catalog fails at once, naming the URL.
+
+Processes. rerun-sdk's client is not fork-safe (its async runtime's threads do not survive
+``fork``): a forked DataLoader worker raises ``RrloaderError`` before any rerun call and
+names the fix, ``multiprocessing_context="spawn"``. A ``RemoteDataset`` pickles as its URL,
+dataset name, segment filter, options and the metadata read at construction (so spawned
+workers and ``torchrun`` ranks plan identically); each process connects on its first fetch.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _core
+from .errors import InvalidArgumentError, NotFoundError, RrloaderError, RrloaderIOError
+
+DEFAULT_REMOTE_TIMEOUT_S = 60.0
+DEFAULT_REMOTE_RETRIES = 4
+DEFAULT_REMOTE_CACHE_BYTES = _core.DEFAULT_REMOTE_CACHE_BYTES  # 1 GiB
+DEFAULT_FETCH_CONCURRENCY = _core.DEFAULT_REMOTE_FETCH_CONCURRENCY  # 4
+_BACKOFF_START_S = 0.1
+# Segment manifests (LazyStores) kept per process: small (one row per chunk), but a
+# dataset may have thousands of segments.
+_MAX_CACHED_STORES = 64
+
+_FORK_MESSAGE = (
+    "this process was forked from the one that opened the remote dataset {what}: rerun-sdk's catalog "
+    "client is not fork-safe (its async runtime's threads do not survive fork, the first call would "
+    "deadlock). Use spawned DataLoader workers — DataLoader(..., multiprocessing_context=\"spawn\") — "
+    "or num_workers=0"
+)
+
+
+def is_rerun_dataset(obj: Any) -> bool:
+    """True for rerun-sdk's ``DatasetEntry`` and ``DatasetSelection`` (a filtered view)."""
+    module = type(obj).__module__ or ""
+    return module.startswith("rerun.catalog") and hasattr(obj, "segment_ids") and hasattr(obj, "schema")
+
+
+def as_dataset(obj: Any) -> Any:
+    """``obj`` itself, or a ``RemoteDataset`` around a rerun-sdk dataset entry or selection."""
+    if isinstance(obj, RemoteDataset) or not is_rerun_dataset(obj):
+        return obj
+    return RemoteDataset.from_entry(obj)
+
+
+# --------------------------------------------------------------------------- remote calls
+class _DeadlineExceeded(Exception):
+    pass
+
+
+def _run_with_deadline(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """``fn()`` on a helper thread; raises _DeadlineExceeded if it has not returned in time.
+
+    A call that overruns is abandoned, not stopped (rerun-sdk's calls cannot be cancelled):
+    its daemon thread finishes or fails on its own (rerun's own gRPC deadlines are 10 s).
+    """
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 — handed to the waiting thread
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="rrloader-remote-call", daemon=True).start()
+    if not done.wait(max(timeout_s, 0.0)):
+        raise _DeadlineExceeded()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _first_line(e: BaseException | None) -> str:
+    if e is None:
+        return "no answer"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def _refused(url: str, timeout_s: float) -> bool:
+    """True when nothing listens at the URL's explicit host:port (the kernel refuses the
+    connection). Anything else — a listener, a timeout, no port in the URL — is left to
+    rerun-sdk's client, which knows proxies and TLS."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return False
+    if not host or not port:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=min(1.0, timeout_s)):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _is_not_found(e: BaseException) -> bool:
+    # rerun_bindings.NotFoundError (a missing segment's manifest), LookupError (a missing
+    # dataset), or a gRPC NotFound status in a RuntimeError (chunks of a removed segment).
+    return type(e).__name__ == "NotFoundError" or type(e) is LookupError or "(NotFound)" in str(e)
+
+
+def _is_fatal(e: BaseException) -> bool:
+    # Our own errors and programming errors are not made better by asking again.
+    return isinstance(e, (RrloaderError, TypeError, AttributeError, KeyboardInterrupt, SystemExit))
+
+
+def _typed_index_values(values: Any, kind: str) -> pa.Array:
+    """Index values as rerun-sdk's reader takes them: int64, or timestamp/duration ns arrays."""
+    from ._dataset import _as_int64
+
+    ints = pa.array(_as_int64(values), type=pa.int64())
+    if kind == "timestamp":
+        return ints.cast(pa.timestamp("ns"))
+    if kind == "duration":
+        return ints.cast(pa.duration("ns"))
+    return ints
+
+
+def _timeline_kind(t: pa.DataType) -> str | None:
+    if pa.types.is_int64(t):
+        return "sequence"
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_duration(t):
+        return "duration"
+    return None
+
+
+# --------------------------------------------------------------------------- shared state
+class _RemoteState:
+    """What every view of one remote dataset shares in one process: the connection, the
+    metadata read at construction, the segment-manifest cache and the native dataset.
+
+    Thread-safe: the engine's fetch threads call ``fetch`` concurrently.
+    """
+
+    def __init__(self, spec: dict[str, Any], entry: Any = None):
+        self.spec = spec
+        self.url: str = spec["url"]
+        self.name: str = spec["name"]
+        self.timeout_s: float = spec["remote_timeout_s"]
+        self.retries: int = spec["remote_retries"]
+        self.all_segments: list[str] = spec["segment_ids"]
+        self.schema: pa.Schema = spec["schema"]
+        self.index_ranges: pa.Table = spec["index_ranges"]
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._entry = entry
+        self._stores: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._core_obj: Any = None
+        self.timelines: dict[str, str] = {}
+        for f in self.schema:
+            md = f.metadata or {}
+            if md.get(b"rerun:kind") == b"index":
+                kind = _timeline_kind(f.type)
+                if kind is not None:
+                    self.timelines[(md.get(b"rerun:index_name") or f.name.encode()).decode()] = kind
+
+    def __reduce__(self):
+        # Spawned workers and torchrun ranks get the URL, name, options and the metadata this
+        # process planned with; each connects on its first fetch.
+        return (_RemoteState, (self.spec,))
+
+    def describe(self) -> str:
+        return f"catalog {self.url} (dataset {self.name!r})"
+
+    def check_process(self) -> None:
+        if os.getpid() != self.pid:
+            raise RrloaderError(_FORK_MESSAGE.format(what=f"{self.name!r} on {self.url}"))
+
+    # ----------------------------------------------------------------- calls with deadlines
+    def call(
+        self,
+        fn: Callable[[bool], Any],
+        what: str,
+        *,
+        retries: int | None = None,
+        not_found: Callable[[BaseException], BaseException] | None = None,
+        named: bool = True,
+    ) -> Any:
+        """``fn(retrying_not_found)`` with the deadline, retries and backoff described above.
+
+        A not-found answer is retried once with ``fn(True)`` (which should drop cached
+        handles: a server restarted on the same URL does not know the old ones), then turned
+        into ``not_found(e)``. ``named=False``: the message leaves the catalog out (the engine
+        puts it in front of fetch errors).
+        """
+        retries = self.retries if retries is None else retries
+        deadline = time.monotonic() + self.timeout_s
+        delay = _BACKOFF_START_S
+        attempts = 0
+        fresh = False
+        last: BaseException | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            attempts += 1
+            try:
+                return _run_with_deadline(lambda f=fresh: fn(f), remaining)
+            except _DeadlineExceeded:
+                last = None
+                break
+            except BaseException as e:  # noqa: BLE001
+                if _is_fatal(e):
+                    raise
+                if _is_not_found(e):
+                    if not fresh:
+                        fresh = True
+                        continue
+                    if not_found is not None:
+                        raise not_found(e) from None
+                last = e
+                if attempts > retries:
+                    break
+                time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+                delay *= 2
+        prefix = f"{self.describe()}: " if named else ""
+        if last is None:
+            raise RrloaderIOError(
+                f"{prefix}{what}: no answer within {self.timeout_s:g} s (remote_timeout_s; {attempts} attempt(s))"
+            )
+        raise RrloaderIOError(
+            f"{prefix}{what} failed after {attempts} attempt(s) (remote_timeout_s={self.timeout_s:g} s): "
+            f"{_first_line(last)}"
+        )
+
+    def entry(self) -> Any:
+        """The live DatasetEntry (connected now in a fresh process)."""
+        self.check_process()
+        with self._lock:
+            if self._entry is not None:
+                return self._entry
+
+        def connect(_fresh: bool) -> Any:
+            import rerun as rr
+
+            return rr.catalog.CatalogClient(self.url).get_dataset(self.name)
+
+        entry = self.call(
+            connect,
+            "connecting",
+            not_found=lambda e: NotFoundError(
+                f"{self.describe()}: no such dataset on the server ({_first_line(e)})"
+            ),
+        )
+        with self._lock:
+            if self._entry is None:
+                self._entry = entry
+            return self._entry
+
+    def _segment_store(self, segment_id: str, fresh: bool) -> Any:
+        with self._lock:
+            if fresh:
+                self._stores.pop(segment_id, None)
+            elif segment_id in self._stores:
+                self._stores.move_to_end(segment_id)
+                return self._stores[segment_id]
+        store = self.entry().segment_store(segment_id)
+        with self._lock:
+            self._stores[segment_id] = store
+            while len(self._stores) > _MAX_CACHED_STORES:
+                self._stores.popitem(last=False)
+        return store
+
+    def fetch(self, segment_id: str, entity_path: str) -> list[pa.RecordBatch]:
+        """Every chunk of ``entity_path`` in ``segment_id`` (the engine's fetch function)."""
+        self.check_process()
+
+        def attempt(fresh: bool) -> list[pa.RecordBatch]:
+            store = self._segment_store(segment_id, fresh)
+            chunks = store.stream().filter(content=[entity_path]).to_chunks()
+            return [c.to_record_batch() for c in chunks]
+
+        return self.call(
+            attempt,
+            "fetching chunks",
+            named=False,
+            not_found=lambda e: NotFoundError(
+                f"segment {segment_id!r} is no longer in the dataset (removed after the epoch was planned?): "
+                f"{_first_line(e)}"
+            ),
+        )
+
+    # ----------------------------------------------------------------- native dataset
+    def core(self) -> Any:
+        self.check_process()
+        with self._lock:
+            if self._core_obj is None:
+                # A weak reference: the native dataset must not keep this state alive (nanobind
+                # objects take no part in garbage collection, a cycle would never be freed).
+                self._core_obj = _core.RemoteDataset(
+                    self.all_segments,
+                    self.schema,
+                    _weak_fetch(self),
+                    int(self.spec["cache_bytes"]),
+                    int(self.spec["fetch_concurrency"]),
+                    self.describe(),
+                )
+            return self._core_obj
+
+
+def _weak_fetch(state: _RemoteState) -> Callable[[str, str], list[pa.RecordBatch]]:
+    ref = weakref.ref(state)
+
+    def fetch(segment_id: str, entity_path: str) -> list[pa.RecordBatch]:
+        s = ref()
+        if s is None:
+            raise RrloaderError("the remote dataset was closed while the engine still used it")
+        return s.fetch(segment_id, entity_path)
+
+    return fetch
+
+
+# --------------------------------------------------------------------------- public class
+class RemoteDataset:
+    """A dataset on a Rerun catalog server, for ``DataSource(dataset=...)``.
+
+    ``DataSource(dataset=entry)`` with a rerun-sdk ``DatasetEntry`` (or a
+    ``DatasetSelection`` from ``entry.filter_segments(...)``) wraps it in one of these with
+    the default options; build one yourself to choose them::
+
+        RemoteDataset("rerun+http://127.0.0.1:51234", "robot_runs", remote_timeout_s=30)
+        RemoteDataset.from_entry(client.get_dataset("robot_runs"), cache_bytes=4 << 30)
+
+    - ``segments``: an allow-list of segment ids (None: all).
+    - ``remote_timeout_s``: the deadline of each remote call, retries included (default 60).
+    - ``remote_retries``: retries of a call that failed to connect (default 4).
+    - ``cache_bytes``: fetched chunks kept per process (default 1 GiB); a (segment, entity)
+      larger than this is fetched again for every block that needs it.
+    - ``fetch_concurrency``: (segment, entity) fetches in flight per block (default 4).
+
+    Shaped like ``LocalDataset`` / rerun's ``DatasetEntry`` where the dataloader needs it:
+    ``segment_ids()``, ``schema()``, ``timelines()``, ``get_index_ranges()``,
+    ``filter_segments()``, ``reader()``. Views share the connection and the chunk cache.
+    A content filter of a ``DatasetSelection`` is ignored (fields name their columns).
+
+    Immutable; thread-safe (the engine's fetch threads use it concurrently). Each process has
+    its own connection and cache.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        *,
+        segments: Sequence[str] | None = None,
+        remote_timeout_s: float = DEFAULT_REMOTE_TIMEOUT_S,
+        remote_retries: int = DEFAULT_REMOTE_RETRIES,
+        cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
+        fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+        _entry: Any = None,
+    ):
+        if not isinstance(url, str) or not url:
+            raise InvalidArgumentError(f"RemoteDataset needs a catalog URL such as 'rerun+http://host:51234', got {url!r}")
+        if not (float(remote_timeout_s) > 0):
+            raise InvalidArgumentError(f"remote_timeout_s must be > 0, got {remote_timeout_s!r}")
+        if int(remote_retries) < 0 or int(cache_bytes) < 0 or int(fetch_concurrency) < 1:
+            raise InvalidArgumentError(
+                "remote_retries and cache_bytes must be >= 0 and fetch_concurrency >= 1, got "
+                f"{remote_retries!r}, {cache_bytes!r}, {fetch_concurrency!r}"
+            )
+        spec: dict[str, Any] = {
+            "url": url,
+            "name": str(name),
+            "remote_timeout_s": float(remote_timeout_s),
+            "remote_retries": int(remote_retries),
+            "cache_bytes": int(cache_bytes),
+            "fetch_concurrency": int(fetch_concurrency),
+        }
+        state = _RemoteState({**spec, "segment_ids": [], "schema": pa.schema([]), "index_ranges": pa.table({})}, _entry)
+        # Connect and read the metadata now (one attempt: an unreachable catalog fails at once;
+        # rerun-sdk's own connect takes about 2 s to give up on a refused connection).
+        if _entry is None and _refused(url, state.timeout_s):
+            raise RrloaderIOError(f"{state.describe()}: connecting failed: connection refused (is the server running?)")
+        entry = state._entry if _entry is not None else state.call(
+            lambda _f: _connect(url, str(name)),
+            "connecting (is the server running?)",
+            retries=0,
+            not_found=lambda e: NotFoundError(f"{state.describe()}: no such dataset on the server ({_first_line(e)})"),
+        )
+
+        def metadata(_fresh: bool) -> tuple[list[str], pa.Schema, pa.Table]:
+            return (
+                sorted(entry.segment_ids()),
+                entry.schema().to_arrow(),
+                entry.get_index_ranges().to_arrow_table(),
+            )
+
+        ids, schema, ranges = state.call(metadata, "reading segments, schema and index ranges", retries=0)
+        self._state = _RemoteState({**spec, "segment_ids": ids, "schema": schema, "index_ranges": ranges}, entry)
+        self._segments = None if segments is None else list(segments)
+
+    @classmethod
+    def from_entry(cls, entry: Any, **options: Any) -> RemoteDataset:
+        """Around a rerun-sdk ``DatasetEntry`` or ``DatasetSelection`` (its segments kept)."""
+        if not is_rerun_dataset(entry):
+            raise InvalidArgumentError(f"expected a rerun-sdk DatasetEntry or DatasetSelection, got {entry!r}")
+        segments = options.pop("segments", None)
+        if not hasattr(entry, "segment_store"):  # a DatasetSelection: its entry plus its segments
+            selected = list(entry.segment_ids())
+            segments = selected if segments is None else [s for s in segments if s in set(selected)]
+            entry = entry.dataset
+        return cls(entry.catalog.url, entry.name, segments=segments, _entry=entry, **options)
+
+    @classmethod
+    def _view(cls, state: _RemoteState, segments: list[str] | None) -> RemoteDataset:
+        view = cls.__new__(cls)
+        view._state = state
+        view._segments = segments
+        return view
+
+    def __reduce__(self):
+        return (RemoteDataset._view, (self._state, self._segments))
+
+    def __repr__(self) -> str:
+        return f"RemoteDataset({self._state.url!r}, {self._state.name!r}, segments={len(self.segment_ids())})"
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def url(self) -> str:
+        return self._state.url
+
+    @property
+    def name(self) -> str:
+        return self._state.name
+
+    def segment_ids(self) -> list[str]:
+        """Segment ids, sorted (as of construction)."""
+        ids = self._state.all_segments
+        if self._segments is not None:
+            wanted = set(self._segments)
+            ids = [s for s in ids if s in wanted]
+        return list(ids)
+
+    def schema(self) -> pa.Schema:
+        """The catalog's schema (index, data and control fields with rerun:* metadata)."""
+        return self._state.schema
+
+    arrow_schema = schema
+
+    def timelines(self) -> dict[str, str]:
+        """Timeline name -> kind ('sequence', 'timestamp' or 'duration')."""
+        return dict(self._state.timelines)
+
+    def index_columns(self) -> list[str]:
+        return sorted(self._state.timelines)
+
+    def component_columns(self) -> list[str]:
+        return [f.name for f in self._state.schema if f.metadata and f.metadata.get(b"rerun:kind") == b"data"]
+
+    def get_index_ranges(self, index: str | None = None) -> pa.Table:
+        """Per segment: ``rerun_segment_id`` and ``<timeline>:start`` / ``<timeline>:end`` (inclusive)."""
+        table = self._state.index_ranges
+        if index is not None:
+            if index not in self._state.timelines:
+                raise NotFoundError(f"no timeline {index!r} in the dataset ({self._state.describe()})")
+            table = table.select(["rerun_segment_id", f"{index}:start", f"{index}:end"])
+        ids = self.segment_ids()
+        mask = pc.is_in(table["rerun_segment_id"], value_set=pa.array(ids, pa.string()))
+        table = table.filter(mask)
+        # Sorted by segment id, as LocalDataset gives it.
+        return table.take(pc.sort_indices(table["rerun_segment_id"]))
+
+    def cache_stats(self) -> dict[str, int]:
+        """The native chunk cache's counters (fetches, hits, bytes) in this process."""
+        return dict(self._core.cache_stats())
+
+    # ----------------------------------------------------------------- views
+    def filter_segments(self, segments: str | Sequence[str]) -> RemoteDataset:
+        ids = [segments] if isinstance(segments, str) else list(segments)
+        if self._segments is not None:
+            keep = set(self._segments)
+            ids = [s for s in ids if s in keep]
+        return RemoteDataset._view(self._state, ids)
+
+    # ----------------------------------------------------------------- engine hooks
+    @property
+    def _core(self) -> Any:
+        return self._state.core()
+
+    def _reopened(self) -> RemoteDataset:
+        """Called by the dataloader in a forked child: refused (see the module docstring)."""
+        self._state.check_process()
+        return self
+
+    # ----------------------------------------------------------------- reading
+    def reader(
+        self,
+        index: str | None,
+        *,
+        segments: Sequence[str] | None = None,
+        contents: str | Sequence[str] | None = None,
+        using_index_values: Any | Mapping[str, Any] | None = None,
+        fill_latest_at: bool = False,
+        include_semantically_empty_columns: bool = False,
+        include_tombstone_columns: bool = False,
+        index_range: tuple[Any, Any] | None = None,
+    ) -> pa.Table:
+        """rerun-sdk's ``DatasetEntry.reader(...)``, materialized as a ``pyarrow.Table``.
+
+        Takes the arguments of ``LocalDataset.reader`` (``using_index_values`` as a dict
+        ``{segment_id: values}`` or one array; ``index_range`` inclusive). Used by the
+        dataloader only for Python decoders that override ``context_range``.
+        """
+        state = self._state
+        seg_filter = self.segment_ids()
+        if segments is not None:
+            wanted = {segments} if isinstance(segments, str) else set(segments)
+            seg_filter = [s for s in seg_filter if s in wanted]
+        kind = state.timelines.get(index) if index is not None else None
+        if index is not None and kind is None:
+            raise NotFoundError(f"no timeline {index!r} in the dataset ({state.describe()})")
+        values = None
+        if using_index_values is not None:
+            if index is None:
+                raise InvalidArgumentError("using_index_values needs an index")
+            if isinstance(using_index_values, Mapping):
+                values = {str(k): _typed_index_values(v, kind) for k, v in using_index_values.items()}
+                seg_filter = [s for s in seg_filter if s in values]
+            else:
+                values = _typed_index_values(using_index_values, kind)
+
+        def read(_fresh: bool) -> pa.Table:
+            from datafusion import col, lit
+
+            view = state.entry()
+            if contents is not None:
+                view = view.filter_contents([contents] if isinstance(contents, str) else list(contents))
+            view = view.filter_segments(seg_filter)
+            df = view.reader(
+                index=index,
+                using_index_values=values,
+                fill_latest_at=bool(fill_latest_at),
+                include_semantically_empty_columns=bool(include_semantically_empty_columns),
+                include_tombstone_columns=bool(include_tombstone_columns),
+            )
+            if index_range is not None:
+                from ._dataset import _as_time_int
+
+                lo, hi = (_typed_index_values(np.array([_as_time_int(v)]), kind)[0] for v in index_range)
+                df = df.filter((col(index) >= lit(lo)) & (col(index) <= lit(hi)))
+            return df.to_arrow_table()
+
+        return state.call(read, "reading")
+
+
+def _connect(url: str, name: str) -> Any:
+    import rerun as rr
+
+    return rr.catalog.CatalogClient(url).get_dataset(name)

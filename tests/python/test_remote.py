@@ -1,0 +1,565 @@
+"""The remote backend (issue 5): the same recordings served by rerun-sdk's catalog server.
+
+Recordings are written at test time with rerun-sdk (dlutil.py) and served by
+``rr.server.Server(host="127.0.0.1")`` in this process. Every sample read through the server
+(``DataSource(dataset=<rerun-sdk DatasetEntry>)``) must equal, bit for bit and in the same
+order, the sample read from the same files by ``LocalDataset``: numbers, windows, joins,
+selectors, missing values, JPEG/PNG and raw images, timestamp and duration timelines on a
+fixed-rate grid, Python decoders — iterable and map-style, in-process and through spawned
+DataLoader workers, and from two ``torchrun`` ranks. Then the faults: an unreachable catalog,
+a server that stops answering, a server stopped mid-epoch, a segment removed after planning,
+forked workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rrloader
+import rrloader.dataloader as dl
+import torch
+from rrloader import LocalDataset, RemoteDataset, _core
+from rrloader.dataloader import (
+    ColumnDecoder,
+    DataSource,
+    Field,
+    FixedRateSampling,
+    ImageDecoder,
+    NumericDecoder,
+    RerunIterableDataset,
+    RerunMapDataset,
+    Selector,
+)
+from rrloader.errors import InvalidArgumentError, NotFoundError, RrloaderError, RrloaderIOError
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dlutil  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PYTHON_DIR = Path(rrloader.__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("remote")
+    dlutil.write_numeric_dataset(root / "num")
+    dlutil.write_image_dataset(root / "img")
+    dlutil.write_misc_dataset(root / "misc")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(data_root):
+    import rerun as rr
+
+    srv = rr.server.Server(
+        host="127.0.0.1", datasets={name: str(data_root / name) for name in ("num", "img", "misc")}
+    )
+    yield srv
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()
+
+
+def local(data_root: Path, name: str) -> LocalDataset:
+    return LocalDataset(str(data_root / name))
+
+
+# ------------------------------------------------------------------------------------------------ fields
+class RowDecoder(ColumnDecoder):
+    """A Python decoder (the engine hands it the raw cells): [number of cells, first leaf value]."""
+
+    def decode(self, raw, index_value, segment_id):
+        cells = raw.to_pylist()
+        first = cells[0] if cells and cells[0] else [float("nan")]
+        while isinstance(first, list):
+            first = first[0] if first else float("nan")
+        return torch.tensor([float(len(cells)), float(first)], dtype=torch.float64)
+
+
+class ContextDecoder(ColumnDecoder):
+    """A Python decoder with a context range: sums every row of [v - 2, v] (the reader path)."""
+
+    def context_range(self, index_value):
+        return (index_value - 2, index_value)
+
+    def decode(self, raw, index_value, segment_id):
+        rows = [v for cell in raw.to_pylist() if cell for v in cell]
+        return torch.tensor([float(len(raw)), float(sum(rows))], dtype=torch.float64)
+
+
+def num_fields() -> dict[str, Field]:
+    c = dlutil.NUM_COLUMNS
+    return {
+        "state": Field(c["state"], decode=NumericDecoder(), window=(-2, 1)),
+        "scalar": Field(c["scalar"], decode=NumericDecoder()),
+        "vec3": Field(c["vec3"], decode=NumericDecoder()),
+        "ints": Field(c["i32"], decode=NumericDecoder(), join=("i64",)),
+        "i64_1": Field(c["i64"], decode=NumericDecoder(), select=Selector(".[1]")),
+        "nested": Field(c["nested"], decode=NumericDecoder()),
+        "static": Field(c["static"], decode=NumericDecoder()),
+        "cleared": Field(c["cleared"], decode=NumericDecoder()),
+        "nully": Field(c["nully"], decode=NumericDecoder()),
+        "rows": Field(c["scalar"], decode=RowDecoder()),
+    }
+
+
+def time_fields() -> dict[str, Field]:
+    c = dlutil.NUM_COLUMNS
+    return {
+        "state": Field(c["state"], decode=NumericDecoder(), window=(-2 * dlutil.FRAME_NS, 0)),
+        "scalar": Field(c["scalar"], decode=NumericDecoder()),
+        "cleared": Field(c["cleared"], decode=NumericDecoder()),
+    }
+
+
+def dur_fields() -> dict[str, Field]:
+    c = dlutil.NUM_COLUMNS
+    return {
+        "state": Field(c["state"], decode=NumericDecoder(), window=(0, dlutil.DUR_FRAME_NS)),
+        "ints": Field(c["i32"], decode=NumericDecoder()),
+    }
+
+
+def img_fields() -> dict[str, Field]:
+    out = {ent.strip("/"): Field(f"{ent}:EncodedImage:blob", decode=ImageDecoder()) for ent in dlutil.image_blobs()}
+    out.update({ent.strip("/"): Field(f"{ent}:Image:buffer", decode=ImageDecoder()) for ent in dlutil.raw_images()})
+    out["jpeg_window"] = Field("/jpeg:EncodedImage:blob", decode=ImageDecoder(), window=(-1, 0))
+    return out
+
+
+def misc_fields() -> dict[str, Field]:
+    return {
+        "dog": Field("/agent:ListOfStructs:animals", decode=NumericDecoder(), select=Selector(".[0].dog")),
+        "cats": Field("/agent:ListOfStructs:animals", decode=NumericDecoder(), select=".cat"),
+        "points": Field("/pts:Points3D:positions", decode=NumericDecoder(), join=("colors", "radii")),
+        "var": Field("/var:Scalars:scalars", decode=NumericDecoder()),
+        "late": Field("/late:Scalars:scalars", decode=NumericDecoder(), window=(-1, 0)),
+        "ctx": Field("/var:Scalars:scalars", decode=ContextDecoder()),
+    }
+
+
+# name: (dataset, index, fields, timeline_sampling)
+CASES = {
+    "numeric-frame": ("num", "frame", num_fields, None),
+    "numeric-timestamp-100hz": ("num", "time", time_fields, FixedRateSampling(100.0)),
+    "numeric-duration-50hz": ("num", "dur", dur_fields, FixedRateSampling(50.0)),
+    "images": ("img", "frame", img_fields, None),
+    "structs-joins-context": ("misc", "frame", misc_fields, None),
+}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def assert_same_samples(got: list[dict], want: list[dict]) -> None:
+    """Same samples in the same order: keys, missing values, dtype, shape and every byte."""
+    assert len(got) == len(want), f"{len(got)} samples, expected {len(want)}"
+    present = 0
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert list(a) == list(b), f"sample {i}: keys {list(a)} != {list(b)}"
+        for key in b:
+            x, y = a[key], b[key]
+            if y is None:
+                assert x is None, f"sample {i} field {key!r}: remote has a value where local has none"
+                continue
+            assert x is not None, f"sample {i} field {key!r}: remote is missing a value"
+            assert x.dtype == y.dtype and tuple(x.shape) == tuple(y.shape), (i, key, x.dtype, y.dtype, x.shape, y.shape)
+            assert x.contiguous().numpy().tobytes() == y.contiguous().numpy().tobytes(), f"sample {i} field {key!r}"
+            present += 1
+    assert present > 0
+
+
+def make_iterable(dataset, case: str, **kw) -> RerunIterableDataset:
+    _, index, fields, sampling = CASES[case]
+    kw.setdefault("fetch_size", 3)
+    kw.setdefault("seed", 7)
+    return RerunIterableDataset(DataSource(dataset), index, fields(), timeline_sampling=sampling, **kw)
+
+
+def make_map(dataset, case: str) -> RerunMapDataset:
+    _, index, fields, sampling = CASES[case]
+    return RerunMapDataset(DataSource(dataset), index, fields(), timeline_sampling=sampling)
+
+
+def id_of(sample: dict) -> tuple[int, int]:
+    """(segment number, frame) of a numeric-dataset sample, from its state value k*1000 + 10*f."""
+    v = int(sample["state"][-1][0]) if sample["state"].dim() == 2 else int(sample["state"][0])
+    return v // 1000, (v % 1000) // 10
+
+
+def as_list(batch: list) -> list:
+    """A collate_fn that keeps the samples (module-level: spawned workers unpickle it)."""
+    return batch
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------ 1. same samples
+@pytest.mark.parametrize("case", list(CASES))
+def test_remote_iterable_equals_embedded(case, client, data_root):
+    name = CASES[case][0]
+    entry = client.get_dataset(name)
+    remote = make_iterable(entry, case)
+    embedded = make_iterable(local(data_root, name), case)
+    assert len(remote) == len(embedded) > 0
+    assert [(s.segment_id, s.index_start, s.num_samples) for s in remote.sample_index.segments] == [
+        (s.segment_id, s.index_start, s.num_samples) for s in embedded.sample_index.segments
+    ]
+    for epoch in (0, 1):
+        remote.set_epoch(epoch)
+        embedded.set_epoch(epoch)
+        assert np.array_equal(remote.shard_order(), embedded.shard_order())
+        assert_same_samples(list(remote), list(embedded))
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_remote_map_equals_embedded(case, client, data_root):
+    name = CASES[case][0]
+    remote = make_map(client.get_dataset(name), case)
+    embedded = make_map(local(data_root, name), case)
+    assert len(remote) == len(embedded)
+    order = np.random.default_rng(3).permutation(len(embedded)).tolist()
+    order += order[:2]  # duplicates too
+    assert_same_samples(remote.__getitems__(order), embedded.__getitems__(order))
+    assert_same_samples([remote[len(remote) - 1]], [embedded[len(embedded) - 1]])
+
+
+def test_dataset_selection_and_segment_filters(client, data_root):
+    entry = client.get_dataset("num")
+    selection = entry.filter_segments(["seg_c", "seg_a"])
+    remote = RerunIterableDataset(DataSource(selection), "frame", num_fields(), fetch_size=4, seed=1)
+    embedded = RerunIterableDataset(
+        DataSource(local(data_root, "num"), segments=["seg_a", "seg_c"]), "frame", num_fields(), fetch_size=4, seed=1
+    )
+    assert remote.sample_index.segments == embedded.sample_index.segments
+    assert remote._source.segment_ids() == ["seg_a", "seg_c"]  # (seg_c's one frame is trimmed by the window)
+    assert_same_samples(list(remote), list(embedded))
+    # DataSource's own filter narrows a remote dataset like a local one.
+    narrowed = DataSource(entry, segments=["seg_b"])
+    assert isinstance(narrowed.dataset, RemoteDataset)
+    assert narrowed.segment_ids() == ["seg_b"]
+    assert narrowed.filter_segments(["seg_a"]).segment_ids() == ["seg_a"]
+
+
+def test_remote_metadata_matches_local(client, data_root):
+    remote = RemoteDataset.from_entry(client.get_dataset("num"))
+    embedded = local(data_root, "num")
+    assert remote.segment_ids() == embedded.segment_ids() == sorted(dlutil.NUM_FRAMES)
+    assert remote.timelines() == embedded.timelines() == {"dur": "duration", "frame": "sequence", "time": "timestamp"}
+    assert set(remote.component_columns()) == set(embedded.component_columns())
+    for index in ("frame", "time", "dur"):
+        assert remote.get_index_ranges(index).equals(embedded.get_index_ranges(index))
+    with pytest.raises(NotFoundError, match="nope"):
+        remote.get_index_ranges("nope")
+    assert "num" in repr(remote) and remote.url.startswith("rerun+http://127.0.0.1:")
+
+
+def test_each_segment_entity_is_fetched_once_and_only_its_chunks(client, data_root):
+    remote = RemoteDataset.from_entry(client.get_dataset("num"))
+    ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=2, seed=3)
+    list(ds)
+    stats = remote.cache_stats()
+    entities = {f.path.split(":", 1)[0] for f in num_fields().values()}
+    pairs = len(entities) * len(ds.sample_index.segments)
+    assert stats["fetches"] == stats["misses"] == pairs, stats
+    assert stats["fetch_errors"] == 0 and stats["size_bytes"] == stats["fetched_bytes"] > 0
+    ds.set_epoch(1)
+    list(ds)
+    assert remote.cache_stats()["fetches"] == pairs  # a second epoch is served from the cache
+    # A fetched (segment, entity) holds that entity's chunks only: its rows are the entity's.
+    assert remote._core.entity_segment("seg_a", "/state") == (1, len(dlutil.NUM_FRAMES["seg_a"]))
+    assert remote._core.entity_segment("seg_a", "/static") == (1, 1)
+    assert remote._core.entity_segment("seg_c", "/cleared") == (0, 0)  # never logged there
+
+
+def test_remote_dataset_pickles_without_the_client(client):
+    remote = RemoteDataset.from_entry(client.get_dataset("num"), remote_timeout_s=7.5).filter_segments(["seg_b"])
+    blob = pickle.dumps(remote)
+    assert b"DatasetEntryInternal" not in blob
+    again = pickle.loads(blob)
+    assert again.segment_ids() == ["seg_b"] and again.url == remote.url
+    assert again._state.timeout_s == 7.5 and again._state._entry is None  # reconnects on first use
+    assert again.schema().equals(remote.schema())
+    assert again._core.entity_segment("seg_b", "/state") == (1, 5)
+
+
+def test_python_exceptions_of_the_fetch_function_map_through_the_exception_table(client):
+    schema = client.get_dataset("num").schema().to_arrow()
+    calls = []
+
+    def gone(segment, entity):
+        calls.append((segment, entity))
+        raise NotFoundError(f"segment {segment!r} went away")
+
+    core = _core.RemoteDataset(["a", "b"], schema, gone, 1 << 20, 2, "test dataset")
+    with pytest.raises(NotFoundError, match="segment 'a' went away"):
+        core.entity_segment("a", "/state")
+    with pytest.raises(NotFoundError, match="no segment 'zz'"):
+        core.entity_segment("zz", "/state")
+    assert calls == [("a", "/state")]  # an unknown segment is refused before any fetch
+
+    def boom(segment, entity):
+        raise ValueError("boom")
+
+    with pytest.raises(RrloaderError, match="ValueError: boom") as e:
+        _core.RemoteDataset(["a"], schema, boom, 1 << 20, 1, "test dataset").entity_segment("a", "/state")
+    assert "entity '/state' of segment 'a'" in str(e.value)
+    with pytest.raises(RrloaderError, match="__arrow_c_array__"):
+        _core.RemoteDataset(["a"], schema, lambda s, e: [object()], 1, 1, "t").entity_segment("a", "/x")
+
+
+# ------------------------------------------------------------------------------------------------ 2. processes
+def test_spawned_workers_equal_embedded(client, data_root, monkeypatch):
+    entry = client.get_dataset("num")
+    remote = make_iterable(entry, "numeric-frame", fetch_size=2)
+    embedded = make_iterable(local(data_root, "num"), "numeric-frame", fetch_size=2)
+    got = list(DataLoader(remote, batch_size=None, num_workers=2, multiprocessing_context="spawn"))
+    # DataLoader takes an iterable dataset's items from its workers round robin.
+    shards = []
+    for w in range(2):
+        with monkeypatch.context() as m:
+            m.setattr(dl, "_worker", lambda w=w: (w, 2))
+            shards.append(list(embedded))
+    want = [s for pair in zip(*shards, strict=False) for s in pair]
+    want += shards[0][len(shards[1]) :] + shards[1][len(shards[0]) :]
+    assert_same_samples(got, want)
+
+    remote_map = make_map(entry, "numeric-frame")
+    embedded_map = make_map(local(data_root, "num"), "numeric-frame")
+    loader = DataLoader(
+        remote_map, batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=as_list
+    )
+    got_map = [s for batch in loader for s in batch]
+    assert_same_samples(got_map, embedded_map.__getitems__(list(range(len(embedded_map)))))
+
+
+def test_forked_workers_raise_a_clear_error(client):
+    ds = make_iterable(client.get_dataset("num"), "numeric-frame")
+    with pytest.raises(RrloaderError) as e:
+        list(DataLoader(ds, batch_size=None, num_workers=1, multiprocessing_context="fork"))
+    assert 'multiprocessing_context="spawn"' in str(e.value) and "fork" in str(e.value)
+    m = make_map(client.get_dataset("num"), "numeric-frame")
+    with pytest.raises(RrloaderError, match="not fork-safe"):
+        list(DataLoader(m, batch_size=2, num_workers=1, multiprocessing_context="fork"))
+    assert len(list(ds)) == len(ds)  # the parent is unaffected
+
+
+DDP_SEED, DDP_EPOCH = 11, 2
+
+
+def test_torchrun_two_ranks_read_one_catalog(server, data_root, tmp_path, monkeypatch):
+    out = tmp_path / "ranks"
+    out.mkdir()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PYTHON_DIR), env.get("PYTHONPATH", "")) if p)
+    env["MASTER_ADDR"] = "127.0.0.1"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port",
+        str(free_port()),
+        str(HERE / "ddp_remote_worker.py"),
+        server.url(),
+        "num",
+        str(out),
+        "--seed",
+        str(DDP_SEED),
+        "--epoch",
+        str(DDP_EPOCH),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+    embedded = RerunIterableDataset(
+        DataSource(local(data_root, "num")),
+        "frame",
+        {"state": Field(dlutil.NUM_COLUMNS["state"], decode=NumericDecoder())},
+        fetch_size=2,
+        seed=DDP_SEED,
+    )
+    embedded.set_epoch(DDP_EPOCH)
+    seen = []
+    for r, rep in enumerate(reports):
+        assert rep["rank"] == r and rep["world"] == 2
+        with monkeypatch.context() as m:
+            m.setattr(dl, "_distributed", lambda r=r: (r, 2))
+            want = [list(id_of(s)) for s in embedded]
+        assert rep["ids"] == want, f"rank {r} read another shard"
+        assert rep["total"] == len(embedded)  # all_reduce of both ranks' counts over gloo
+        seen += [tuple(i) for i in rep["ids"]]
+    assert len(seen) == len(set(seen)) == len(embedded), "shards overlap or miss samples"
+
+
+# ------------------------------------------------------------------------------------------------ 3. faults
+def test_unreachable_catalog_fails_fast_naming_the_url():
+    url = f"rerun+http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(RrloaderIOError) as e:
+        RemoteDataset(url, "num", remote_timeout_s=10)
+    assert time.monotonic() - t0 < 1.0
+    assert url in str(e.value) and "connection refused" in str(e.value)
+    # Spawned workers reconnect at their first fetch: there the failure comes with the retries.
+
+
+def test_a_catalog_that_never_answers_times_out():
+    with socket.socket() as s:  # accepts TCP connections (the kernel's backlog) but never speaks gRPC
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        url = f"rerun+http://127.0.0.1:{s.getsockname()[1]}"
+        t0 = time.monotonic()
+        with pytest.raises(RrloaderIOError) as e:
+            RemoteDataset(url, "num", remote_timeout_s=1.5)
+        elapsed = time.monotonic() - t0
+    assert 1.4 < elapsed < 3.5, elapsed
+    assert url in str(e.value) and "no answer within 1.5 s" in str(e.value)
+
+
+def test_unknown_dataset_is_not_found(server):
+    with pytest.raises(NotFoundError, match="no_such_dataset"):
+        RemoteDataset(server.url(), "no_such_dataset", remote_timeout_s=10)
+
+
+def test_server_stopped_mid_epoch_fails_within_the_timeout(data_root):
+    import rerun as rr
+
+    timeout_s = 2.0
+    srv = rr.server.Server(host="127.0.0.1", datasets={"num": str(data_root / "num")})
+    url = srv.url()
+    # Nothing kept in the cache: every block fetches, so blocks after the stop need the server.
+    remote = RemoteDataset(url, "num", remote_timeout_s=timeout_s, cache_bytes=0)
+    ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=1, shuffle=False, prefetch_blocks=1)
+    it = iter(ds)
+    next(it)
+    srv.shutdown()
+    t0 = time.monotonic()
+    with pytest.raises(RrloaderIOError) as e:
+        for _ in it:
+            pass
+    elapsed = time.monotonic() - t0
+    assert elapsed < timeout_s + 1.5, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s})"
+    message = str(e.value)
+    assert url in message and "remote_timeout_s" in message
+    assert "of segment 'seg_" in message and "entity '/" in message
+
+
+class FreezableProxy:
+    """A TCP proxy to `upstream` on 127.0.0.1 that can be frozen: once frozen it keeps every
+    connection open (and accepts new ones) but forwards nothing — a server that stopped
+    answering without closing its sockets, the case only a client-side deadline catches."""
+
+    def __init__(self, upstream_port: int):
+        import threading
+
+        self.upstream_port = upstream_port
+        self.frozen = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            self.sockets.append(down)
+            if self.frozen.is_set():
+                continue  # held open, never answered
+            up = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.sockets.append(up)
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                while self.frozen.is_set():
+                    time.sleep(0.05)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for s in [self.listener, *self.sockets]:
+            s.close()
+
+
+def test_server_that_stops_answering_mid_epoch_fails_within_the_timeout(data_root):
+    import rerun as rr
+
+    timeout_s = 2.0
+    srv = rr.server.Server(host="127.0.0.1", datasets={"num": str(data_root / "num")})
+    proxy = FreezableProxy(int(srv.url().rsplit(":", 1)[1]))
+    url = f"rerun+http://127.0.0.1:{proxy.port}"
+    try:
+        remote = RemoteDataset(url, "num", remote_timeout_s=timeout_s, remote_retries=100, cache_bytes=0)
+        ds = RerunIterableDataset(
+            DataSource(remote), "frame", num_fields(), fetch_size=1, shuffle=False, prefetch_blocks=1
+        )
+        it = iter(ds)
+        next(it)
+        proxy.frozen.set()
+        t0 = time.monotonic()
+        with pytest.raises(RrloaderIOError) as e:
+            for _ in it:
+                pass
+        elapsed = time.monotonic() - t0
+        assert elapsed < timeout_s + 1.5, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s})"
+        assert url in str(e.value) and f"no answer within {timeout_s:g} s" in str(e.value)
+    finally:
+        proxy.close()
+        srv.shutdown()
+
+
+def test_segment_removed_after_planning_names_it(data_root):
+    import rerun as rr
+
+    srv = rr.server.Server(host="127.0.0.1", datasets={"num": str(data_root / "num")})
+    try:
+        entry = srv.client().get_dataset("num")
+        ds = RerunIterableDataset(DataSource(entry), "frame", num_fields(), fetch_size=4, shuffle=False)
+        assert "seg_b" in [s.segment_id for s in ds.sample_index.segments]
+        entry.unregister(segments_to_drop=["seg_b"], layers_to_drop=[]).wait()
+        assert "seg_b" not in entry.segment_ids()
+        with pytest.raises(NotFoundError) as e:
+            list(ds)
+        assert "segment 'seg_b' is no longer in the dataset" in str(e.value)
+        assert srv.url() in str(e.value)
+    finally:
+        srv.shutdown()
+
+
+def test_invalid_options():
+    with pytest.raises(InvalidArgumentError):
+        RemoteDataset("", "x")
+    with pytest.raises(InvalidArgumentError):
+        RemoteDataset("rerun+http://127.0.0.1:1", "x", remote_timeout_s=0)
+    with pytest.raises(InvalidArgumentError):
+        RemoteDataset.from_entry(object())
