@@ -458,8 +458,10 @@ def test_server_stopped_mid_epoch_fails_within_the_timeout(data_root):
         for _ in it:
             pass
     elapsed = time.monotonic() - t0
-    assert elapsed < timeout_s + 1.5, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s})"
     message = str(e.value)
+    # The slack covers thread scheduling on a loaded 2-core machine; without the deadline the
+    # error would take rerun-sdk's own 10 s gRPC deadline (or never come, for a frozen peer).
+    assert elapsed < timeout_s + 3.0, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s}): {message}"
     assert url in message and "remote_timeout_s" in message
     assert "of segment 'seg_" in message and "entity '/" in message
 
@@ -531,7 +533,8 @@ def test_server_that_stops_answering_mid_epoch_fails_within_the_timeout(data_roo
             for _ in it:
                 pass
         elapsed = time.monotonic() - t0
-        assert elapsed < timeout_s + 1.5, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s})"
+        # slack for thread scheduling on a loaded machine (see the test above)
+        assert elapsed < timeout_s + 3.0, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s}): {e.value}"
         assert url in str(e.value) and f"no answer within {timeout_s:g} s" in str(e.value)
     finally:
         proxy.close()
