@@ -586,10 +586,16 @@ def _ours_values(values: list[int], as_arrow: bool):
 
 
 def run_ours(case: Case, data: SeedData) -> pa.Table:
+    """The answer the harness compares with the reference's: rrloader's (or, in self-check modes, the
+    reference's own)."""
     if SELFCHECK_REWRITE and data.twin:
         return data.ref_twin(asdict(case))  # (start_time properties dropped in check_case)
     if SELFCHECK:
         return run_ref(case, data)
+    return run_rrloader(case, data)
+
+
+def run_rrloader(case: Case, data: SeedData) -> pa.Table:
     uiv = None
     if case.uiv_mode == "dict":
         uiv = {s: _ours_values(v, case.uiv_as_arrow) for s, v in case.uiv.items()}
@@ -1122,7 +1128,7 @@ def test_rule(name: str, rule_env):
         -1, None, paths[rule.dataset][0].parent, paths[rule.dataset], "rules", rule.dataset, worker
     )
     data._ours = rrloader.LocalDataset([str(p) for p in paths[rule.dataset]])
-    ours = run_ours(case, data)
+    ours = run_rrloader(case, data)
     for column, cells in rule.expect.items():
         got = (
             ref.column(column).cast(pa.int64()).to_pylist()
@@ -1164,9 +1170,9 @@ def test_rule_reference_slices_ancestor_clears_wrongly(rule_env):
         -1, None, paths["sliced_clear"][0].parent, paths["sliced_clear"], "rules", "sliced_clear", worker
     )
     data._ours = rrloader.LocalDataset([str(p) for p in paths["sliced_clear"]])
-    assert run_ours(alone, data).column("/a:Scalars:scalars").to_pylist() == [[1.0]]
+    assert run_rrloader(alone, data).column("/a:Scalars:scalars").to_pylist() == [[1.0]]
     ref = worker.query("rules", "sliced_clear", asdict(alone))
-    assert reference_inconsistency(alone, data, ref, run_ours(alone, data)) is not None
+    assert reference_inconsistency(alone, data, ref, run_rrloader(alone, data)) is not None
 
 
 def test_rule_duplicate_index_values_as_times(rule_env):
@@ -1183,15 +1189,15 @@ def test_rule_duplicate_index_values_as_times(rule_env):
     with pytest.raises(RefError, match="unique"):
         worker.query("rules", "uiv_range", asdict(dict_case))
     with pytest.raises(ValueError, match="unique"):
-        run_ours(dict_case, data)
+        run_rrloader(dict_case, data)
     with pytest.raises(RefError, match="unique"):
         worker.query("rules", "uiv_range", asdict(array_case))
     with pytest.raises(ValueError, match="unique"):
-        run_ours(array_case, data)
+        run_rrloader(array_case, data)
     distinct = Case(-1, -1, "frame", "sequence", uiv_mode="array", uiv=[I64_MIN + 1, 24])
     ref = worker.query("rules", "uiv_range", asdict(distinct))
     assert ref.column("frame").to_pylist() == [24]
-    assert not table_diff(run_ours(distinct, data), ref, index="frame")
+    assert not table_diff(run_rrloader(distinct, data), ref, index="frame")
 
 
 # ----------------------------------------------------------------------------------------------------------
