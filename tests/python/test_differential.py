@@ -1475,6 +1475,12 @@ def main(argv: list[str] | None = None) -> int:
         problems = table_diff(ours, ref, index=case.index)
         print("===== diff")
         print("\n".join(problems) if problems else "equal")
+        if problems and not SELFCHECK:
+            why = reference_inconsistency(case, data, ref, ours) or reference_nondeterminism(
+                case, data, ref, ours
+            )
+            if why:
+                print(f"===== no oracle: {why}")
         return 1 if problems else 0
     finally:
         env.close()
