@@ -107,7 +107,7 @@ EntityFilter EntityFilter::Default() {
 
 bool EntityFilter::Matches(const std::string& entity) const {
   // As in rerun's EntityPathFilter, the most specific matching rule decides: a longer path beats a shorter one,
-  // an exact path beats a subtree rule on the same path, and on identical rules an exclusion wins. (Observed:
+  // an exact path beats a subtree rule on the same path, and of identical rules the last one counts. (Observed:
   // `["/robot/**", "-/**"]` keeps /robot's columns; docs/query-semantics.md item 12.)
   const Rule* best = nullptr;
   for (const auto& r : rules_) {
@@ -123,8 +123,8 @@ bool EntityFilter::Matches(const std::string& entity) const {
       if (rl > bl) best = &r;
     } else if (r.subtree != best->subtree) {
       if (!r.subtree) best = &r;
-    } else if (!r.include) {
-      best = &r;
+    } else {
+      best = &r;  // identical rules: the later one replaces the earlier (rerun keeps its rules in a map)
     }
   }
   return best && best->include;
@@ -139,6 +139,7 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
   // Open files in parallel: each is a header + trailer + footer read and a small decode.
   const size_t n = ds->files_.size();
   std::vector<Result<std::vector<std::shared_ptr<store::Segment>>>> results(n, Status::Internal("not opened"));
+  std::vector<uint8_t> from_footer(n, 0);
   unsigned threads = options.num_threads > 0 ? static_cast<unsigned>(options.num_threads)
                                              : std::max(1u, std::thread::hardware_concurrency());
   threads = static_cast<unsigned>(std::min<size_t>(threads, n));
@@ -156,6 +157,7 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
         continue;
       }
       results[i] = store::Segment::FromRrd(*index, *ds->cache_);
+      from_footer[i] = index->from_footer;
     }
   };
   if (threads <= 1) {
@@ -174,6 +176,7 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
         return Status::InvalidArgument(ds->files_[i] + ": recording '" + seg->id() + "' is also in " + it->second +
                                        " (segment ids must be unique in a dataset)");
       }
+      if (!from_footer[i]) ds->eager_segments_.insert(seg.get());
       ds->segments_.push_back(std::move(seg));
     }
   }
@@ -316,23 +319,22 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
   if (o.contents) {
     RRL_ASSIGN_OR_RETURN(filter, EntityFilter::Parse(*o.contents));
   }
-  std::set<std::string> view_entities;
+  // The output selection, and the entities the reference fetches. Its reader asks the server for the chunks
+  // of every entity with a dataset column that the content filter keeps (whatever the column), but without
+  // fill_latest_at it narrows the request to the entities of the selected component columns when there are
+  // any (the projection push-down): then only their clears apply. docs/query-semantics.md, "Fetched entities".
+  std::set<std::string> filter_entities, output_entities;
   for (const auto& c : columns_) {
     if (!filter.Matches(c.info.entity_path)) continue;
+    filter_entities.insert(c.info.entity_path);
     if (!o.include_tombstone_columns && c.info.component == query::kClearComponent) continue;
     if (!o.include_semantically_empty_columns && c.info.semantically_empty) continue;
     if (!o.index && !c.info.is_static) continue;  // a static-only query has static columns only
     q.columns.push_back(query::ViewColumn{c.info.entity_path, c.info.component, arrow::field(c.name, c.info.type)});
-    view_entities.insert(c.info.entity_path);
+    output_entities.insert(c.info.entity_path);
   }
-  // Which entities' recursive clears reach descendants: only entities with a column in the view (the
-  // reference fetches chunks of those entities only; fill_latest_at does not add their ancestors).
-  q.clear_sources = view_entities;
-  if (o.fill_latest_at) {
-    for (const auto& c : columns_) {
-      if (filter.Matches(c.info.entity_path)) q.clear_sources.insert(c.info.entity_path);
-    }
-  }
+  q.fetch_entities = (o.fill_latest_at || output_entities.empty()) ? filter_entities : output_entities;
+  q.include_tombstone_columns = o.include_tombstone_columns;
 
   std::vector<std::shared_ptr<store::Segment>> segs;
   if (o.segments.empty()) {
@@ -343,9 +345,11 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
       if (wanted.count(s->id())) segs.push_back(s);
     }
   }
-  // The reference rejects duplicate index values (a plain array is first split into per-segment lists, so
-  // only duplicates that land in one segment count). Checked before any segment is read.
+  // The reference rejects duplicate index values, checked before any segment is read. It compares them as
+  // its temporal times, where i64::MIN (its "static" time) reads as i64::MIN + 1, so {i64::MIN, i64::MIN + 1}
+  // is a duplicate too (differential case 910).
   auto has_duplicates = [](std::vector<int64_t> v) {
+    for (auto& x : v) x = std::max(x, std::numeric_limits<int64_t>::min() + 1);
     std::sort(v.begin(), v.end());
     return std::adjacent_find(v.begin(), v.end()) != v.end();
   };
@@ -372,6 +376,7 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
   std::vector<const store::Segment*> segs_run;
   for (const auto& seg : segs) {
     query::DataframeQuery sq = q;
+    sq.eager_store = eager_segments_.count(seg.get()) > 0;
     if (o.index && o.values_per_segment) {
       auto it = o.values_per_segment->find(seg->id());
       if (it == o.values_per_segment->end()) continue;  // unknown / unlisted segments give no rows
@@ -394,7 +399,6 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::Read(const ReadOptions& o, q
       // smallest temporal time, i64::MIN + 1 (docs/query-semantics.md).
       for (auto& x : v) x = std::max(x, std::numeric_limits<int64_t>::min() + 1);
       std::sort(v.begin(), v.end());
-      v.erase(std::unique(v.begin(), v.end()), v.end());
     }
     per_segment.push_back(std::move(sq));
     segs_run.push_back(seg.get());

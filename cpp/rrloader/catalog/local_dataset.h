@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,9 @@ class LocalDataset final : public Dataset {
   std::vector<std::shared_ptr<store::Segment>> segments_;
   std::map<std::string, rrd::TimeKind> timelines_;
   std::vector<DatasetColumn> columns_;
+  // Segments of files without a footer: the reference loads those into an eager chunk store, which
+  // compacts their chunks (query::DataframeQuery::eager_store).
+  std::set<const store::Segment*> eager_segments_;
   std::unique_ptr<store::ChunkCache> cache_;
 };
 

@@ -28,6 +28,16 @@ TEST(EntityFilter, SubtreeExactAndExclusion) {
   EXPECT_FALSE(EntityFilter::Parse({"/**"}).value().Matches("/__properties"));
 }
 
+TEST(EntityFilter, OfIdenticalRulesTheLastOneCounts) {
+  // rerun keeps its rules in a map keyed by (path, subtree): a repeated rule replaces the earlier one
+  // (differential case 921: "-/odd/**" then "/odd/**" keeps /odd).
+  EXPECT_TRUE(EntityFilter::Parse({"-/odd/**", "/odd/**"}).value().Matches("/odd/joint"));
+  EXPECT_FALSE(EntityFilter::Parse({"/odd/**", "-/odd/**"}).value().Matches("/odd/joint"));
+  EXPECT_TRUE(EntityFilter::Parse({"-/odd", "+ /odd"}).value().Matches("/odd"));
+  // Different rules still go by specificity, not order.
+  EXPECT_FALSE(EntityFilter::Parse({"-/odd/joint", "/odd/**"}).value().Matches("/odd/joint"));
+}
+
 TEST(ColumnName, PropertiesArePrefixed) {
   EXPECT_EQ(ColumnName("/cam", "EncodedImage:blob"), "/cam:EncodedImage:blob");
   EXPECT_EQ(ColumnName("/__properties", "RecordingInfo:name"), "property:RecordingInfo:name");
