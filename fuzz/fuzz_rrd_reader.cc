@@ -28,6 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!q.index) q.index = name;
     }
     q.fill_latest_at = (size & 1) != 0;
+    q.eager_store = !index->from_footer;  // footer-less files go through the compaction path too
     rrl::query::QueryStats stats;
     (void)rrl::query::RunDataframeQuery(*seg, cache, q, &stats);
   }
