@@ -94,6 +94,10 @@ Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const
     return Status::InvalidArgument("video decoder threads must be 1..64, got " + std::to_string(options.threads));
   }
   if (options.max_pixels <= 0) return Status::InvalidArgument("video decoder max_pixels must be positive");
+  if (options.kept_frames < 1 || options.kept_frames > 1024) {
+    return Status::InvalidArgument("video decoder kept_frames must be 1..1024, got " +
+                                   std::to_string(options.kept_frames));
+  }
   std::string tried;
   const AVCodec* av_codec = FindDecoder(codec, &tried);
   if (av_codec == nullptr) {
@@ -104,8 +108,7 @@ Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const
   d->ctx_.reset(avcodec_alloc_context3(av_codec));
   d->packet_ = MakeAvPacket();
   d->frame_ = MakeAvFrame();
-  d->last_frame_ = MakeAvFrame();
-  if (!d->ctx_ || !d->packet_ || !d->frame_ || !d->last_frame_) {
+  if (!d->ctx_ || !d->packet_ || !d->frame_) {
     return Status::Internal("could not allocate a " + std::string(av_codec->name) + " decoder");
   }
   AVCodecContext* ctx = d->ctx_.get();
@@ -149,16 +152,36 @@ Status VideoDecoder::Drain(const FrameCallback& on_frame, int64_t position_for_e
       return Status::Corrupt(PositionText(codec_, position) + ": the decoded frame is damaged (decode_error_flags=" +
                              std::to_string(flags) + "; corrupt data or a missing reference)");
     }
+    if (options_.reject_reordering &&
+        (ctx_->has_b_frames > 0 || (codec_ == VideoCodec::kH264 && frame_->pict_type == AV_PICTURE_TYPE_B))) {
+      av_frame_unref(frame_.get());
+      return Status::Unsupported(PositionText(codec_, position) +
+                                 ": the stream has B-frames (frames out of presentation order), which Rerun's "
+                                 "VideoStream cannot carry: its samples have presentation times only, so their "
+                                 "decode order is unknown; re-encode without B-frames (e.g. x264 bframes=0)");
+    }
     ++frames_decoded_;
     const int bytes =
         av_image_get_buffer_size(static_cast<AVPixelFormat>(frame_->format), frame_->width, frame_->height, 1);
     if (bytes > 0) frame_bytes_ = bytes;
     pending_.erase(std::remove(pending_.begin(), pending_.end(), position), pending_.end());
     Status st = on_frame(*frame_, position);
-    av_frame_unref(last_frame_.get());
-    av_frame_move_ref(last_frame_.get(), frame_.get());
-    has_last_frame_ = true;
-    last_frame_position_ = position;
+    // Keep the frame (a reference, not a copy); the oldest kept one makes room.
+    Kept kept;
+    if (static_cast<int>(kept_.size()) >= options_.kept_frames) {
+      kept = std::move(kept_.front());
+      kept_.pop_front();
+      av_frame_unref(kept.frame.get());
+    } else {
+      kept.frame = MakeAvFrame();
+      if (kept.frame == nullptr) {
+        av_frame_unref(frame_.get());
+        return Status::Internal("out of memory for a video frame");
+      }
+    }
+    av_frame_move_ref(kept.frame.get(), frame_.get());
+    kept.position = position;
+    kept_.push_back(std::move(kept));
     RRL_RETURN_IF_ERROR(st);
   }
 }
@@ -296,12 +319,26 @@ Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& s
   return Status::OK();
 }
 
+const AVFrame* VideoDecoder::KeptFrame(int64_t position) const {
+  for (const Kept& k : kept_) {
+    if (k.position == position) return k.frame.get();
+  }
+  return nullptr;
+}
+
+std::vector<int64_t> VideoDecoder::kept_positions() const {
+  std::vector<int64_t> out;
+  for (const Kept& k : kept_) out.push_back(k.position);
+  return out;
+}
+
 int64_t VideoDecoder::EstimatedBytes() const {
   // libavcodec keeps up to `refs` reference pictures (AV1: 8 slots), plus reordering delay,
-  // one picture per thread in flight, the one being decoded and the kept last frame.
+  // one picture per thread in flight, the one being decoded and the kept frames (which the
+  // decoder may still share as references: an upper bound).
   int64_t refs = codec_ == VideoCodec::kAV1 ? 8 : std::clamp<int64_t>(ctx_ ? ctx_->refs : 4, 1, 16);
   const int64_t delay = ctx_ ? std::max(ctx_->has_b_frames, 0) : 0;
-  const int64_t frames = refs + delay + options_.threads + 2;
+  const int64_t frames = refs + delay + options_.threads + 1 + static_cast<int64_t>(kept_.size());
   return frames * frame_bytes_ + static_cast<int64_t>(rgb_scratch_bytes_) + (int64_t{64} << 10);
 }
 
@@ -422,7 +459,7 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
     for (int64_t t : targets) {
       const bool servable = t > session->last_fed_position() ||
                             std::find(pending.begin(), pending.end(), t) != pending.end() ||
-                            t == session->last_frame_position();
+                            session->KeptFrame(t) != nullptr;
       if (!servable || session->flushed() || session->codec() != request.codec) {
         session.reset();
         break;
@@ -466,11 +503,12 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
     return deliver(frame, position);
   };
 
-  if (const AVFrame* kept = session->last_frame()) RRL_RETURN_IF_ERROR(deliver(*kept, session->last_frame_position()));
+  for (int64_t kept : session->kept_positions()) RRL_RETURN_IF_ERROR(deliver(*session->KeptFrame(kept), kept));
   for (const GopPacket& packet : request.packets) {
     if (remaining == 0) break;
     if (packet.position <= session->last_fed_position() || packet.size == 0) continue;
-    RRL_RETURN_IF_ERROR(session->Feed(packet.data, packet.size, packet.position, on_frame).WithPrefix(where));
+    Status fed = session->Feed(packet.data, packet.size, packet.position, on_frame);
+    if (!fed.ok()) return fed.WithPrefix(request.describe ? where + ", " + request.describe(packet.position) : where);
     ++outcome.packets_fed;
   }
   if (remaining > 0) {

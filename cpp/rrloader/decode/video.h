@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -57,6 +58,19 @@ struct VideoDecoderOptions {
   // max_pixels: frames (or resize targets) larger than width * height = max_pixels are
   // refused with kUnsupported (default 2^26, ~67 MP).
   int64_t max_pixels = int64_t{1} << 26;
+  // reject_reordering: a stream whose frames the decoder reorders (B-frames: the decoder
+  // reports a reorder delay, or an H.264 frame is a B picture) is refused with kUnsupported
+  // before any such frame is handed out (default false: frames are matched to their packets
+  // by position, which is exact when the samples are fed in decode order). The dataloader
+  // sets it: Rerun's VideoStream stores presentation times only, so a stream with B-frames
+  // sorted by time is not in decode order, and libavcodec would silently return wrong
+  // pictures for it.
+  bool reject_reordering = false;
+  // kept_frames: how many of the last frames that came out a session keeps (default 1, at
+  // most 1024), so that a later request wanting one of them again (the frames of a window
+  // that overlap the previous block's) is served without decoding the GOP anew. Each costs
+  // one decoded picture of memory (counted in EstimatedBytes).
+  int kept_frames = 1;
 };
 
 // VideoOutputSize: the output size; 0 x 0 (default) keeps each frame's own size.
@@ -114,8 +128,12 @@ class VideoDecoder {
   const std::vector<int64_t>& pending_positions() const { return pending_; }
   // last_frame / last_frame_position: the last frame that came out (kept so a later block
   // wanting the same position is served without a new session), or null / INT64_MIN.
-  const AVFrame* last_frame() const { return has_last_frame_ ? last_frame_.get() : nullptr; }
-  int64_t last_frame_position() const { return has_last_frame_ ? last_frame_position_ : INT64_MIN; }
+  const AVFrame* last_frame() const { return kept_.empty() ? nullptr : kept_.back().frame.get(); }
+  int64_t last_frame_position() const { return kept_.empty() ? INT64_MIN : kept_.back().position; }
+  // KeptFrame: the kept frame (one of the last `kept_frames` out) of `position`, or null.
+  const AVFrame* KeptFrame(int64_t position) const;
+  // kept_positions: the positions of the kept frames, oldest first.
+  std::vector<int64_t> kept_positions() const;
   // EstimatedBytes: an estimate of the memory this session holds (libavcodec's reference
   // frames, the kept frame, the RGB scratch), for byte-bounded caches.
   int64_t EstimatedBytes() const;
@@ -130,9 +148,11 @@ class VideoDecoder {
   AvCodecContextPtr ctx_;
   AvPacketPtr packet_;
   AvFramePtr frame_;
-  AvFramePtr last_frame_;
-  bool has_last_frame_ = false;
-  int64_t last_frame_position_ = INT64_MIN;
+  struct Kept {
+    int64_t position = 0;
+    AvFramePtr frame;
+  };
+  std::deque<Kept> kept_;  // the last frames out, oldest first (at most options_.kept_frames)
   int64_t last_fed_position_ = INT64_MIN;
   int64_t frames_decoded_ = 0;
   int64_t frame_bytes_ = 0;  // YUV bytes of the last frame seen
@@ -176,6 +196,9 @@ struct GopRequest {
   // verify_keyframe: check packets[0] with IsKeyframe (default true, as Rerun does to cover
   // a mis-logged is_keyframe); when it is not a keyframe every wanted frame is missing.
   bool verify_keyframe = true;
+  // describe: optional; names a packet position in error messages (e.g. "frame=120", the
+  // index value the caller knows it by). Called only on errors, from the decoding thread.
+  std::function<std::string(int64_t position)> describe;
 };
 
 // FrameSink: where the frame of `position` goes: a buffer of at least 3 * height * width
@@ -223,7 +246,8 @@ class VideoFrameDecoder {
 
   // DecodeGop: delivers the wanted frames of one GOP to `sink`, feeding each packet at
   // most once. A cached session for (stream_key, keyframe) continues when every wanted
-  // position is still to come, still held by the decoder, or is the session's last frame;
+  // position is still to come, still held by the decoder, or one of the session's kept
+  // frames (VideoDecoderOptions::kept_frames);
   // otherwise a new session decodes from the keyframe. Feeding stops as soon as every
   // wanted frame is delivered; if the packets run out while a wanted frame is still held
   // back (B-frames), the session is flushed (and not cached).
