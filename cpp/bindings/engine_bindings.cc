@@ -171,7 +171,7 @@ class PyEngine {
   // fields: FieldTuple; kind is "numeric", "image", "video" or "raw".
   PyEngine(nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
            const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
-           const std::vector<FieldTuple>& fields, std::string index, int num_threads) {
+           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice) {
     std::vector<rrl::sample::SegmentSamples> segs;
     for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
       segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
@@ -208,6 +208,7 @@ class PyEngine {
     o.index = std::move(index);
     o.grid_step = step;
     o.num_threads = num_threads;
+    o.thread_nice = thread_nice;
     auto ds = DatasetOf(dataset);
     rrl::Result<std::shared_ptr<rrl::engine::Engine>> r = rrl::Status::Internal("unset");
     {
@@ -270,9 +271,9 @@ void BindEngine(nb::module_& m) {
   nb::class_<PyPipeline>(m, "Pipeline").def("next", &PyPipeline::next).def("close", &PyPipeline::close);
   nb::class_<PyEngine>(m, "Engine")
       .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
-                    int64_t, const std::vector<FieldTuple>&, std::string, int>(),
+                    int64_t, const std::vector<FieldTuple>&, std::string, int, int>(),
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
-           "index"_a, "num_threads"_a)
+           "index"_a, "num_threads"_a, "thread_nice"_a)
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "fetch_ahead"_a, "max_ready_bytes"_a,
            nb::rv_policy::take_ownership)

@@ -572,6 +572,7 @@ class _RerunDataset:
         fields: Mapping[str, Field],
         timeline_sampling: FixedRateSampling | None,
         decode_threads: int | None,
+        thread_nice: int = 10,
     ):
         if not isinstance(source, DataSource):
             source = DataSource(source)
@@ -584,6 +585,9 @@ class _RerunDataset:
         if decode_threads is not None and decode_threads < 1:
             raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
         self._decode_threads = decode_threads
+        if not 0 <= int(thread_nice) <= 19:
+            raise InvalidArgumentError(f"thread_nice must be in 0..19, got {thread_nice}")
+        self._thread_nice = int(thread_nice)
         self._sample_index = SampleIndex.build(source, index, self._fields, timeline_sampling=timeline_sampling)
         self._engine_obj: Any = None
         self._engine_pid: int | None = None
@@ -646,6 +650,7 @@ class _RerunDataset:
             specs,
             self._index,
             int(threads),
+            self._thread_nice,
         )
         self._engine_pid = pid
         return self._engine_obj
@@ -802,6 +807,11 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
     ``skip_incomplete=True`` drops samples with a missing field; more than
     ``max_consecutive_skips`` in a row raises (a field that is never present would
     otherwise silently empty the epoch).
+
+    ``thread_nice`` (both datasets, default 10): niceness added to the engine's own threads
+    (fetch, decode, decode pool; never the iterating thread), so that the consumer — the
+    training step, the collate function and torch's OpenMP threads — gets the CPU first;
+    0 keeps the process's priority.
     """
 
     def __init__(
@@ -819,10 +829,11 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
         max_consecutive_skips: int = 1000,
         prefetch_blocks: int = 2,
         max_ready_bytes: int = DEFAULT_MAX_READY_BYTES,
+        thread_nice: int = 10,
     ):
         if int(fetch_size) < 1:
             raise InvalidArgumentError(f"fetch_size must be >= 1, got {fetch_size}")
-        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
         self._fetch_size = int(fetch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
@@ -883,8 +894,9 @@ class RerunMapDataset(_RerunDataset, Dataset):
         timeline_sampling: FixedRateSampling | None = None,
         *,
         decode_threads: int | None = None,
+        thread_nice: int = 10,
     ):
-        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.__getitems__([idx])[0]

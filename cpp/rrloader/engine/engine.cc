@@ -316,7 +316,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
   engine->samples_ = std::move(samples);
   engine->fields_ = std::move(fields);
   engine->options_ = std::move(options);
-  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads);
+  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads, engine->options_.thread_nice);
   return engine;
 }
 

@@ -64,6 +64,10 @@ struct EngineOptions {
   int num_threads = 0;    // decode threads; 0 = hardware concurrency
   decode::ImageLimits image_limits;
   int64_t video_index_cache_bytes = kDefaultVideoIndexCacheBytes;  // all video fields together
+  // thread_nice: niceness added to the engine's own threads (pool workers, a Pipeline's fetch
+  // and decode threads; never the caller's): 10 by default, so that the consumer wins the CPU
+  // (see thread_pool.h for why and what it measured); 0 keeps the process's priority.
+  int thread_nice = 10;
 };
 
 // FieldOutput: one field over the samples of a block. Samples are stored one after the
@@ -136,6 +140,7 @@ class Engine {
   const sample::SampleIndex& samples() const { return samples_; }
   const std::vector<std::string>& segment_ids() const { return segment_ids_; }
   int64_t Slots(const FieldSpec& f) const;  // T of the field's window (1 without)
+  const EngineOptions& options() const { return options_; }
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
