@@ -1136,9 +1136,10 @@ def test_engine_threads_run_below_the_consumer(num_ds, thread_nice):
     main_tid = threading.get_native_id()
     before = _thread_nice_values()
     base = before[main_tid]
+    # Tiny queues: the pipeline's threads wait for the consumer, so they are alive below.
     ds = RerunIterableDataset(
-        DataSource(num_ds), "frame", {"state": num_field("state")}, fetch_size=2, shuffle=False,
-        decode_threads=2, thread_nice=thread_nice,
+        DataSource(num_ds), "frame", {"state": num_field("state")}, fetch_size=1, shuffle=False,
+        decode_threads=2, thread_nice=thread_nice, prefetch_blocks=1, max_ready_bytes=1,
     )  # fmt: skip
     it = iter(ds)
     next(it)  # the pipeline's fetch and decode threads exist now

@@ -317,6 +317,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
   engine->fields_ = std::move(fields);
   engine->options_ = std::move(options);
   engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads, engine->options_.thread_nice);
+  engine->buffers_ = BufferPool::Make(engine->options_.buffer_pool_bytes);
   return engine;
 }
 
@@ -613,7 +614,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       total += count * esize;
     }
     fo.nbytes = total;
-    fo.data = std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(std::max<int64_t>(total, 1))]);
+    fo.data = buffers_->Allocate(total);
     out.stats.bytes_out += total;
     // Phase 2: decode into place.
     std::vector<Status> errs(static_cast<size_t>(n));

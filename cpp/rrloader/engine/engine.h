@@ -33,6 +33,7 @@
 #include "rrloader/decode/image.h"
 #include "rrloader/decode/numeric.h"
 #include "rrloader/decode/selector.h"
+#include "rrloader/engine/buffer_pool.h"
 #include "rrloader/engine/latest_at.h"
 #include "rrloader/engine/thread_pool.h"
 #include "rrloader/engine/video_field.h"
@@ -68,6 +69,8 @@ struct EngineOptions {
   // and decode threads; never the caller's): 10 by default, so that the consumer wins the CPU
   // (see thread_pool.h for why and what it measured); 0 keeps the process's priority.
   int thread_nice = 10;
+  // buffer_pool_bytes: released block buffers kept for the next blocks (BufferPool).
+  int64_t buffer_pool_bytes = kDefaultBufferPoolBytes;
 };
 
 // FieldOutput: one field over the samples of a block. Samples are stored one after the
@@ -165,6 +168,7 @@ class Engine {
   std::vector<std::shared_ptr<const Prepared>> prepared_;
   EngineOptions options_;
   std::unique_ptr<ThreadPool> pool_;
+  std::shared_ptr<BufferPool> buffers_;  // every field's output buffers
   // Video fields: one decoder (with its session cache) and counters per field (null for
   // other kinds), one index cache for all. Internally thread-safe; mutated by const calls.
   std::vector<std::unique_ptr<decode::VideoFrameDecoder>> video_decoders_;

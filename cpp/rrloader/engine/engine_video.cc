@@ -41,7 +41,7 @@ struct GopState {
   std::vector<size_t> first_slot;                // per wanted: the first slot wanting it
   std::vector<uint8_t*> frame;                   // per wanted: its pixels (null: none)
   std::vector<uint64_t> shape;                   // per wanted: PackShape of the frame
-  std::vector<std::unique_ptr<uint8_t[]>> side;  // per wanted: pixels outside the field buffer
+  std::vector<std::shared_ptr<uint8_t[]>> side;  // per wanted: pixels outside the field buffer
   Status error;
   decode::GopOutcome outcome;
 };
@@ -161,21 +161,26 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     st.slots = fb.fields[fi].slots;
     const VideoBlockPlan& plan = st.video->plan;
     // The frame size, when known before decoding: the requested size, or the one every
-    // stream of the block showed in earlier blocks.
+    // stream of the block showed in earlier blocks (a stream new to this process: the
+    // field's last size; a wrong guess only costs a copy, see the layout below).
     const decode::VideoOutputSize& size = fields_[fi].video.size;
     if (size.resize()) {
       st.predicted = PackShape(size.height, size.width);
     } else if (!st.video->streams.empty()) {
-      st.predicted = st.video->streams[0]->frame_shape.load();
+      const uint64_t field_shape = video_counters_[fi]->last_shape.load();
+      auto guess = [&](const VideoIndex& s) {
+        const uint64_t own = s.frame_shape.load();
+        return own != 0 ? own : field_shape;
+      };
+      st.predicted = guess(*st.video->streams[0]);
       for (const auto& s : st.video->streams) {
-        if (s->frame_shape.load() != st.predicted) st.predicted = 0;
+        if (guess(*s) != st.predicted) st.predicted = 0;
       }
     }
     st.direct = st.predicted != 0;
     st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
     if (st.direct) {
-      st.data = std::shared_ptr<uint8_t[]>(
-          new uint8_t[static_cast<size_t>(std::max<int64_t>(n * st.slots * st.frame_bytes, 1))]);
+      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
     }
     st.gops.resize(plan.gops.size());
     for (size_t g = 0; g < plan.gops.size(); ++g) {
@@ -238,7 +243,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       if (st.direct && PackShape(height, width) == st.predicted && gs.first_slot[j] != kNoSlot) {
         dst = st.data.get() + static_cast<int64_t>(gs.first_slot[j]) * st.frame_bytes;
       } else {
-        gs.side[j].reset(new uint8_t[size_t{3} * static_cast<size_t>(height) * static_cast<size_t>(width)]);
+        gs.side[j] = buffers_->Allocate(int64_t{3} * height * width);
         dst = gs.side[j].get();
       }
       gs.frame[j] = dst;
@@ -293,6 +298,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       for (size_t j = 0; j < gs.frame.size(); ++j) {
         if (gs.frame[j] != nullptr) {
           st.video->streams[static_cast<size_t>(plan.gops[g].stream)]->frame_shape.store(gs.shape[j]);
+          counters.last_shape.store(gs.shape[j]);
         }
       }
     }
@@ -404,7 +410,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
           total += T * 3 * int64_t{ShapeHeight(packed)} * ShapeWidth(packed);
         }
       }
-      fo.data = std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(std::max<int64_t>(total, 1))]);
+      fo.data = buffers_->Allocate(total);
       fo.nbytes = total;
       for (int64_t i = 0; i < n; ++i) {
         uint8_t* dst = fo.data.get() + fo.offsets[static_cast<size_t>(i)];

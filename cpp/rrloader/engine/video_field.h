@@ -90,6 +90,9 @@ struct VideoFieldCounters {
   std::atomic<int64_t> missing_not_decoded{0};
   std::atomic<int64_t> streams_indexed{0};
   std::atomic<int64_t> keyframes_rejected{0};
+  // last_shape: (height << 32) | width of the field's last delivered frame (0: none yet): the
+  // size predicted for a stream that has not delivered a frame itself.
+  std::atomic<uint64_t> last_shape{0};
 };
 
 }  // namespace rrl::engine
