@@ -87,9 +87,10 @@ Status Engine::FetchVideo(size_t fi, const std::map<int32_t, std::vector<size_t>
     // One index per (segment, column, timeline); the Segment it was built from stays with it.
     const std::string key = segment_id + '\n' + f.path + '\n' + options_.index;
     bool built = false;
+    const int32_t segment_number = seg;  // (clang 14 cannot capture structured bindings)
     auto index = video_indexes_->GetOrBuild(key, [&]() -> Result<std::shared_ptr<const VideoIndex>> {
       built = true;
-      auto segment = SegmentFor(seg, entity);
+      auto segment = SegmentFor(segment_number, entity);
       if (!segment.ok()) return segment.status().WithPrefix(where);
       return BuildVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
     });
