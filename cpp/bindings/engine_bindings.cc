@@ -248,6 +248,7 @@ class PyEngine {
     d["frames_delivered"] = s.frames_delivered;
     d["slots_filled"] = s.slots_filled;
     d["gops_started"] = s.gops_started;
+    d["sessions_recycled"] = s.sessions_recycled;
     d["gop_requests"] = s.gop_requests;
     d["session_hits"] = s.session_hits;
     d["session_misses"] = s.session_misses;

@@ -179,6 +179,7 @@ class PyVideoFrameDecoder {
     d["frames_decoded"] = s.frames_decoded;
     d["frames_delivered"] = s.frames_delivered;
     d["gops_started"] = s.gops_started;
+    d["sessions_recycled"] = s.sessions_recycled;
     d["session_hits"] = s.session_hits;
     d["session_misses"] = s.session_misses;
     d["bytes_cached"] = s.bytes_cached;

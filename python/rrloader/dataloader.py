@@ -661,7 +661,8 @@ class _RerunDataset:
         Counters since this process built its engine (a DataLoader worker has its own):
         ``frames_decoded`` (frames out of libavcodec), ``frames_delivered`` (distinct frames
         converted to RGB for blocks), ``slots_filled`` (frames handed to samples, repeats
-        included), ``gops_started``, ``gop_requests``, ``session_hits`` / ``session_misses``,
+        included), ``gops_started`` (of which ``sessions_recycled`` reused an idle decoder's
+        memory), ``gop_requests``, ``session_hits`` / ``session_misses``,
         ``missing_no_keyframe`` (samples without a keyframe at or before their packet,
         ``missing_before_first_packet`` of them before the stream's first packet),
         ``missing_not_decoded``, ``streams_indexed``, ``keyframes_rejected`` (``is_keyframe``

@@ -108,8 +108,14 @@ class VideoDecoder {
   [[nodiscard]] Status Feed(const uint8_t* data, size_t size, int64_t position, const FrameCallback& on_frame);
 
   // Flush: end of stream; the frames libavcodec still holds (reordering delay) come out.
-  // The session takes no more samples afterwards.
+  // The session takes no more samples afterwards (until Reset).
   [[nodiscard]] Status Flush(const FrameCallback& on_frame);
+
+  // Reset: back to the state of a newly opened session (avcodec_flush_buffers: no frames,
+  // no positions fed, no kept frames), keeping libavcodec's allocations (its picture pool,
+  // tables) and the RGB scratch, so decoding another GOP from its keyframe costs no new
+  // memory. The next sample must be a keyframe (with its parameter sets), as for Open.
+  void Reset();
 
   // ConvertToRgb: converts `frame` to planar [3, H, W] uint8 RGB in `out` (H x W is
   // `size`, or the frame's own size), in one libswscale call (see the file comment).
@@ -217,13 +223,14 @@ struct GopOutcome {
 
 // VideoStats: counters since construction (monotonic, except bytes_cached).
 struct VideoStats {
-  int64_t frames_decoded = 0;    // frames out of libavcodec
-  int64_t frames_delivered = 0;  // frames converted to RGB for a sink
-  int64_t gops_started = 0;      // sessions opened (a GOP decoded from its keyframe)
-  int64_t session_hits = 0;      // DecodeGop calls that continued a cached session
-  int64_t session_misses = 0;    // DecodeGop calls that needed a new session
-  int64_t bytes_cached = 0;      // EstimatedBytes of the sessions in the cache now
-  int64_t sessions_cached = 0;   // sessions in the cache now
+  int64_t frames_decoded = 0;     // frames out of libavcodec
+  int64_t frames_delivered = 0;   // frames converted to RGB for a sink
+  int64_t gops_started = 0;       // GOPs decoded from their keyframe (a new or a reset session)
+  int64_t sessions_recycled = 0;  // of those: on a reset cached session instead of a new one
+  int64_t session_hits = 0;       // DecodeGop calls that continued a cached session
+  int64_t session_misses = 0;     // DecodeGop calls that needed a new session
+  int64_t bytes_cached = 0;       // EstimatedBytes of the sessions in the cache now
+  int64_t sessions_cached = 0;    // sessions in the cache now
 };
 
 // VideoFrameDecoderOptions: decoder settings plus the session cache bound.
@@ -272,6 +279,10 @@ class VideoFrameDecoder {
     int64_t bytes = 0;
   };
   std::unique_ptr<VideoDecoder> Checkout(const std::string& key, uint64_t hash, size_t size);
+  // Recyclable: the least recently used idle session of `codec`, taken out of the cache,
+  // when the cache is so full that checking in one more session of its size would evict it
+  // anyway; else null.
+  std::unique_ptr<VideoDecoder> Recyclable(VideoCodec codec);
   void Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
 
   VideoFrameDecoderOptions options_;
@@ -282,6 +293,7 @@ class VideoFrameDecoder {
   std::atomic<int64_t> frames_decoded_{0};
   std::atomic<int64_t> frames_delivered_{0};
   std::atomic<int64_t> gops_started_{0};
+  std::atomic<int64_t> sessions_recycled_{0};
   std::atomic<int64_t> session_hits_{0};
   std::atomic<int64_t> session_misses_{0};
 };

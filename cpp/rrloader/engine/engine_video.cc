@@ -444,6 +444,7 @@ Result<VideoFieldStats> Engine::VideoStats(size_t field) const {
   s.frames_decoded = d.frames_decoded;
   s.frames_delivered = d.frames_delivered;
   s.gops_started = d.gops_started;
+  s.sessions_recycled = d.sessions_recycled;
   s.session_hits = d.session_hits;
   s.session_misses = d.session_misses;
   s.bytes_cached = d.bytes_cached;

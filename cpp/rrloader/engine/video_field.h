@@ -67,7 +67,8 @@ struct VideoFieldStats {
   int64_t frames_decoded = 0;               // frames out of libavcodec
   int64_t frames_delivered = 0;             // distinct frames converted to RGB for the block buffers
   int64_t slots_filled = 0;                 // (sample, slot) frames handed out (repeats included)
-  int64_t gops_started = 0;                 // decoder sessions opened at a keyframe
+  int64_t gops_started = 0;                 // GOPs decoded from their keyframe
+  int64_t sessions_recycled = 0;            // of those: on a reset idle session (no new allocations)
   int64_t gop_requests = 0;                 // GOP requests decoded (one per (stream, keyframe) per block)
   int64_t session_hits = 0;                 // requests that continued a cached session
   int64_t session_misses = 0;               // requests that needed a new session
