@@ -591,3 +591,22 @@ def test_a_python_subclass_that_overrides_decode_gets_the_seed_context(tmp_path)
     # A keyframe interval shorter than the GOP finds no keyframe: None, as in the seed.
     short = RerunMapDataset(dataset([path]), "frame", {"cam": Field(CAM, decode=Counting(keyframe_interval=2))})
     assert short.__getitems__([15])[0]["cam"] is None
+
+
+def test_recycled_sessions_decode_the_same_frames(tmp_path):
+    # Two codecs, two sizes, and a session cache too small for more than a few sessions:
+    # most GOPs decode on a reset session of their codec, and the frames do not change.
+    specs = {"a": ("h264", 64, 48, 6), "b": ("h265", 64, 48, 5), "c": ("h264", 128, 96, 7)}
+    paths, refs = [], {}
+    for seg, (codec, w, h, gop) in specs.items():
+        packets, keys, ref = encoded(codec, w, h, 35, gop, seed=ord(seg) + 1)
+        paths.append(vu.write_stream(tmp_path / f"{seg}.rrd", seg, packets, range(35), codec=codec))
+        refs[seg] = ref
+    src = dataset(paths)
+    small = fields(session_cache_bytes=1 << 18)
+    it = RerunIterableDataset(src, "frame", small, fetch_size=9, shuffle=True, seed=2)
+    expected = [refs[s.segment_id][v] for s in it.sample_index.segments for v in range(s.index_start, s.index_end + 1)]
+    check_frames(list(it), [expected[i] for i in it.shard_order()], "recycled sessions")
+    st = it.video_stats()["cam"]
+    assert st["sessions_recycled"] > 0 and st["sessions_recycled"] <= st["gops_started"]
+    assert st["bytes_cached"] <= 1 << 18
