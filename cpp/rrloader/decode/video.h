@@ -140,14 +140,16 @@ class VideoDecoder {
   const AVFrame* KeptFrame(int64_t position) const;
   // kept_positions: the positions of the kept frames, oldest first.
   std::vector<int64_t> kept_positions() const;
-  // EstimatedBytes: an estimate of the memory this session holds (libavcodec's reference
-  // frames, the kept frame, the RGB scratch), for byte-bounded caches.
+  // EstimatedBytes: an estimate of the memory this session holds (libavcodec's pictures and
+  // tables, the kept frames), for byte-bounded caches.
   int64_t EstimatedBytes() const;
 
  private:
   explicit VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options);
   Status Drain(const FrameCallback& on_frame, int64_t position_for_errors);
   Status SendAndDrain(const AVPacket* packet, int64_t position, const FrameCallback& on_frame);
+  // RgbScratch: this thread's packed RGB24 buffer of at least `bytes`, or null (no memory).
+  static uint8_t* RgbScratch(size_t bytes);
 
   VideoCodec codec_;
   VideoDecoderOptions options_;
@@ -173,8 +175,6 @@ class VideoDecoder {
   SwsKey sws_key_;
   int sws_colorspace_ = -1;
   int sws_src_full_range_ = -1;
-  uint8_t* rgb_scratch_ = nullptr;  // av_malloc'ed packed RGB24
-  size_t rgb_scratch_bytes_ = 0;
 };
 
 // GopPacket: one sample of a GOP: its bytes (not owned; valid during the call) and its

@@ -216,8 +216,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     }
   }
   std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.packets > b.packets; });
-  pool_->ParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t ti, int) {
-    const Task& task = tasks[static_cast<size_t>(ti)];
+  auto decode_gop = [&](const Task& task) {
     FieldState& st = states[task.state];
     GopState& gs = st.gops[task.gop];
     const FieldSpec& f = fields_[st.field];
@@ -264,7 +263,36 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       const size_t j = WantedIndex(gop.wanted, m);
       if (j < gs.frame.size() && gop.wanted[j] == m) gs.frame[j] = nullptr;
     }
-  });
+  };
+  // A field whose frame size is not known yet (the first block of a process) decodes its
+  // smallest GOP first, alone: its size lets the others go straight into the field buffer,
+  // instead of every frame into a buffer of its own and then all of them copied (a second
+  // block's worth of memory).
+  std::vector<uint8_t> done(tasks.size(), 0);
+  for (size_t si = 0; si < states.size(); ++si) {
+    FieldState& st = states[si];
+    if (st.direct || st.gops.empty()) continue;
+    size_t probe = tasks.size();
+    for (size_t ti = 0; ti < tasks.size(); ++ti) {
+      if (tasks[ti].state == si && (probe == tasks.size() || tasks[ti].packets <= tasks[probe].packets)) probe = ti;
+    }
+    decode_gop(tasks[probe]);
+    done[probe] = 1;
+    const GopState& gs = st.gops[tasks[probe].gop];
+    for (size_t j = 0; j < gs.frame.size() && !st.direct; ++j) {
+      if (gs.frame[j] == nullptr) continue;
+      st.predicted = gs.shape[j];
+      st.direct = true;
+      st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
+      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
+    }
+  }
+  std::vector<Task> rest;
+  for (size_t ti = 0; ti < tasks.size(); ++ti) {
+    if (!done[ti]) rest.push_back(tasks[ti]);
+  }
+  pool_->ParallelFor(static_cast<int64_t>(rest.size()),
+                     [&](int64_t ti, int) { decode_gop(rest[static_cast<size_t>(ti)]); });
 
   // Errors: every failed GOP of the block is reported (the first three in the message).
   {
@@ -349,11 +377,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       sample_shape[static_cast<size_t>(i)] = common;
       if (common != st.predicted) all_direct = false;
     }
-    for (const auto& gs : st.gops) {
-      for (const auto& side : gs.side) {
-        if (side != nullptr) all_direct = false;
-      }
-    }
+    // (Frames in buffers of their own but of the predicted size are copied into place below.)
     out->stats.missing += missing;
     counters.slots_filled.fetch_add((n - missing) * T);
 
@@ -366,9 +390,10 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     fo.valid = valid;
     fo.offsets.assign(static_cast<size_t>(n), 0);
     fo.shapes.assign(static_cast<size_t>(n), {});
-    if (all_direct) {
-      // Frames are in place at their first slot; copy them to the other slots that want
-      // them (before zeroing missing samples, whose slots may hold frames others need).
+    if (all_direct && st.data != nullptr) {
+      // Frames are in place at their first slot (or, of the predicted size, in a buffer of
+      // their own); copy them to the other slots that want them, before zeroing missing
+      // samples, whose slots may hold frames others need.
       const int64_t per_sample = T * st.frame_bytes;
       for (int64_t i = 0; i < n; ++i) {
         if (!valid[static_cast<size_t>(i)]) continue;

@@ -27,11 +27,12 @@
 
 namespace rrl::engine {
 
-// kDefaultVideoSessionCacheBytes: the decoder-session cache of one video field (64 MiB;
-// a 640x480 H.264 session holds about 3 MiB). Sessions only pay off when a later block
-// continues a GOP (sequential reading); under a full shuffle they rarely do, so the bound
-// is kept small.
-inline constexpr int64_t kDefaultVideoSessionCacheBytes = int64_t{64} << 20;
+// kDefaultVideoSessionCacheBytes: the decoder-session cache of one video field (32 MiB,
+// as estimated by VideoDecoder::EstimatedBytes: a 640x480 H.264 session with one reference
+// frame is about 2.5 MiB, so some 13 sessions; a 1080p one about 15 MiB). Sessions pay off
+// when a later block continues a GOP (sequential reading needs one or two per stream);
+// under a full shuffle they rarely do, so the bound is kept small.
+inline constexpr int64_t kDefaultVideoSessionCacheBytes = int64_t{32} << 20;
 
 // kVideoLookaheadPackets: packets past a GOP request's last wanted one that the decoder may
 // be fed (within the GOP) so that a stream with B-frames delivers without a flush.
