@@ -4,7 +4,9 @@
 #include <arrow/array.h>
 
 #include <algorithm>
+#include <exception>
 #include <set>
+#include <string>
 #include <utility>
 
 namespace rrl::engine {
@@ -302,7 +304,14 @@ Result<std::shared_ptr<const VideoIndex>> VideoIndexCache::GetOrBuild(const std:
     building_.emplace(key, promise.get_future().share());
     ++builds_;
   }
-  Built built = build();
+  // Whatever happens, the waiters get an answer (an exception, e.g. std::bad_alloc, would
+  // otherwise leave them waiting on a promise nobody sets).
+  Built built = Status::Internal("video index build did not finish");
+  try {
+    built = build();
+  } catch (const std::exception& e) {
+    built = Status::Internal(std::string("building a video index failed: ") + e.what());
+  }
   std::vector<std::shared_ptr<const VideoIndex>> evicted;  // freed outside the lock
   {
     std::lock_guard<std::mutex> lock(mu_);
