@@ -594,9 +594,9 @@ def test_a_python_subclass_that_overrides_decode_gets_the_seed_context(tmp_path)
 
 
 def test_recycled_sessions_decode_the_same_frames(tmp_path):
-    # Two codecs, two sizes, and a session cache too small for more than a few sessions:
+    # Three codecs, two sizes, and a session cache too small for more than a few sessions:
     # most GOPs decode on a reset session of their codec, and the frames do not change.
-    specs = {"a": ("h264", 64, 48, 6), "b": ("h265", 64, 48, 5), "c": ("h264", 128, 96, 7)}
+    specs = {"a": ("h264", 64, 48, 6), "b": ("h265", 64, 48, 5), "c": ("h264", 128, 96, 7), "d": ("av1", 64, 48, 6)}
     paths, refs = [], {}
     for seg, (codec, w, h, gop) in specs.items():
         packets, keys, ref = encoded(codec, w, h, 35, gop, seed=ord(seg) + 1)
