@@ -22,7 +22,15 @@ Workloads (index `frame`, the 50 Hz control tick):
 * `state_action`: {"state": NumericDecoder on /robot/joint_state (7 values), "action":
   NumericDecoder on /robot/action with a window of the next 50 steps};
 * `cameras`: {"state", "cam_left", "cam_right": ImageDecoder on two 640x480 JPEG
-  EncodedImage streams at 15 Hz (latest-at on the 50 Hz tick)}.
+  EncodedImage streams at 15 Hz (latest-at on the 50 Hz tick)};
+* `video` (index `frame` = the 30 Hz camera tick): {"state", "cam0", "cam1", "cam2":
+  VideoFrameDecoder on three 640x480 H.264 VideoStreams, GOP 30}. Styles `iterable`
+  (shuffled) and `sequential` (natural order: `shuffle=False` / `NoShuffle()`). Each run also
+  reports frames decoded per frame delivered (rrloader: `dataset.video_stats()`; rerun-sdk:
+  its PyAV codec contexts' `decode` wrapped in the child process, frames counted as they come
+  out, over the frames its decoder hands out) and, once per run, the decode limit: libavcodec
+  decoding every frame of the same streams with RGB conversion on every core (the faster of
+  PyAV in one process per core and rrloader's native decoder on one thread per core).
 
 Styles: `iterable` (RerunIterableDataset, shuffled over the whole dataset: `shuffle=True` /
 the default `SampleShuffle`) and `map` (RerunMapDataset with `DataLoader(shuffle=True)`, which
@@ -63,18 +71,24 @@ from make_dataloader_data import (
     DATA_ROOT,
     ENTITY_ACTION,
     ENTITY_STATE,
+    VIDEO_CAMERAS,
+    VIDEO_GOP,
     WORKLOADS,
     ensure_workload,
 )
 
 BACKENDS = ("rrloader", "rrloader-remote", "rerun")
 DEFAULT_BACKENDS = ("rrloader", "rerun")
-STYLES = ("iterable", "map")
+STYLES = ("iterable", "map", "sequential")
+DEFAULT_STYLES = {"state_action": ("iterable", "map"), "cameras": ("iterable", "map"), "video": ("iterable", "sequential")}
 INDEX = "frame"
 ACTION_STEPS = 50
-DEFAULT_SAMPLES = {"state_action": 8192, "cameras": 512}
-TARGETS = {"state_action": 20.0, "cameras": 5.0}  # rrloader / rerun samples/s, issue 3
-REMOTE_TARGETS = {"state_action": 10.0, "cameras": 5.0}  # rrloader-remote / rerun samples/s, issue 5
+DEFAULT_SAMPLES = {"state_action": 8192, "cameras": 512, "video": 2048}
+# rrloader / rerun samples/s: issue 3 (state_action, cameras), issue 4 (video, shuffled)
+TARGETS = {"state_action": 20.0, "cameras": 5.0, "video": 10.0}
+# rrloader-remote / rerun samples/s, issue 5
+REMOTE_TARGETS = {"state_action": 10.0, "cameras": 5.0, "video": 10.0}
+VIDEO_LIMIT_TARGET = 0.70  # issue 4: sequential video at >= 70% of the decode limit
 SHIM_ENV = "RRL_BENCH_TORCHVISION_SHIM"
 
 
@@ -185,6 +199,13 @@ def make_fields(api, workload: str) -> dict:
         window = tuple(range(1, ACTION_STEPS + 1)) if gen["window"] == "offsets" else (1, ACTION_STEPS)
         action = api.Field(f"{ENTITY_ACTION}:Scalars:scalars", decode=api.NumericDecoder(), window=window)
         return {"state": state, "action": action}
+    if workload == "video":
+        # rerun-sdk 0.41's VideoFrameDecoder takes codec= only by keyword; rrloader's reads the
+        # stream's codec component (logged), so both decode the same streams the same way.
+        out = {"state": state}
+        for c, entity in enumerate(VIDEO_CAMERAS):
+            out[f"cam{c}"] = api.Field(f"{entity}:VideoStream:sample", decode=api.VideoFrameDecoder(codec="h264"))
+        return out
     left, right = CAMERAS
     return {
         "state": state,
@@ -241,6 +262,8 @@ class Opened:
         extra = {} if decode_threads is None else {"decode_threads": decode_threads}
         if style == "map":
             return self.api.RerunMapDataset(self.source, INDEX, fields, **extra)
+        if style == "sequential":
+            shuffle = False
         return self.api.RerunIterableDataset(
             self.source, INDEX, fields, **iterable_kwargs(self.api, shuffle, fetch), **extra
         )
@@ -281,6 +304,113 @@ def _shapes(batch: dict) -> dict:
     return {k: [list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in batch.items()}
 
 
+# --- video: the reference's decode counts, the decode limit ----------------------------------------
+
+
+def install_reference_video_counter() -> dict:
+    """Count what rerun-sdk's VideoFrameDecoder decodes (frames out of its PyAV codec contexts)
+    and hands out (non-None frames of its results, per slot), by wrapping, in this process,
+    the method that creates its codec contexts and its batch decode method."""
+    counts = {"frames_decoded": 0, "frames_delivered": 0}
+    from rerun.experimental.dataloader.decoders import _video
+
+    class CountingContext:
+        def __init__(self, context):
+            self._context = context
+
+        def decode(self, packet=None):
+            frames = self._context.decode(packet)
+            counts["frames_decoded"] += len(frames)
+            return frames
+
+        def __getattr__(self, name):
+            return getattr(self._context, name)
+
+    create = _video.VideoFrameDecoder._create_context
+    decode = _video.VideoFrameDecoder.decode
+
+    def counting_create(self):
+        return CountingContext(create(self))
+
+    def counting_decode(self, batch, requests):
+        out = decode(self, batch, requests)
+        for value in out:
+            if value is not None:
+                counts["frames_delivered"] += value.shape[0] if value.dim() == 4 else 1
+        return out
+
+    _video.VideoFrameDecoder._create_context = counting_create
+    _video.VideoFrameDecoder.decode = counting_decode
+    return counts
+
+
+def _video_packets(data: Path, episodes: int) -> list[list[bytes]]:
+    """Every camera stream of the first `episodes` segments: packets in order."""
+    import rrloader
+
+    ds = rrloader.LocalDataset(data)
+    streams = []
+    for seg in ds.segment_ids()[:episodes]:
+        table = ds.reader(INDEX, segments=[seg], contents=["/camera/**"])
+        for entity in VIDEO_CAMERAS:
+            cells = table[f"{entity}:VideoStream:sample"].to_pylist()
+            streams.append([bytes(c[0]) for c in cells if c])
+    return streams
+
+
+def _pyav_decode_all(packets: list[bytes]) -> int:
+    """PyAV (one thread): decode every packet, convert every frame to RGB24; frames out."""
+    import av
+
+    dec = av.CodecContext.create("h264", "r")
+    dec.thread_count = 1
+    n = 0
+    for p in packets:
+        for frame in dec.decode(av.Packet(p)):
+            frame.to_ndarray(format="rgb24")
+            n += 1
+    for frame in dec.decode(None):
+        frame.to_ndarray(format="rgb24")
+        n += 1
+    return n
+
+
+def decode_limit(args) -> dict:
+    """libavcodec's throughput decoding every frame of the workload's streams, with RGB
+    conversion, on all cores: PyAV in one process per core, and rrloader's native decoder
+    (the one its dataloader uses) on one thread per core. Frames per second of each."""
+    from concurrent.futures import ThreadPoolExecutor
+    from multiprocessing import get_context
+
+    from rrloader import _core
+
+    cores = os.cpu_count() or 1
+    streams = _video_packets(args.data, args.limit_episodes)
+    frames = sum(len(s) for s in streams)
+    out = {"cores": cores, "streams": len(streams), "frames": frames}
+    with get_context("spawn").Pool(cores) as pool:
+        pool.map(_pyav_decode_all, streams[:cores])  # warm up: imports, first contexts
+        t = time.perf_counter()
+        decoded = sum(pool.map(_pyav_decode_all, streams, chunksize=1))
+        out["pyav_fps"] = decoded / (time.perf_counter() - t)
+
+    def native(packets: list[bytes]) -> int:
+        # GOP by GOP (keyframe every VIDEO_GOP packets), every frame converted to RGB.
+        n = 0
+        for lo in range(0, len(packets), VIDEO_GOP):
+            gop = packets[lo : lo + VIDEO_GOP]
+            n += sum(f is not None for f in _core.decode_video_packets("h264", gop, list(range(len(gop)))))
+        return n
+
+    with ThreadPoolExecutor(cores) as pool:
+        t = time.perf_counter()
+        decoded = sum(pool.map(native, streams))
+        out["native_fps"] = decoded / (time.perf_counter() - t)
+    out["limit_fps"] = max(out["pyav_fps"], out["native_fps"])
+    out["limit_samples_per_s"] = out["limit_fps"] / len(VIDEO_CAMERAS)
+    return out
+
+
 # --- the timed child -------------------------------------------------------------------------------
 
 
@@ -307,6 +437,7 @@ def child(args) -> dict:
     import_s = time.perf_counter() - t0
     rss_import = _peak_rss_mb(resource.RUSAGE_SELF)
 
+    reference_counter = install_reference_video_counter() if args.child == "rerun" else None
     t1 = time.perf_counter()
     opened = Opened(args.child, args.data)
     t2 = time.perf_counter()
@@ -329,6 +460,17 @@ def child(args) -> dict:
         if n >= args.samples or t_end >= deadline:
             break
     cpu = _cpu_s() - cpu0
+    video = None
+    if args.workload == "video":
+        if args.child == "rrloader" and not args.workers:
+            per_field = dataset.video_stats()
+            decoded = sum(v["frames_decoded"] for v in per_field.values())
+            handed = sum(v["slots_filled"] for v in per_field.values())
+            video = {"frames_decoded": decoded, "frames_delivered": handed, "per_field": per_field}
+        elif reference_counter is not None and not args.workers:
+            video = dict(reference_counter)
+        if video and video["frames_delivered"]:
+            video["decoded_per_delivered"] = video["frames_decoded"] / video["frames_delivered"]
     del it, loader
     out = {
         "import_s": import_s,
@@ -350,6 +492,7 @@ def child(args) -> dict:
         "peak_rss_workers_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN) if args.workers else None,
         "torchvision_shim": shim,
         "server_in_process": args.child in ("rerun", "rrloader-remote"),
+        "video": video,
     }
     opened.close()
     return out
@@ -519,7 +662,12 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], lef
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES))
+    parser.add_argument(
+        "--styles",
+        nargs="+",
+        choices=STYLES,
+        help="default: iterable and map; for video, iterable (shuffled) and sequential",
+    )
     parser.add_argument(
         "--backends",
         nargs="+",
@@ -540,7 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--samples",
         type=int,
         help=f"samples timed after the first batch (default {DEFAULT_SAMPLES['state_action']} state_action, "
-        f"{DEFAULT_SAMPLES['cameras']} cameras)",
+        f"{DEFAULT_SAMPLES['cameras']} cameras, {DEFAULT_SAMPLES['video']} video)",
     )
     parser.add_argument("--max-seconds", type=float, default=60, help="cap on the timed part of one run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per case (median reported)")
@@ -552,7 +700,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify-batches", type=int, default=2)
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--timeout", type=float, default=600, help="per child run, seconds")
+    parser.add_argument(
+        "--limit-episodes", type=int, default=4, help="video: episodes decoded for the decode limit (default 4)"
+    )
     parser.add_argument("--child", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--limit-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--verify-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--verify-remote", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
@@ -565,6 +717,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.verify_child:
         print(json.dumps(verify(args)))
+        return 0
+    if args.limit_child:
+        print(json.dumps(decode_limit(args)))
         return 0
 
     load_before = os.getloadavg()
@@ -582,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict = {}
     errors: dict = {}
     verified: dict = {}
+    limits: dict = {}
     data_params: dict = {}
     for workload in args.workloads:
         data, params = ensure_workload(
@@ -589,7 +745,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         data_params[workload] = params
         samples = args.samples or DEFAULT_SAMPLES[workload]
-        for style in args.styles:
+        styles = args.styles or list(DEFAULT_STYLES[workload])
+        for style in styles:
             case = f"{workload}/{style}"
             results[case] = {}
             for r in range(args.repeats):
@@ -636,6 +793,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 verdict = "same samples" if res["match"] else "DIFFERENT: " + "; ".join(res["problems"][:5])
                 print(f"  {workload}: {verdict} ({'; '.join(res['checked'])})", flush=True)
+        if workload == "video":
+            res = run_child(
+                ["--limit-child", "--data", str(data), "--limit-episodes", str(args.limit_episodes)], args.timeout
+            )
+            limits[workload] = res
+            if "error" in res:
+                print(f"  video decode limit failed to run: {res['error']}", file=sys.stderr)
+            else:
+                print(
+                    f"  video decode limit: {res['limit_fps']:,.0f} frames/s on {res['cores']} cores "
+                    f"(PyAV {res['pyav_fps']:,.0f}, rrloader native {res['native_fps']:,.0f}; "
+                    f"{res['frames']} frames of {res['streams']} streams) = "
+                    f"{res['limit_samples_per_s']:,.0f} samples/s of {len(VIDEO_CAMERAS)} cameras",
+                    flush=True,
+                )
 
     keys = (
         "samples_per_s",
@@ -658,6 +830,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             s["dataset_len"] = runs[0]["dataset_len"]
             s["batch_shapes"] = runs[0]["batch_shapes"]
             s["torchvision_shim"] = runs[0]["torchvision_shim"]
+            ratios = [x["video"]["decoded_per_delivered"] for x in runs if (x.get("video") or {}).get("decoded_per_delivered")]
+            s["video_decoded_per_delivered"] = median(ratios) if ratios else None
             summary.setdefault(case, {})[backend] = s
 
     headers = [
@@ -700,6 +874,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             if ratio is not None:
                 (remote_speedups if backend == "rrloader-remote" else speedups)[case] = ratio
             target = (REMOTE_TARGETS if backend == "rrloader-remote" else TARGETS)[workload]
+            target_text = "" if ratio is None else f"≥{target:g}x {'met' if ratio >= target else 'NOT met'}"
+            if workload == "video" and style == "sequential":
+                limit = limits.get(workload, {}).get("limit_samples_per_s")
+                fraction = speed / limit if (backend != "rerun" and limit and speed) else None
+                s["fraction_of_decode_limit"] = fraction
+                target_text = (
+                    ""
+                    if fraction is None
+                    else f"{100 * fraction:.0f}% of decode limit (≥{100 * VIDEO_LIMIT_TARGET:.0f}% "
+                    f"{'met' if fraction >= VIDEO_LIMIT_TARGET else 'NOT met'})"
+                )
             v = verified.get(workload, {})
             same = "-" if "match" not in v else ("yes" if v["match"] else "NO")
             row = [
@@ -708,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label,
                 _fmt(speed, ",.0f"),
                 "" if ratio is None else f"{ratio:.1f}x",
-                "" if ratio is None else f"≥{target:g}x {'met' if ratio >= target else 'NOT met'}",
+                target_text,
                 _fmt(s["cpu_ms_per_sample"], ".3g"),
                 _fmt(s["time_to_first_batch_s"], ".2f"),
                 _fmt(s["peak_rss_mb"], ".0f"),
@@ -731,6 +916,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "\nnote: the installed torchvision does not load with this torch; rerun-sdk's ImageDecoder "
             "ran with a copy of torchvision's pil_to_tensor (bench_dataloader.py, same steps)."
         )
+    video_cases = [c for c in summary if c.startswith("video/")]
+    if video_cases:
+        print("\nvideo: frames decoded by libavcodec per frame delivered to a sample (all frames of the run)")
+        vrows = []
+        for case in video_cases:
+            for backend in args.backends:
+                s = summary[case].get(backend)
+                if s is None:
+                    continue
+                vrows.append([case.split("/")[1], backend, _fmt(s.get("video_decoded_per_delivered"), ".3f")])
+        print(markdown_table(["dataset", "loader", "decoded / delivered"], vrows, left=2))
+        lim = limits.get("video", {})
+        if "limit_fps" in lim:
+            print(
+                f"decode limit: {lim['limit_fps']:,.0f} frames/s = {lim['limit_samples_per_s']:,.0f} samples/s "
+                f"(PyAV {lim['pyav_fps']:,.0f} frames/s in {lim['cores']} processes, rrloader's native decoder "
+                f"{lim['native_fps']:,.0f} frames/s on {lim['cores']} threads)"
+            )
     for key, error in errors.items():
         print(f"{key} failed: {error}")
 
@@ -738,7 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "dataloader",
         "params": {
             "workloads": args.workloads,
-            "styles": args.styles,
+            "styles": args.styles or {w: DEFAULT_STYLES[w] for w in args.workloads},
             "batch_size": args.batch_size,
             "workers": args.workers,
             "fetch": args.fetch,
@@ -759,6 +962,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "speedups": speedups,
         "remote_speedups": remote_speedups,
         "verify": verified,
+        "video_decode_limit": limits,
         "errors": errors,
         "runs": results,
     }
@@ -803,7 +1007,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 },
                 "fmt": "{:.0f}",
             },
-        ],
+        ]
+        + (
+            [
+                {
+                    "ylabel": "video: frames decoded / delivered",
+                    "labels": [c.replace("/", "\n") for c in video_cases],
+                    "series": {
+                        series_for[b]: [summary[c].get(b, {}).get("video_decoded_per_delivered") for c in video_cases]
+                        for b in args.backends
+                    },
+                    "fmt": "{:.2f}",
+                }
+            ]
+            if video_cases
+            else []
+        ),
     )
     bad = bool(errors) or any(v.get("match") is False or "error" in v for v in verified.values())
     return 1 if bad else 0

@@ -17,6 +17,16 @@ a `time` timestamp timeline.
   gradients that move over time plus a grain texture (about 70 KiB per JPEG, decoded cost
   like a real camera frame's), so no two frames are equal.
 
+* `video` (bench/data/dataloader_video/, default 20 episodes x 20 s): `/robot/joint_state`
+  (Scalars, 7 values) and three cameras `/camera/cam0..2` as Rerun `VideoStream`s: 640x480
+  H.264 at 30 fps, GOP 30, no B-frames, Annex B with SPS/PPS on every IDR (PyAV's libx264,
+  preset veryfast, CRF 23, raw packets), one chunk per GOP (like `rerun rrd optimize`'s GOP
+  batching), the codec logged once as static, `is_keyframe` logged sparse (`True` at the
+  keyframes, a chunk of its own; the reference dataloader needs it). Every row is on the
+  `frame` timeline (the 30 Hz camera tick, 600 per episode) and `time`. The pictures are a
+  panning texture with a moving bright block and drifting colour, about 3 KiB per P-frame and
+  60 KiB per keyframe.
+
 A folder is rewritten only when its parameters (saved next to the files in
 `bench_dataloader.json`) change; otherwise nothing is done. Data go under bench/data/,
 which is git-ignored.
@@ -43,10 +53,13 @@ WIDTH, HEIGHT = 640, 480
 WORKLOADS = {
     "state_action": {"episodes": 20, "seconds": 30.0, "camera_hz": 0},
     "cameras": {"episodes": 10, "seconds": 30.0, "camera_hz": 15},
+    "video": {"episodes": 20, "seconds": 20.0, "camera_hz": 30, "format": 1},
 }
 ENTITY_STATE = "/robot/joint_state"
 ENTITY_ACTION = "/robot/action"
 CAMERAS = ("/camera/left", "/camera/right")
+VIDEO_CAMERAS = ("/camera/cam0", "/camera/cam1", "/camera/cam2")
+VIDEO_GOP = 30
 
 
 def workload_dir(name: str, root: Path = DATA_ROOT) -> Path:
@@ -100,6 +113,116 @@ def _jpeg(rgb, quality: int = 85) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+def _h264_stream(seed: int, frames: int, gop: int = VIDEO_GOP) -> tuple[list[bytes], list[bool]]:
+    """One camera's H.264 packets (decode order = presentation order) and keyframe flags.
+
+    The picture is drawn straight in YUV 4:2:0 (no RGB round trip, so writing stays cheap): a
+    smooth random texture twice the frame size that pans, a bright block sliding across, and
+    chroma planes of their own texture drifting the other way.
+    """
+    import fractions
+
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def texture(h: int, w: int, cell: int, lo: int, hi: int):
+        t = rng.integers(lo, hi, (h // cell + 2, w // cell + 2)).astype(np.float32)
+        t = t.repeat(cell, 0).repeat(cell, 1)[:h, :w]
+        for axis in (0, 1):  # a little smoothing: shifted averages
+            t = (t + np.roll(t, cell // 2, axis) + np.roll(t, -cell // 2, axis)) / 3
+        return t.astype(np.uint8)
+
+    y_tex = texture(2 * HEIGHT, 2 * WIDTH, 16, 16, 235)
+    u_tex = texture(HEIGHT, WIDTH, 16, 90, 170)
+    v_tex = texture(HEIGHT, WIDTH, 16, 90, 170)
+    cc = av.CodecContext.create("libx264", "w")
+    cc.width, cc.height, cc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    cc.time_base = fractions.Fraction(1, 30)
+    cc.framerate = 30
+    cc.gop_size = gop
+    cc.max_b_frames = 0
+    cc.options = {
+        "preset": "veryfast",
+        "crf": "23",
+        "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:threads=1:log=-1",
+    }
+    packets: list[bytes] = []
+    keys: list[bool] = []
+    yuv = np.empty((HEIGHT * 3 // 2, WIDTH), np.uint8)
+    for k in range(frames):
+        dx = int(WIDTH / 2 + WIDTH / 3 * np.sin(k / 90.0 + seed))
+        dy = int(HEIGHT / 2 + HEIGHT / 3 * np.cos(k / 70.0 + seed))
+        y = yuv[:HEIGHT]
+        y[:] = y_tex[dy : dy + HEIGHT, dx : dx + WIDTH]
+        bx, by = (k * 7 + 53 * seed) % (WIDTH - 80), (k * 3 + 31 * seed) % (HEIGHT - 60)
+        y[by : by + 60, bx : bx + 80] = 230
+        cx, cy = (WIDTH // 2 - dx // 2) % (WIDTH // 2), (HEIGHT // 2 - dy // 2) % (HEIGHT // 2)
+        yuv[HEIGHT : HEIGHT + HEIGHT // 4].reshape(HEIGHT // 2, WIDTH // 2)[:] = u_tex[
+            cy : cy + HEIGHT // 2, cx : cx + WIDTH // 2
+        ]
+        yuv[HEIGHT + HEIGHT // 4 :].reshape(HEIGHT // 2, WIDTH // 2)[:] = v_tex[cy : cy + HEIGHT // 2, cx : cx + WIDTH // 2]
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame.pts = k
+        for p in cc.encode(frame):
+            packets.append(bytes(p))
+            keys.append(bool(p.is_keyframe))
+    for p in cc.encode(None):
+        packets.append(bytes(p))
+        keys.append(bool(p.is_keyframe))
+    assert len(packets) == frames and all(keys[::gop]) and sum(keys) == -(-frames // gop), "unexpected GOPs"
+    return packets, keys
+
+
+def _write_video_episode(job: dict) -> int:
+    """Write one `video` episode (state + three H.264 VideoStream cameras); returns its size."""
+    import warnings
+
+    import numpy as np
+    import rerun as rr
+
+    path, i, seconds, hz = job["path"], job["episode"], job["seconds"], job["camera_hz"]
+    n = int(round(seconds * hz))
+    t0 = START_NS + i * 3_600_000_000_000
+    frames = np.arange(n, dtype=np.int64)
+    times = np.datetime64(t0, "ns") + (frames * 10**9 // hz).astype("timedelta64[ns]")
+    state = np.random.default_rng([11, i]).standard_normal((n, DOF)).cumsum(axis=0) * 0.01
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rr.RecordingStream("bench_dataloader", recording_id=segment_id(i), send_properties=False) as rec:
+            rec.save(tmp)
+            rec.set_log_time_enabled(False)
+            rec.set_log_tick_enabled(False)
+            index = [rr.TimeColumn("frame", sequence=frames), rr.TimeColumn("time", timestamp=times)]
+            rec.send_columns(ENTITY_STATE, indexes=index, columns=rr.Scalars.columns(scalars=state))
+            for c, entity in enumerate(VIDEO_CAMERAS):
+                packets, keys = _h264_stream(seed=100 * i + c, frames=n)
+                rec.log(entity, rr.VideoStream(codec=rr.VideoCodec.H264), static=True)
+                for lo in range(0, n, VIDEO_GOP):  # one chunk per GOP
+                    hi = min(n, lo + VIDEO_GOP)
+                    rec.send_columns(
+                        entity,
+                        indexes=[
+                            rr.TimeColumn("frame", sequence=frames[lo:hi]),
+                            rr.TimeColumn("time", timestamp=times[lo:hi]),
+                        ],
+                        columns=rr.VideoStream.columns(sample=packets[lo:hi]),
+                    )
+                key_rows = np.flatnonzero(keys)
+                rec.send_columns(
+                    entity,
+                    indexes=[
+                        rr.TimeColumn("frame", sequence=frames[key_rows]),
+                        rr.TimeColumn("time", timestamp=times[key_rows]),
+                    ],
+                    columns=rr.VideoStream.columns(is_keyframe=[True] * len(key_rows)),
+                )
+    os.replace(tmp, path)
+    return os.path.getsize(path)
 
 
 # --- one episode ---------------------------------------------------------------------------------
@@ -180,7 +303,7 @@ def ensure_workload(
     """Write workload `name` under root (once); return (folder, parameters)."""
     defaults = WORKLOADS[name]
     params = {
-        "format": FORMAT,
+        "format": FORMAT if name != "video" else f"{FORMAT}.{defaults['format']}",
         "workload": name,
         "episodes": defaults["episodes"] if episodes is None else episodes,
         "seconds": defaults["seconds"] if seconds is None else seconds,
@@ -217,8 +340,9 @@ def ensure_workload(
     from multiprocessing import get_context
 
     total = 0
+    writer = _write_video_episode if name == "video" else _write_episode
     with get_context("spawn").Pool(jobs or os.cpu_count() or 1) as pool:
-        for size in pool.imap_unordered(_write_episode, todo):
+        for size in pool.imap_unordered(writer, todo):
             total += size
     marker.write_text(json.dumps(params) + "\n")
     if not quiet:
@@ -230,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
     parser.add_argument(
-        "--episodes", type=int, help="episodes per workload (default: 20 state_action, 10 cameras)"
+        "--episodes", type=int, help="episodes per workload (default: 20 state_action, 10 cameras, 20 video)"
     )
-    parser.add_argument("--seconds", type=float, help="length of each episode (default 30)")
+    parser.add_argument("--seconds", type=float, help="length of each episode (default 30; video 20)")
     parser.add_argument("--camera-hz", type=int, help="camera rate of the cameras workload (default 15)")
     parser.add_argument("--root", type=Path, default=DATA_ROOT)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="writer processes")

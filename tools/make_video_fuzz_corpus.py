@@ -1,7 +1,8 @@
 """Writes the seed corpus of fuzz/fuzz_video_bitstream.cc (run: python tools/make_video_fuzz_corpus.py DIR).
 
 Each seed is: one flags byte (bits 0-1 codec: 0 H.264, 1 H.265, 2 AV1; bit 2 run the packet
-path; bit 3 verify the keyframe; bit 4 resize), then packets as [u16 LE length][bytes]
+path; bit 3 verify the keyframe; bit 4 resize; bit 5 the dataloader's session path; bit 6
+the GOP planner), then packets as [u16 LE length][bytes]
 (the whole remainder is also what the bitstream functions see as one sample). Streams are
 encoded here with PyAV 18.1 (libx264, libx265, libsvtav1; each skipped when missing) at
 32x32 / 64x48, 3-4 frames, so seeds stay small (the fuzzer's -max_len is 64 KiB):
@@ -9,7 +10,9 @@ encoded here with PyAV 18.1 (libx264, libx265, libsvtav1; each skipped when miss
   B-frames, a keyframe without its SPS/PPS, a lone P-frame;
 - H.265 GOPs (closed GOP, IDR first) and a lone IRAP sample;
 - AV1 temporal units (sequence header + key frame, then inter frames);
-- single samples for the keyframe detector alone (bit 2 clear).
+- single samples for the keyframe detector alone (bit 2 clear);
+- the same GOPs through the session path (two requests on one decoder, kept frames, B-frames
+  refused), and a few planner inputs (bit 6: packet times/keyframes and block values).
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ def main(out_dir: str) -> None:
             seeds[f"{encoder}_{w}x{h}_gop_resize"] = _seed(codec | 4 | 16, gop[:2])
             seeds[f"{encoder}_{w}x{h}_key_only"] = bytes([codec]) + gop[0]
             seeds[f"{encoder}_{w}x{h}_inter_only"] = bytes([codec]) + gop[1]
+            seeds[f"{encoder}_{w}x{h}_sessions"] = _seed(codec | 32, gop)
         if codec == 0:
             gop = _encode(av, 0, 32, 32, 4, 12)
             seeds["h264_length_prefixed_gop"] = _seed(4 | 8, [_to_length_prefixed(p) for p in gop])
@@ -96,8 +100,17 @@ def main(out_dir: str) -> None:
             seeds["h264_idr_without_sps"] = _seed(4, [gop[0][idr:], *gop[1:]])
             seeds["h264_p_frame_first"] = _seed(4, gop[1:])
             seeds["h264_bframes"] = _seed(4 | 8, _encode(av, 0, 32, 32, 5, 12, bframes=2))
+            seeds["h264_bframes_sessions"] = _seed(32, _encode(av, 0, 32, 32, 5, 12, bframes=2))
         if codec == 1:
             seeds["h265_bframes"] = _seed(1 | 4 | 8, _encode(av, 1, 32, 32, 5, 12, bframes=2))
+    # Planner inputs (bit 6 only): packet count, per packet (time step | keyframe bit 4),
+    # slots per sample, lookahead, then (value, slot spacing) pairs.
+    rng = np.random.default_rng(7)
+    for k in range(4):
+        count = 10 + 7 * k
+        steps = [(int(rng.integers(0, 4)) | (4 if i % (3 + k) == 0 else 0)) for i in range(count)]
+        pairs = [int(v) for v in rng.integers(0, 256, 12)]
+        seeds[f"plan_{k}"] = bytes([64, count, *steps, k, k % 3, *pairs])
     for name, data in seeds.items():
         (out / name).write_bytes(data)
     print(f"wrote {len(seeds)} seeds to {out}")

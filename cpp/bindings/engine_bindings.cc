@@ -26,6 +26,11 @@ namespace {
 using namespace nb::literals;
 using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using NumpyArray = nb::ndarray<nb::numpy>;
+// VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads).
+using VideoTuple = std::tuple<std::string, int, int, int64_t, int>;
+// FieldTuple: (key, path, kind, window or None, select, join, video options).
+using FieldTuple = std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
+                              std::string, std::vector<std::string>, VideoTuple>;
 
 std::vector<int64_t> ToVec(const Int64Array& a) {
   return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
@@ -126,6 +131,9 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["chunks_loaded"] = b.stats.chunks_loaded;
   stats["bytes_out"] = b.stats.bytes_out;
   stats["missing"] = b.stats.missing;
+  stats["video_gops"] = b.stats.video_gops;
+  stats["video_frames_decoded"] = b.stats.video_frames_decoded;
+  stats["video_frames_delivered"] = b.stats.video_frames_delivered;
   stats["samples"] = static_cast<int64_t>(n);
   return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
                         VecArray(std::move(b.segment_pos), nb::dtype<int32_t>()),
@@ -160,20 +168,17 @@ class PyPipeline {
 
 class PyEngine {
  public:
-  // fields: (key, path, kind, window or None, select, join)
-  PyEngine(
-      nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
-      const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
-      const std::vector<std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
-                                   std::string, std::vector<std::string>>>& fields,
-      std::string index, int num_threads) {
+  // fields: FieldTuple; kind is "numeric", "image", "video" or "raw".
+  PyEngine(nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
+           const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
+           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice) {
     std::vector<rrl::sample::SegmentSamples> segs;
     for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
       segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
     }
     auto samples = Unwrap(rrl::sample::SampleIndex::Make(std::move(segs), step));
     std::vector<rrl::engine::FieldSpec> specs;
-    for (const auto& [key, path, kind, window, select, join] : fields) {
+    for (const auto& [key, path, kind, window, select, join, video] : fields) {
       rrl::engine::FieldSpec f;
       f.key = key;
       f.path = path;
@@ -181,6 +186,14 @@ class PyEngine {
         f.kind = rrl::engine::FieldKind::kNumeric;
       } else if (kind == "image") {
         f.kind = rrl::engine::FieldKind::kImage;
+      } else if (kind == "video") {
+        f.kind = rrl::engine::FieldKind::kVideo;
+        const auto& [codec, height, width, session_cache_bytes, threads] = video;
+        f.video.codec = codec;
+        f.video.size.height = height;
+        f.video.size.width = width;
+        f.video.session_cache_bytes = session_cache_bytes;
+        f.video.threads = threads;
       } else if (kind == "raw") {
         f.kind = rrl::engine::FieldKind::kRaw;
       } else {
@@ -195,6 +208,7 @@ class PyEngine {
     o.index = std::move(index);
     o.grid_step = step;
     o.num_threads = num_threads;
+    o.thread_nice = thread_nice;
     auto ds = DatasetOf(dataset);
     rrl::Result<std::shared_ptr<rrl::engine::Engine>> r = rrl::Status::Internal("unset");
     {
@@ -226,6 +240,28 @@ class PyEngine {
 
   int64_t total() const { return engine_->samples().total(); }
 
+  // video_stats: the statistics of video field number `field` (a position in the fields list).
+  nb::dict video_stats(size_t field) const {
+    const rrl::engine::VideoFieldStats s = Unwrap(engine_->VideoStats(field));
+    nb::dict d;
+    d["frames_decoded"] = s.frames_decoded;
+    d["frames_delivered"] = s.frames_delivered;
+    d["slots_filled"] = s.slots_filled;
+    d["gops_started"] = s.gops_started;
+    d["sessions_recycled"] = s.sessions_recycled;
+    d["gop_requests"] = s.gop_requests;
+    d["session_hits"] = s.session_hits;
+    d["session_misses"] = s.session_misses;
+    d["bytes_cached"] = s.bytes_cached;
+    d["sessions_cached"] = s.sessions_cached;
+    d["missing_no_keyframe"] = s.missing_no_keyframe;
+    d["missing_before_first_packet"] = s.missing_before_first_packet;
+    d["missing_not_decoded"] = s.missing_not_decoded;
+    d["streams_indexed"] = s.streams_indexed;
+    d["keyframes_rejected"] = s.keyframes_rejected;
+    return d;
+  }
+
  private:
   std::shared_ptr<const rrl::engine::Engine> engine_;
 };
@@ -236,17 +272,14 @@ void BindEngine(nb::module_& m) {
   nb::class_<PyPipeline>(m, "Pipeline").def("next", &PyPipeline::next).def("close", &PyPipeline::close);
   nb::class_<PyEngine>(m, "Engine")
       .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
-                    int64_t,
-                    const std::vector<
-                        std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
-                                   std::string, std::vector<std::string>>>&,
-                    std::string, int>(),
+                    int64_t, const std::vector<FieldTuple>&, std::string, int, int>(),
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
-           "index"_a, "num_threads"_a)
+           "index"_a, "num_threads"_a, "thread_nice"_a)
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "fetch_ahead"_a, "max_ready_bytes"_a,
            nb::rv_policy::take_ownership)
-      .def("total", &PyEngine::total);
+      .def("total", &PyEngine::total)
+      .def("video_stats", &PyEngine::video_stats, "field"_a);
   m.def(
       "epoch_order",
       [](int64_t total, uint64_t seed, uint64_t epoch, bool shuffle) {

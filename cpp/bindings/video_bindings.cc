@@ -6,7 +6,8 @@
 //   _core.video_to_annex_b(sample) -> bytes            (4-byte length prefixes -> start codes)
 //   _core.video_codec_name(codec) -> "h264" | "h265" | "av1"  (names or Rerun enum values)
 //   _core.decode_video_packets(codec, packets, wanted, *, size=None, threads=1,
-//                              verify_keyframe=True) -> list[numpy uint8 [3, H, W] | None]
+//                              verify_keyframe=True, reject_reordering=False)
+//       -> list[numpy uint8 [3, H, W] | None]
 //       packets: the samples of one stream from a keyframe on, decode order, positions
 //       0..n-1; wanted: positions; None where no frame exists (see VideoFrameDecoder).
 //   _core.VideoFrameDecoder(*, session_cache_bytes=256 MiB, threads=1, max_pixels=2**26)
@@ -34,6 +35,7 @@
 #include "bindings/common.h"
 #include "rrloader/decode/bitstream.h"
 #include "rrloader/decode/video.h"
+#include "rrloader/engine/video_field.h"
 
 namespace rrl_bindings {
 namespace {
@@ -144,9 +146,10 @@ nb::list DecodeWith(rrl::decode::VideoFrameDecoder& decoder, const std::string& 
 
 nb::list DecodeVideoPackets(nb::handle codec, const std::vector<nb::object>& packets,
                             const std::vector<int64_t>& wanted, std::optional<std::pair<int, int>> size, int threads,
-                            bool verify_keyframe) {
+                            bool verify_keyframe, bool reject_reordering) {
   rrl::decode::VideoFrameDecoderOptions options;
   options.decoder.threads = threads;
+  options.decoder.reject_reordering = reject_reordering;
   options.session_cache_bytes = 0;
   rrl::decode::VideoFrameDecoder decoder(options);
   std::vector<int64_t> positions(packets.size());
@@ -176,6 +179,7 @@ class PyVideoFrameDecoder {
     d["frames_decoded"] = s.frames_decoded;
     d["frames_delivered"] = s.frames_delivered;
     d["gops_started"] = s.gops_started;
+    d["sessions_recycled"] = s.sessions_recycled;
     d["session_hits"] = s.session_hits;
     d["session_misses"] = s.session_misses;
     d["bytes_cached"] = s.bytes_cached;
@@ -216,6 +220,7 @@ nb::bytes VideoToAnnexB(nb::handle sample) {
 void BindVideo(nanobind::module_& m) {
   const rrl::decode::VideoFrameDecoderOptions defaults;
   m.attr("DEFAULT_VIDEO_SESSION_CACHE_BYTES") = defaults.session_cache_bytes;
+  m.attr("DEFAULT_VIDEO_FIELD_SESSION_CACHE_BYTES") = rrl::engine::kDefaultVideoSessionCacheBytes;
   m.def("video_is_keyframe", &VideoIsKeyframe, "codec"_a, "sample"_a,
         "Whether a VideoStream sample starts a GOP (Rerun's rules; internal).");
   m.def("video_is_annex_b", &VideoIsAnnexB, "sample"_a, "Whether an H.264/H.265 sample uses start codes (internal).");
@@ -225,7 +230,7 @@ void BindVideo(nanobind::module_& m) {
       "video_codec_name", [](nb::handle codec) { return std::string(rrl::decode::VideoCodecName(CodecOf(codec))); },
       "codec"_a, "Canonical name of a codec name or Rerun VideoCodec value (internal).");
   m.def("decode_video_packets", &DecodeVideoPackets, "codec"_a, "packets"_a, "wanted"_a, nb::kw_only(),
-        "size"_a = nb::none(), "threads"_a = 1, "verify_keyframe"_a = true,
+        "size"_a = nb::none(), "threads"_a = 1, "verify_keyframe"_a = true, "reject_reordering"_a = false,
         "Decodes the wanted positions of one stream's packets (from a keyframe, decode order) into uint8 "
         "[3, H, W] RGB arrays; None where no frame exists (internal; GIL released).");
   nb::class_<PyVideoFrameDecoder>(m, "VideoFrameDecoder")

@@ -51,6 +51,7 @@ __all__ = [
     "SampleIndex",
     "SegmentMetadata",
     "Selector",
+    "VideoFrameDecoder",
     "collate_samples",
     "tracing_scope",
     "with_tracing",
@@ -151,12 +152,135 @@ class ImageDecoder(ColumnDecoder):
         return frames[0] if len(frames) == 1 else torch.stack(frames)
 
 
+class VideoFrameDecoder(ColumnDecoder):
+    """Decode frames of a Rerun ``VideoStream`` (``/cam:VideoStream:sample``) to ``[3, H, W]`` uint8 RGB.
+
+    H.264 (Annex B or 4-byte length-prefixed AVCC, detected per sample), H.265 (Annex B) and
+    AV1, decoded natively by libavcodec (AV1 through libdav1d). Windows give ``[T, 3, H, W]``.
+
+    As a ``Field`` decoder it runs inside the engine, GOP-aware: a sample's frame is the one of
+    the latest packet at or before its index value, decoded from the latest keyframe at or
+    before that packet; the keyframes come from the stream's ``is_keyframe`` column when the
+    segment logs it, else from the bitstream (every sample is checked while the stream is
+    indexed), and a marked keyframe is always checked against the bitstream. A block's
+    frames are grouped by GOP, each GOP is fed to the decoder once, and open decoder sessions
+    (at most ``session_cache_bytes`` per field) let a later block continue a GOP. A sample with
+    no keyframe at or before its packet (e.g. before the stream's first frame) is ``None``
+    and counted in ``dataset.video_stats()``; frames are never guessed.
+
+    - ``codec``: used when the stream has no ``VideoStream:codec`` component (the component
+      wins when logged): ``"h264"``/``"avc"``, ``"h265"``/``"hevc"``, ``"av1"`` (any case).
+    - ``keyframe_interval`` / ``fps_estimate``: the seed API's; they only shape
+      ``context_range`` (the native path finds the real keyframes).
+    - ``size=(H, W)``: resize every delivered frame once, natively (bilinear).
+    - ``session_cache_bytes``: bound on the open decoder sessions of the field (32 MiB).
+    - ``threads``: libavcodec threads per decoding session (1; GOPs decode in parallel on the
+      engine's threads anyway).
+
+    Called directly, ``decode(raw, index_value, segment_id)`` decodes the cells of ``raw`` in
+    order (empty cells and consecutive repeats, which a latest-at filled query produces,
+    skipped) from the first keyframe and returns the last frame, or ``None`` without a
+    keyframe; ``codec`` defaults to H.264 there.
+    """
+
+    _native_kind = "video"
+
+    def __init__(
+        self,
+        codec: str | None = None,
+        keyframe_interval: int = 30,
+        fps_estimate: float = 30.0,
+        *,
+        size: tuple[int, int] | None = None,
+        session_cache_bytes: int | None = None,
+        threads: int = 1,
+    ):
+        if codec is not None:
+            if not isinstance(codec, str):
+                raise InvalidArgumentError(f"VideoFrameDecoder codec must be a string such as 'h264', got {codec!r}")
+            codec = _core.video_codec_name(codec)  # raises for codecs rrloader does not decode
+        if isinstance(keyframe_interval, bool) or int(keyframe_interval) != keyframe_interval or keyframe_interval < 1:
+            raise InvalidArgumentError(f"keyframe_interval must be a positive integer, got {keyframe_interval!r}")
+        if not (float(fps_estimate) > 0 and math.isfinite(float(fps_estimate))):
+            raise InvalidArgumentError(f"fps_estimate must be a positive number, got {fps_estimate!r}")
+        if size is not None:
+            size = tuple(size)
+            if len(size) != 2 or any(isinstance(x, bool) or int(x) != x or int(x) <= 0 for x in size):
+                raise InvalidArgumentError(f"size must be (height, width) with both positive, got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        if session_cache_bytes is None:
+            session_cache_bytes = _core.DEFAULT_VIDEO_FIELD_SESSION_CACHE_BYTES
+        if int(session_cache_bytes) < 0:
+            raise InvalidArgumentError(f"session_cache_bytes must be >= 0, got {session_cache_bytes!r}")
+        if int(threads) < 1:
+            raise InvalidArgumentError(f"threads must be >= 1, got {threads!r}")
+        self.codec = codec
+        self.keyframe_interval = int(keyframe_interval)
+        self.fps_estimate = float(fps_estimate)
+        self.size = size
+        self.session_cache_bytes = int(session_cache_bytes)
+        self.threads = int(threads)
+
+    def __repr__(self) -> str:
+        extra = "" if self.size is None else f", size={self.size}"
+        return (
+            f"VideoFrameDecoder(codec={self.codec!r}, keyframe_interval={self.keyframe_interval}, "
+            f"fps_estimate={self.fps_estimate}{extra})"
+        )
+
+    def context_range(self, index_value: IndexValue) -> tuple[IndexValue, IndexValue]:
+        """The seed's estimate of the range from the previous keyframe to ``index_value``.
+
+        Integer indices: ``(max(0, v - keyframe_interval), v)``; timestamps and durations:
+        ``(v - d, v)`` with ``d = int(keyframe_interval / fps_estimate * 1e9)`` ns (not clamped).
+        """
+        if isinstance(index_value, (np.datetime64, np.timedelta64)):
+            d = np.timedelta64(int(self.keyframe_interval / self.fps_estimate * 1e9), "ns")
+            v = index_value.astype(f"{index_value.dtype.kind}8[ns]")
+            return (v - d, v)
+        v = int(index_value)
+        return (max(0, v - self.keyframe_interval), v)
+
+    def decode(self, raw: pa.ChunkedArray, index_value: IndexValue, segment_id: str) -> Any:
+        packets: list[bytes] = []
+        for cell in _cells(raw):
+            if not cell.is_valid or len(cell) == 0:
+                continue
+            blob = b"".join(bytes(v.as_py()) for v in cell.values if v.is_valid)
+            if blob and (not packets or packets[-1] != blob):
+                packets.append(blob)
+        codec = self.codec or "h264"
+        first = None
+        for i, p in enumerate(packets):
+            try:
+                if _core.video_is_keyframe(codec, p):
+                    first = i
+                    break
+            except RrloaderError:
+                continue  # a sample the detector cannot parse is no place to start
+        if first is None:
+            return None
+        feed = packets[first:]
+        (frame,) = _core.decode_video_packets(
+            codec, feed, [len(feed) - 1], size=self.size, threads=self.threads, reject_reordering=True
+        )
+        return None if frame is None else torch.from_numpy(frame)
+
+
 def _native_kind(decoder: ColumnDecoder) -> str:
-    """'numeric'/'image' when the engine can run `decoder` natively, else 'raw' (Python)."""
-    for base in (NumericDecoder, ImageDecoder):
+    """'numeric'/'image'/'video' when the engine can run `decoder` natively, else 'raw' (Python)."""
+    for base in (NumericDecoder, ImageDecoder, VideoFrameDecoder):
         if isinstance(decoder, base) and type(decoder).decode is base.decode:
             return base._native_kind
     return "raw"
+
+
+def _video_options(decoder: ColumnDecoder) -> tuple[str, int, int, int, int]:
+    """The engine's video settings of a field: (codec, height, width, session cache bytes, threads)."""
+    if _native_kind(decoder) != "video":
+        return ("", 0, 0, 0, 1)
+    h, w = decoder.size or (0, 0)
+    return (decoder.codec or "", h, w, decoder.session_cache_bytes, decoder.threads)
 
 
 # --------------------------------------------------------------------------- fields
@@ -458,6 +582,7 @@ class _RerunDataset:
         fields: Mapping[str, Field],
         timeline_sampling: FixedRateSampling | None,
         decode_threads: int | None,
+        thread_nice: int = 10,
     ):
         if not isinstance(source, DataSource):
             source = DataSource(source)
@@ -470,6 +595,9 @@ class _RerunDataset:
         if decode_threads is not None and decode_threads < 1:
             raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
         self._decode_threads = decode_threads
+        if not 0 <= int(thread_nice) <= 19:
+            raise InvalidArgumentError(f"thread_nice must be in 0..19, got {thread_nice}")
+        self._thread_nice = int(thread_nice)
         self._sample_index = SampleIndex.build(source, index, self._fields, timeline_sampling=timeline_sampling)
         self._engine_obj: Any = None
         self._engine_pid: int | None = None
@@ -516,6 +644,7 @@ class _RerunDataset:
                     f.window,
                     f.select.query if f.select is not None else "",
                     list(f.join or ()),
+                    _video_options(f.decode),
                 )
             )
         threads = self._decode_threads
@@ -531,9 +660,32 @@ class _RerunDataset:
             specs,
             self._index,
             int(threads),
+            self._thread_nice,
         )
         self._engine_pid = pid
         return self._engine_obj
+
+    def video_stats(self) -> dict[str, dict[str, int]]:
+        """Per video field (``VideoFrameDecoder`` run natively): what its decoding cost so far.
+
+        Counters since this process built its engine (a DataLoader worker has its own):
+        ``frames_decoded`` (frames out of libavcodec), ``frames_delivered`` (distinct frames
+        converted to RGB for blocks), ``slots_filled`` (frames handed to samples, repeats
+        included), ``gops_started`` (of which ``sessions_recycled`` reused an idle decoder's
+        memory), ``gop_requests``, ``session_hits`` / ``session_misses``,
+        ``missing_no_keyframe`` (samples without a keyframe at or before their packet,
+        ``missing_before_first_packet`` of them before the stream's first packet),
+        ``missing_not_decoded``, ``streams_indexed``, ``keyframes_rejected`` (``is_keyframe``
+        marks the bitstream refuted); and now: ``bytes_cached`` / ``sessions_cached`` (open
+        decoder sessions). ``frames_decoded / frames_delivered`` is the decoding overhead:
+        1.0 when nothing is decoded that is not delivered.
+        """
+        engine = self._engine()
+        return {
+            key: dict(engine.video_stats(i))
+            for i, (key, f) in enumerate(self._fields.items())
+            if _native_kind(f.decode) == "video"
+        }
 
     def _record_spans(self, stats: Mapping[str, int]) -> None:
         if not tracing.enabled():
@@ -554,7 +706,14 @@ class _RerunDataset:
             "rrloader.decode",
             stats["decode_start_ns"],
             stats["decode_end_ns"],
-            {**common, "rrloader.decode.bytes": stats["bytes_out"], "rrloader.decode.missing": stats["missing"]},
+            {
+                **common,
+                "rrloader.decode.bytes": stats["bytes_out"],
+                "rrloader.decode.missing": stats["missing"],
+                "rrloader.decode.video_gops": stats["video_gops"],
+                "rrloader.decode.video_frames_decoded": stats["video_frames_decoded"],
+                "rrloader.decode.video_frames_delivered": stats["video_frames_delivered"],
+            },
         )
 
     def _assemble(self, block: tuple) -> list[dict[str, Any]]:
@@ -659,6 +818,11 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
     ``skip_incomplete=True`` drops samples with a missing field; more than
     ``max_consecutive_skips`` in a row raises (a field that is never present would
     otherwise silently empty the epoch).
+
+    ``thread_nice`` (both datasets, default 10): niceness added to the engine's own threads
+    (fetch, decode, decode pool; never the iterating thread), so that the consumer — the
+    training step, the collate function and torch's OpenMP threads — gets the CPU first;
+    0 keeps the process's priority.
     """
 
     def __init__(
@@ -676,10 +840,11 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
         max_consecutive_skips: int = 1000,
         prefetch_blocks: int = 2,
         max_ready_bytes: int = DEFAULT_MAX_READY_BYTES,
+        thread_nice: int = 10,
     ):
         if int(fetch_size) < 1:
             raise InvalidArgumentError(f"fetch_size must be >= 1, got {fetch_size}")
-        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
         self._fetch_size = int(fetch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
@@ -712,8 +877,19 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
         pipe = engine.iterate(order, self._fetch_size, self._prefetch_blocks, self._max_ready_bytes)
         skipped = 0
         try:
-            while (block := pipe.next()) is not None:
-                for sample in self._assemble(block):
+            while True:
+                # Nothing here may keep a block alive while the next one is asked for: the
+                # engine decodes the block after next as soon as this call takes one, and a
+                # block still referenced then is one more block in memory (354 MB of three
+                # 640x480 cameras at fetch_size 128).
+                block = pipe.next()
+                if block is None:
+                    break
+                samples = self._assemble(block)
+                del block
+                samples.reverse()
+                while samples:
+                    sample = samples.pop()
                     if self._skip_incomplete and any(v is None for v in sample.values()):
                         skipped += 1
                         if skipped > self._max_consecutive_skips:
@@ -725,6 +901,7 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
                         continue
                     skipped = 0
                     yield sample
+                    del sample
         finally:
             pipe.close()
 
@@ -740,8 +917,9 @@ class RerunMapDataset(_RerunDataset, Dataset):
         timeline_sampling: FixedRateSampling | None = None,
         *,
         decode_threads: int | None = None,
+        thread_nice: int = 10,
     ):
-        super().__init__(source, index, fields, timeline_sampling, decode_threads)
+        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.__getitems__([idx])[0]

@@ -4,8 +4,8 @@
 
 writes one `.rrd` per episode (skipped when DIR already holds a complete dataset made with
 the same parameters), then opens DIR with rrloader and prints `rrloader inspect DIR`, then
-trains a tiny policy (joint state + camera image -> the next 50 actions) on it for a fixed
-number of steps through rrloader's PyTorch dataloader (`rrloader.train_demo`).
+trains a tiny policy (joint state + camera image + wrist video -> the next 50 actions) on it
+for a fixed number of steps through rrloader's PyTorch dataloader (`rrloader.train_demo`).
 
 Each episode (recording id `episode_0000`, `episode_0001`, ...) holds, on two timelines —
 `frame` (sequence: the 50 Hz tick index) and `time` (timestamp, ns) — :
@@ -13,10 +13,13 @@ Each episode (recording id `episode_0000`, `episode_0001`, ...) holds, on two ti
 * `/robot/joint_state`  Scalars, 7 values, 50 Hz
 * `/robot/action`       Scalars, 7 values, 50 Hz
 * `/camera/front`       EncodedImage, JPEG 128x96, 15 Hz (a pattern that moves over time)
+* `/camera/wrist`       VideoStream, H.264 128x96, 30 fps, GOP 10, no B-frames, Annex B with
+                        SPS/PPS on every IDR (PyAV's libx264), `is_keyframe` logged sparse;
+                        the picture follows the robot's first two joints
 
-and static data: `/robot` TextDocument("franka") and `/camera/front` Pinhole intrinsics.
-No `log_time`/`log_tick` timelines. rerun-sdk, numpy and Pillow are imported only when a
-dataset is written, so importing this module is cheap.
+and static data: `/robot` TextDocument("franka"), `/camera/front` Pinhole intrinsics and
+`/camera/wrist` VideoStream codec. No `log_time`/`log_tick` timelines. rerun-sdk, numpy,
+Pillow and PyAV are imported only when a dataset is written, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from pathlib import Path
 
 JOINT_HZ = 50
 CAMERA_HZ = 15
+WRIST_HZ = 30
+WRIST_GOP = 10  # short GOPs keep random access cheap: a shuffled sample decodes 5.5 frames on average
 NUM_JOINTS = 7
 IMAGE_WIDTH = 128
 IMAGE_HEIGHT = 96
@@ -45,7 +50,7 @@ def episode_id(i: int) -> str:
 
 
 def _params(n_episodes: int, seconds: float, seed: int) -> dict:
-    return {"format": 1, "n_episodes": n_episodes, "seconds": seconds, "seed": seed}
+    return {"format": 2, "n_episodes": n_episodes, "seconds": seconds, "seed": seed}
 
 
 def _has_footer(path: Path) -> bool:
@@ -106,6 +111,49 @@ def _camera_frame(k: int, t_s: float, rng) -> bytes:
     return buf.getvalue()
 
 
+def _wrist_video(joints, frames: int) -> tuple[list[bytes], list[bool]]:
+    """H.264 packets of the wrist camera: a disc whose position follows joints 0 and 1 (so the
+    video carries information about the state) over a slowly shifting colour background."""
+    import fractions
+
+    import av
+    import numpy as np
+
+    y, x = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH]
+    cc = av.CodecContext.create("libx264", "w")
+    cc.width, cc.height, cc.pix_fmt = IMAGE_WIDTH, IMAGE_HEIGHT, "yuv420p"
+    cc.time_base = fractions.Fraction(1, WRIST_HZ)
+    cc.framerate = WRIST_HZ
+    cc.gop_size = WRIST_GOP
+    cc.max_b_frames = 0  # Rerun's VideoStream has no decode order: no B-frames
+    cc.options = {
+        "preset": "veryfast",
+        "x264-params": f"keyint={WRIST_GOP}:min-keyint={WRIST_GOP}:scenecut=0:bframes=0:threads=1:log=-1",
+    }
+    packets: list[bytes] = []
+    keys: list[bool] = []
+    for k in range(frames):
+        j0, j1 = joints[k, 0], joints[k, 1]
+        cx = IMAGE_WIDTH / 2 + 40 * np.tanh(j0)
+        cy = IMAGE_HEIGHT / 2 + 30 * np.tanh(j1)
+        disc = ((x - cx) ** 2 + (y - cy) ** 2) < 12**2
+        rgb = np.stack(
+            [np.full_like(x, 60 + (k % 60)), 90 + 60 * np.sin(x / 20.0 + k / 30.0), 120 + 40 * np.cos(y / 15.0)],
+            axis=-1,
+        )
+        rgb[disc] = (250, 240, 40)
+        frame = av.VideoFrame.from_ndarray(np.clip(rgb, 0, 255).astype(np.uint8), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = k
+        for p in cc.encode(frame):
+            packets.append(bytes(p))
+            keys.append(bool(p.is_keyframe))
+    for p in cc.encode(None):
+        packets.append(bytes(p))
+        keys.append(bool(p.is_keyframe))
+    return packets, keys
+
+
 def write_episode(path: str | Path, index: int, *, seconds: float = 10, seed: int = 0) -> Path:
     """Write one episode (recording id `episode_{index:04d}`) to `path` and return it."""
     import numpy as np
@@ -132,6 +180,13 @@ def write_episode(path: str | Path, index: int, *, seconds: float = 10, seed: in
     cam_times = np.datetime64(start_ns, "ns") + cam_ns.astype("timedelta64[ns]")
     jpegs = [_camera_frame(int(k), float(ns) / 1e9, rng) for k, ns in zip(cam_k, cam_ns, strict=True)]
 
+    n_wrist = int(np.floor(seconds * WRIST_HZ))
+    wrist_k = np.arange(n_wrist)
+    wrist_ns = (wrist_k * 1_000_000_000) // WRIST_HZ
+    wrist_frames = (wrist_k * JOINT_HZ) // WRIST_HZ  # the 50 Hz tick at or before the exposure
+    wrist_times = np.datetime64(start_ns, "ns") + wrist_ns.astype("timedelta64[ns]")
+    wrist_packets, wrist_keys = _wrist_video(joints[wrist_frames], n_wrist)
+
     focal = 0.8 * IMAGE_WIDTH
     with rr.RecordingStream(APPLICATION_ID, recording_id=episode_id(index), send_properties=False) as rec:
         rec.save(path)
@@ -151,6 +206,27 @@ def write_episode(path: str | Path, index: int, *, seconds: float = 10, seed: in
             indexes=[rr.TimeColumn("frame", sequence=cam_frames), rr.TimeColumn("time", timestamp=cam_times)],
             columns=rr.EncodedImage.columns(blob=jpegs, media_type=["image/jpeg"] * n_cam),
         )
+        rec.log("/camera/wrist", rr.VideoStream(codec=rr.VideoCodec.H264), static=True)
+        for lo in range(0, n_wrist, WRIST_GOP):  # one chunk per GOP
+            hi = min(n_wrist, lo + WRIST_GOP)
+            rec.send_columns(
+                "/camera/wrist",
+                indexes=[
+                    rr.TimeColumn("frame", sequence=wrist_frames[lo:hi]),
+                    rr.TimeColumn("time", timestamp=wrist_times[lo:hi]),
+                ],
+                columns=rr.VideoStream.columns(sample=wrist_packets[lo:hi]),
+            )
+        keyframes = np.flatnonzero(wrist_keys)
+        if len(keyframes):
+            rec.send_columns(
+                "/camera/wrist",
+                indexes=[
+                    rr.TimeColumn("frame", sequence=wrist_frames[keyframes]),
+                    rr.TimeColumn("time", timestamp=wrist_times[keyframes]),
+                ],
+                columns=rr.VideoStream.columns(is_keyframe=[True] * len(keyframes)),
+            )
     return path
 
 

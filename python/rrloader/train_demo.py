@@ -2,9 +2,10 @@
 
     python -m rrloader.train_demo [--data DIR] [--steps N] [--batch-size B] [--seed S]
 
-The policy maps the robot's joint state (7 floats) and the front camera image (JPEG,
-128x96) at a `frame` tick to the next 50 actions (a 50 x 7 window): a small CNN for the
-image, an MLP for the state, an MLP head. The data comes through the public API:
+The policy maps the robot's joint state (7 floats), the front camera image (JPEG, 128x96)
+and the wrist camera's video frame (H.264 VideoStream, 128x96) at a `frame` tick to the next
+50 actions (a 50 x 7 window): a small CNN over both pictures, an MLP for the state, an MLP
+head. The data comes through the public API:
 
     source = rrloader.DataSource(dataset=rrloader.LocalDataset(DIR))
     fields = {
@@ -12,6 +13,7 @@ image, an MLP for the state, an MLP head. The data comes through the public API:
         "action": rrloader.Field("/robot/action:Scalars:scalars", decode=rrloader.NumericDecoder(),
                                  window=(1, 50)),
         "image": rrloader.Field("/camera/front:EncodedImage:blob", decode=rrloader.ImageDecoder()),
+        "wrist": rrloader.Field("/camera/wrist:VideoStream:sample", decode=rrloader.VideoFrameDecoder()),
     }
     ds = rrloader.RerunIterableDataset(source, "frame", fields, fetch_size=128, shuffle=True)
     loader = torch.utils.data.DataLoader(ds, batch_size=32, collate_fn=rrloader.collate_samples)
@@ -35,6 +37,7 @@ from typing import Any
 STATE_PATH = "/robot/joint_state:Scalars:scalars"
 ACTION_PATH = "/robot/action:Scalars:scalars"
 IMAGE_PATH = "/camera/front:EncodedImage:blob"
+WRIST_PATH = "/camera/wrist:VideoStream:sample"
 INDEX = "frame"
 NUM_JOINTS = 7
 HORIZON = 50  # actions at frame t+1 .. t+50
@@ -102,6 +105,7 @@ def make_fields() -> dict[str, Any]:
         "state": rrloader.Field(STATE_PATH, decode=rrloader.NumericDecoder()),
         "action": rrloader.Field(ACTION_PATH, decode=rrloader.NumericDecoder(), window=ACTION_WINDOW),
         "image": rrloader.Field(IMAGE_PATH, decode=rrloader.ImageDecoder()),
+        "wrist": rrloader.Field(WRIST_PATH, decode=rrloader.VideoFrameDecoder()),
     }
 
 
@@ -112,7 +116,7 @@ def make_dataset(
     shuffle: bool = True,
     seed: int = DEFAULT_SEED,
 ):
-    """The demo's training samples: `state` [7], `action` [50, 7], `image` [3, 96, 128] uint8."""
+    """The demo's training samples: `state` [7], `action` [50, 7], `image` and `wrist` [3, 96, 128] uint8."""
     import rrloader
 
     source = rrloader.DataSource(dataset=rrloader.LocalDataset(str(data_dir)))
@@ -143,7 +147,9 @@ def complete_rows(batch: dict[str, Any], missing: dict[str, Any]) -> dict[str, A
 
 
 def make_policy():
-    """A small CNN + MLP: (state [B,7], image [B,3,96,128] uint8) -> actions [B,50,7]."""
+    """A small CNN + MLP: (state [B,7], image and wrist [B,3,96,128] uint8) -> actions [B,50,7].
+
+    The two pictures are stacked as 6 channels into one CNN."""
     import torch
     from torch import nn
 
@@ -156,7 +162,7 @@ def make_policy():
 
             self.vision = nn.Sequential(
                 nn.AvgPool2d(4),  # 96x128 -> 24x32
-                *block(3, 16),  # 12x16
+                *block(6, 16),  # 12x16
                 *block(16, 32),  # 6x8
                 *block(32, 32),  # 3x4
                 nn.Flatten(),
@@ -170,8 +176,8 @@ def make_policy():
                 nn.Linear(256, HORIZON * NUM_JOINTS),
             )
 
-        def forward(self, state: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-            x = image.float().div_(255.0).sub_(0.5)
+        def forward(self, state: torch.Tensor, image: torch.Tensor, wrist: torch.Tensor) -> torch.Tensor:
+            x = torch.cat([image, wrist], dim=1).float().div_(255.0).sub_(0.5)
             features = torch.cat([self.vision(x), self.proprio(state)], dim=1)
             delta = self.head(features).view(-1, HORIZON, NUM_JOINTS)
             return state.unsqueeze(1) + delta  # actions as offsets from the current state
@@ -283,7 +289,7 @@ def _train(data, steps, batch_size, fetch_size, lr, seed, progress, on_batch) ->
                     if batch is None:
                         continue
                     batches_this_epoch += 1
-                    prediction = policy(batch["state"].float(), batch["image"])
+                    prediction = policy(batch["state"].float(), batch["image"], batch["wrist"])
                     loss = torch.nn.functional.mse_loss(prediction, batch["action"].float())
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -353,7 +359,7 @@ def run(
         )
         return 0
     print(
-        f"\ntraining a tiny policy (joint state + camera -> {HORIZON} x {NUM_JOINTS} actions) on "
+        f"\ntraining a tiny policy (joint state + camera image + wrist video -> {HORIZON} x {NUM_JOINTS} actions) on "
         f"{len(dataset)} samples: {steps} steps, batch size {batch_size}, {DEMO_TORCH_THREADS} torch thread(s)",
         file=sys.stderr,
         flush=True,

@@ -2,7 +2,8 @@
 
 The dataset is the demo's own (written with rerun-sdk at test time, 2 episodes of 2 s), so
 the expected figures follow from its definition: 50 Hz joints on `frame`/`time`, a 15 Hz
-camera, static `/robot` text and camera intrinsics.
+camera, a 30 fps wrist video (with sparse keyframe marks), static `/robot` text, camera
+intrinsics and the video's codec.
 """
 
 from __future__ import annotations
@@ -60,10 +61,13 @@ def _expected_rows_per_segment() -> dict[str, int]:
     k = np.arange(int(SECONDS * demo.CAMERA_HZ))
     cam_frames = (k * demo.JOINT_HZ) // demo.CAMERA_HZ
     cam_ns = (k * 1_000_000_000) // demo.CAMERA_HZ
+    w = np.arange(int(SECONDS * demo.WRIST_HZ))
+    wrist_frames = (w * demo.JOINT_HZ) // demo.WRIST_HZ
+    wrist_ns = (w * 1_000_000_000) // demo.WRIST_HZ
     tick_ns = np.arange(n) * (1_000_000_000 // demo.JOINT_HZ)
     return {
-        "frame": len(np.union1d(np.arange(n), cam_frames)),
-        "time": len(np.union1d(tick_ns, cam_ns)),
+        "frame": len(np.union1d(np.union1d(np.arange(n), cam_frames), wrist_frames)),
+        "time": len(np.union1d(np.union1d(tick_ns, cam_ns), wrist_ns)),
     }
 
 
@@ -86,7 +90,7 @@ def test_inspect_json(capsys, demo_dir):
         start = demo.START_TIME_NS + i * demo.EPISODE_SPACING_NS
         assert seg["ranges"]["frame"] == {"start": 0, "end": SECONDS * 50 - 1}
         assert seg["ranges"]["time"] == {"start": start, "end": start + (SECONDS * 50 - 1) * 20_000_000}
-        assert seg["chunk_rows"] >= SECONDS * (50 + 50 + 15)
+        assert seg["chunk_rows"] >= SECONDS * (50 + 50 + 15 + 30)
         assert "rows" not in seg  # only with --count-rows
     columns = {c["name"]: c for c in info["columns"]}
     assert set(columns) == {
@@ -96,12 +100,16 @@ def test_inspect_json(capsys, demo_dir):
         "/camera/front:EncodedImage:media_type",
         "/camera/front:Pinhole:image_from_camera",
         "/camera/front:Pinhole:resolution",
+        "/camera/wrist:VideoStream:codec",
+        "/camera/wrist:VideoStream:is_keyframe",
+        "/camera/wrist:VideoStream:sample",
         "/robot:TextDocument:text",
     }
     static = {name for name, c in columns.items() if c["static"]}
     assert static == {
         "/camera/front:Pinhole:image_from_camera",
         "/camera/front:Pinhole:resolution",
+        "/camera/wrist:VideoStream:codec",
         "/robot:TextDocument:text",
     }
     assert columns["/robot/joint_state:Scalars:scalars"]["type"] == "list<item: double>"
@@ -138,7 +146,7 @@ def test_inspect_text(capsys, demo_dir):
     rc, out, err = _run(capsys, "inspect", str(demo_dir), "--quiet", "--count-rows")
     assert rc == 0 and err == ""
     assert f"dataset: {demo_dir}" in out
-    assert "2 segment(s), 2 timeline(s), 7 column(s) (3 static)" in out
+    assert "2 segment(s), 2 timeline(s), 10 column(s) (4 static)" in out
     for text in (
         "episode_0000",
         "episode_0001",

@@ -1129,3 +1129,41 @@ def test_builtin_decoders_called_directly():
     cell = pa.array([[list(blob)]], pa.list_(pa.list_(pa.uint8())))
     img = ImageDecoder().decode(pa.chunked_array([cell]), 0, "s")
     np.testing.assert_array_equal(img.numpy(), dlutil.pillow_chw(blob))
+
+
+def _thread_nice_values() -> dict[int, int]:
+    """tid -> niceness of every thread of this process (Linux /proc; field 19 of stat)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = int(fields[16])  # stat field 19 (nice), counted after the comm field
+    return out
+
+
+@pytest.mark.parametrize("thread_nice", [10, 0])
+def test_engine_threads_run_below_the_consumer(num_ds, thread_nice):
+    import threading
+
+    main_tid = threading.get_native_id()
+    before = _thread_nice_values()
+    base = before[main_tid]
+    # Tiny queues: the pipeline's threads wait for the consumer, so they are alive below.
+    ds = RerunIterableDataset(
+        DataSource(num_ds), "frame", {"state": num_field("state")}, fetch_size=1, shuffle=False,
+        decode_threads=2, thread_nice=thread_nice, prefetch_blocks=1, max_ready_bytes=1,
+    )  # fmt: skip
+    it = iter(ds)
+    next(it)  # the pipeline's fetch and decode threads exist now
+    during = _thread_nice_values()
+    new = {tid: nice for tid, nice in during.items() if tid not in before}
+    assert during[main_tid] == base  # the iterating thread keeps its priority
+    # The pool worker and the pipeline's two threads, at the requested increment.
+    assert len([t for t, nice in new.items() if nice == min(19, base + thread_nice)]) >= 3, new
+    del it
+    RerunMapDataset(DataSource(num_ds), "frame", {"state": num_field("state")}, thread_nice=19)
+    with pytest.raises(RrloaderError, match="thread_nice"):
+        RerunMapDataset(DataSource(num_ds), "frame", {"state": num_field("state")}, thread_nice=-1)

@@ -35,11 +35,18 @@ def test_dataset_yields_the_fields_the_policy_needs(demo_dir):
     frames = SECONDS * 50
     assert len(ds) == N_EPISODES * (frames - train_demo.HORIZON)
     sample = next(iter(ds))
-    assert set(sample) == {"state", "action", "image"}
+    assert set(sample) == {"state", "action", "image", "wrist"}
     assert tuple(sample["state"].shape) == (train_demo.NUM_JOINTS,)
     assert tuple(sample["action"].shape) == (train_demo.HORIZON, train_demo.NUM_JOINTS)
     if sample["image"] is not None:
         assert tuple(sample["image"].shape) == train_demo.IMAGE_SHAPE
+    # The wrist video starts at frame 0: every sample has its frame, decoded from H.264.
+    before = ds.video_stats()["wrist"]  # counts the blocks the first iterator decoded ahead too
+    wrist = [s["wrist"] for s in ds]
+    assert all(w is not None and tuple(w.shape) == train_demo.IMAGE_SHAPE for w in wrist)
+    after = ds.video_stats()["wrist"]
+    assert after["slots_filled"] - before["slots_filled"] == len(ds)
+    assert after["missing_no_keyframe"] == 0
 
 
 def test_train_a_few_steps(demo_dir):
@@ -54,6 +61,7 @@ def test_train_a_few_steps(demo_dir):
                 tuple(batch["state"].shape),
                 tuple(batch["image"].shape),
                 batch["image"].dtype,
+                tuple(batch["wrist"].shape),
                 tuple(batch["action"].shape),
                 tuple(prediction.shape),
             )
@@ -71,11 +79,12 @@ def test_train_a_few_steps(demo_dir):
     assert result.samples == sum(s[0][0] for s in shapes)
     assert result.seconds > 0 and result.samples_per_s > 0
     h, j = train_demo.HORIZON, train_demo.NUM_JOINTS
-    for state, image, image_dtype, action, prediction in shapes:
+    for state, image, image_dtype, wrist, action, prediction in shapes:
         b = state[0]
         assert 0 < b <= BATCH
         assert state == (b, j)
         assert image == (b, *train_demo.IMAGE_SHAPE) and image_dtype == torch.uint8
+        assert wrist == (b, *train_demo.IMAGE_SHAPE)
         assert action == (b, h, j)
         assert prediction == (b, h, j)
     assert result.prediction_shape == (shapes[-1][0][0], h, j)

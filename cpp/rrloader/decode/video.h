@@ -34,6 +34,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -57,6 +58,19 @@ struct VideoDecoderOptions {
   // max_pixels: frames (or resize targets) larger than width * height = max_pixels are
   // refused with kUnsupported (default 2^26, ~67 MP).
   int64_t max_pixels = int64_t{1} << 26;
+  // reject_reordering: a stream whose frames the decoder reorders (B-frames: the decoder
+  // reports a reorder delay, or an H.264 frame is a B picture) is refused with kUnsupported
+  // before any such frame is handed out (default false: frames are matched to their packets
+  // by position, which is exact when the samples are fed in decode order). The dataloader
+  // sets it: Rerun's VideoStream stores presentation times only, so a stream with B-frames
+  // sorted by time is not in decode order, and libavcodec would silently return wrong
+  // pictures for it.
+  bool reject_reordering = false;
+  // kept_frames: how many of the last frames that came out a session keeps (default 1, at
+  // most 1024), so that a later request wanting one of them again (the frames of a window
+  // that overlap the previous block's) is served without decoding the GOP anew. Each costs
+  // one decoded picture of memory (counted in EstimatedBytes).
+  int kept_frames = 1;
 };
 
 // VideoOutputSize: the output size; 0 x 0 (default) keeps each frame's own size.
@@ -94,8 +108,14 @@ class VideoDecoder {
   [[nodiscard]] Status Feed(const uint8_t* data, size_t size, int64_t position, const FrameCallback& on_frame);
 
   // Flush: end of stream; the frames libavcodec still holds (reordering delay) come out.
-  // The session takes no more samples afterwards.
+  // The session takes no more samples afterwards (until Reset).
   [[nodiscard]] Status Flush(const FrameCallback& on_frame);
+
+  // Reset: back to the state of a newly opened session (avcodec_flush_buffers: no frames,
+  // no positions fed, no kept frames), keeping libavcodec's allocations (its picture pool,
+  // tables) and the RGB scratch, so decoding another GOP from its keyframe costs no new
+  // memory. The next sample must be a keyframe (with its parameter sets), as for Open.
+  void Reset();
 
   // ConvertToRgb: converts `frame` to planar [3, H, W] uint8 RGB in `out` (H x W is
   // `size`, or the frame's own size), in one libswscale call (see the file comment).
@@ -114,25 +134,33 @@ class VideoDecoder {
   const std::vector<int64_t>& pending_positions() const { return pending_; }
   // last_frame / last_frame_position: the last frame that came out (kept so a later block
   // wanting the same position is served without a new session), or null / INT64_MIN.
-  const AVFrame* last_frame() const { return has_last_frame_ ? last_frame_.get() : nullptr; }
-  int64_t last_frame_position() const { return has_last_frame_ ? last_frame_position_ : INT64_MIN; }
-  // EstimatedBytes: an estimate of the memory this session holds (libavcodec's reference
-  // frames, the kept frame, the RGB scratch), for byte-bounded caches.
+  const AVFrame* last_frame() const { return kept_.empty() ? nullptr : kept_.back().frame.get(); }
+  int64_t last_frame_position() const { return kept_.empty() ? INT64_MIN : kept_.back().position; }
+  // KeptFrame: the kept frame (one of the last `kept_frames` out) of `position`, or null.
+  const AVFrame* KeptFrame(int64_t position) const;
+  // kept_positions: the positions of the kept frames, oldest first.
+  std::vector<int64_t> kept_positions() const;
+  // EstimatedBytes: an estimate of the memory this session holds (libavcodec's pictures and
+  // tables, the kept frames), for byte-bounded caches.
   int64_t EstimatedBytes() const;
 
  private:
   explicit VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options);
   Status Drain(const FrameCallback& on_frame, int64_t position_for_errors);
   Status SendAndDrain(const AVPacket* packet, int64_t position, const FrameCallback& on_frame);
+  // RgbScratch: this thread's packed RGB24 buffer of at least `bytes`, or null (no memory).
+  static uint8_t* RgbScratch(size_t bytes);
 
   VideoCodec codec_;
   VideoDecoderOptions options_;
   AvCodecContextPtr ctx_;
   AvPacketPtr packet_;
   AvFramePtr frame_;
-  AvFramePtr last_frame_;
-  bool has_last_frame_ = false;
-  int64_t last_frame_position_ = INT64_MIN;
+  struct Kept {
+    int64_t position = 0;
+    AvFramePtr frame;
+  };
+  std::deque<Kept> kept_;  // the last frames out, oldest first (at most options_.kept_frames)
   int64_t last_fed_position_ = INT64_MIN;
   int64_t frames_decoded_ = 0;
   int64_t frame_bytes_ = 0;  // YUV bytes of the last frame seen
@@ -147,8 +175,6 @@ class VideoDecoder {
   SwsKey sws_key_;
   int sws_colorspace_ = -1;
   int sws_src_full_range_ = -1;
-  uint8_t* rgb_scratch_ = nullptr;  // av_malloc'ed packed RGB24
-  size_t rgb_scratch_bytes_ = 0;
 };
 
 // GopPacket: one sample of a GOP: its bytes (not owned; valid during the call) and its
@@ -176,6 +202,9 @@ struct GopRequest {
   // verify_keyframe: check packets[0] with IsKeyframe (default true, as Rerun does to cover
   // a mis-logged is_keyframe); when it is not a keyframe every wanted frame is missing.
   bool verify_keyframe = true;
+  // describe: optional; names a packet position in error messages (e.g. "frame=120", the
+  // index value the caller knows it by). Called only on errors, from the decoding thread.
+  std::function<std::string(int64_t position)> describe;
 };
 
 // FrameSink: where the frame of `position` goes: a buffer of at least 3 * height * width
@@ -194,13 +223,14 @@ struct GopOutcome {
 
 // VideoStats: counters since construction (monotonic, except bytes_cached).
 struct VideoStats {
-  int64_t frames_decoded = 0;    // frames out of libavcodec
-  int64_t frames_delivered = 0;  // frames converted to RGB for a sink
-  int64_t gops_started = 0;      // sessions opened (a GOP decoded from its keyframe)
-  int64_t session_hits = 0;      // DecodeGop calls that continued a cached session
-  int64_t session_misses = 0;    // DecodeGop calls that needed a new session
-  int64_t bytes_cached = 0;      // EstimatedBytes of the sessions in the cache now
-  int64_t sessions_cached = 0;   // sessions in the cache now
+  int64_t frames_decoded = 0;     // frames out of libavcodec
+  int64_t frames_delivered = 0;   // frames converted to RGB for a sink
+  int64_t gops_started = 0;       // GOPs decoded from their keyframe (a new or a reset session)
+  int64_t sessions_recycled = 0;  // of those: on a reset cached session instead of a new one
+  int64_t session_hits = 0;       // DecodeGop calls that continued a cached session
+  int64_t session_misses = 0;     // DecodeGop calls that needed a new session
+  int64_t bytes_cached = 0;       // EstimatedBytes of the sessions in the cache now
+  int64_t sessions_cached = 0;    // sessions in the cache now
 };
 
 // VideoFrameDecoderOptions: decoder settings plus the session cache bound.
@@ -223,7 +253,8 @@ class VideoFrameDecoder {
 
   // DecodeGop: delivers the wanted frames of one GOP to `sink`, feeding each packet at
   // most once. A cached session for (stream_key, keyframe) continues when every wanted
-  // position is still to come, still held by the decoder, or is the session's last frame;
+  // position is still to come, still held by the decoder, or one of the session's kept
+  // frames (VideoDecoderOptions::kept_frames);
   // otherwise a new session decodes from the keyframe. Feeding stops as soon as every
   // wanted frame is delivered; if the packets run out while a wanted frame is still held
   // back (B-frames), the session is flushed (and not cached).
@@ -248,6 +279,10 @@ class VideoFrameDecoder {
     int64_t bytes = 0;
   };
   std::unique_ptr<VideoDecoder> Checkout(const std::string& key, uint64_t hash, size_t size);
+  // Recyclable: the least recently used idle session of `codec`, taken out of the cache,
+  // when the cache is so full that checking in one more session of its size would evict it
+  // anyway; else null.
+  std::unique_ptr<VideoDecoder> Recyclable(VideoCodec codec);
   void Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
 
   VideoFrameDecoderOptions options_;
@@ -258,6 +293,7 @@ class VideoFrameDecoder {
   std::atomic<int64_t> frames_decoded_{0};
   std::atomic<int64_t> frames_delivered_{0};
   std::atomic<int64_t> gops_started_{0};
+  std::atomic<int64_t> sessions_recycled_{0};
   std::atomic<int64_t> session_hits_{0};
   std::atomic<int64_t> session_misses_{0};
 };

@@ -168,6 +168,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
     return it->second;
   };
   auto engine = std::shared_ptr<Engine>(new Engine());
+  engine->video_prepared_.resize(fields.size());
   for (const FieldSpec& f : fields) {
     auto p = std::make_shared<Prepared>();
     auto type_r = column_type(f, f.path);
@@ -233,12 +234,75 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
         p->dtype = decode::DType::kUInt8;
         break;
       }
+      case FieldKind::kVideo: {
+        if (!f.join.empty()) return Status::InvalidArgument("field '" + f.key + "': join needs NumericDecoder");
+        if (p->selector) {
+          return Status::InvalidArgument("field '" + f.key +
+                                         "': VideoFrameDecoder fields take no selector (decode every sample of "
+                                         "the stream; select on other columns)");
+        }
+        if (!IsBlobType(*instance)) {
+          return Status::InvalidArgument("field '" + f.key +
+                                         "': VideoFrameDecoder needs a VideoStream sample column (blobs), but '" +
+                                         f.path + "' holds " + instance->ToString());
+        }
+        VideoPrepared vp;
+        const std::string entity = EntityOf(f.path);
+        const std::string sample_component = f.path.substr(entity.size() + 1);
+        vp.columns.sample = refs[f.path];
+        const std::string archetype_prefix = sample_component.substr(0, sample_component.rfind(':') + 1);
+        vp.columns.keyframe_component = archetype_prefix + "is_keyframe";
+        vp.columns.codec_component = archetype_prefix + "codec";
+        if (!f.video.codec.empty()) {
+          auto c = decode::ParseVideoCodec(f.video.codec);
+          if (!c.ok()) return c.status().WithPrefix("field '" + f.key + "' (VideoFrameDecoder codec)");
+          vp.fallback_codec = *c;
+        }
+        const std::string codec_path = SiblingPath(f.path, "codec");
+        if (!vp.fallback_codec && types.find(codec_path) == types.end()) {
+          return Status::InvalidArgument("field '" + f.key + "': the dataset has no codec column '" + codec_path +
+                                         "' for '" + f.path + "'; pass VideoFrameDecoder(codec=...)");
+        }
+        if (f.video.size.resize() != (f.video.size.height != 0 || f.video.size.width != 0) || f.video.size.height < 0 ||
+            f.video.size.width < 0) {
+          return Status::InvalidArgument("field '" + f.key + "': size must be (height, width), both positive");
+        }
+        if (f.video.session_cache_bytes < 0) {
+          return Status::InvalidArgument("field '" + f.key + "': session_cache_bytes must be >= 0");
+        }
+        if (f.video.threads < 1 || f.video.threads > 64) {
+          return Status::InvalidArgument("field '" + f.key + "': decoder threads must be 1..64");
+        }
+        p->dtype = decode::DType::kUInt8;
+        engine->video_prepared_[engine->prepared_.size()] = std::move(vp);
+        break;
+      }
       case FieldKind::kRaw:
         if (!f.join.empty()) return Status::InvalidArgument("field '" + f.key + "': join needs NumericDecoder");
         break;
     }
     engine->prepared_.push_back(std::move(p));
   }
+  engine->video_decoders_.resize(fields.size());
+  engine->video_counters_.resize(fields.size());
+  for (size_t fi = 0; fi < fields.size(); ++fi) {
+    if (fields[fi].kind != FieldKind::kVideo) continue;
+    decode::VideoFrameDecoderOptions vo;
+    vo.session_cache_bytes = fields[fi].video.session_cache_bytes;
+    vo.decoder.threads = fields[fi].video.threads;
+    vo.decoder.reject_reordering = true;  // see VideoDecoderOptions: samples sorted by time
+    // A window's frames overlap the previous block's by up to T - 1 frames: keep that many,
+    // so sequential windows decode each frame once.
+    const auto& window = fields[fi].window;
+    const int64_t slots = window ? (window->second - window->first) / std::max<int64_t>(options.grid_step, 1) + 1 : 1;
+    vo.decoder.kept_frames = static_cast<int>(std::clamp<int64_t>(slots, 1, 1024));
+    engine->video_decoders_[fi] = std::make_unique<decode::VideoFrameDecoder>(vo);
+    engine->video_counters_[fi] = std::make_unique<VideoFieldCounters>();
+  }
+  if (options.video_index_cache_bytes < 0) {
+    return Status::InvalidArgument("video_index_cache_bytes must be >= 0");
+  }
+  engine->video_indexes_ = std::make_unique<VideoIndexCache>(options.video_index_cache_bytes);
   {
     const std::vector<std::string> known = dataset->SegmentIds();
     for (const auto& id : segment_ids) {
@@ -252,7 +316,8 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
   engine->samples_ = std::move(samples);
   engine->fields_ = std::move(fields);
   engine->options_ = std::move(options);
-  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads);
+  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads, engine->options_.thread_nice);
+  engine->buffers_ = BufferPool::Make(engine->options_.buffer_pool_bytes);
   return engine;
 }
 
@@ -320,6 +385,10 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     const Prepared& p = *prepared_[fi];
     auto& fc = fb.fields[fi];
     fc.slots = Slots(f);
+    if (f.kind == FieldKind::kVideo) {
+      RRL_RETURN_IF_ERROR(FetchVideo(fi, samples_by_segment, &fb));
+      continue;
+    }
     const int64_t T = fc.slots;
     const int64_t hi = f.window ? f.window->second : 0;
     // Slot t of sample i reads value (v + hi) - (T - 1 - t) * step.
@@ -394,6 +463,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     const int64_t T = fc.slots;
     FieldOutput& fo = out.fields[fi];
     fo.dtype = p.dtype;
+    if (f.kind == FieldKind::kVideo) continue;  // all video fields at once, below
     if (f.kind == FieldKind::kRaw) {
       // A Python decoder reads the cells as Arrow: one single-row slice per slot, null where
       // there is no value.
@@ -574,7 +644,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       total += count * esize;
     }
     fo.nbytes = total;
-    fo.data = std::shared_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(std::max<int64_t>(total, 1))]);
+    fo.data = buffers_->Allocate(total);
     out.stats.bytes_out += total;
     // Phase 2: decode into place.
     std::vector<Status> errs(static_cast<size_t>(n));
@@ -642,6 +712,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       if (!e.ok()) return e;
     }
   }
+  RRL_RETURN_IF_ERROR(DecodeVideo(fb, &out));
   out.stats.decode_end_ns = NowNs();
   return out;
 }

@@ -15,13 +15,14 @@
 // nothing there. A field with any missing slot is missing for that sample (its `valid`
 // byte is 0); a missing sample's bytes are zero.
 //
-// Thread safety: an Engine is immutable after Make; Fetch/Decode/Run may be called from
-// several threads at once, but Decode uses the engine's one thread pool, whose
-// ParallelFor calls are serialized.
+// Thread safety: an Engine is immutable after Make (apart from its internally synchronized
+// video caches and counters); Fetch/Decode/Run may be called from several threads at once,
+// but Decode uses the engine's one thread pool, whose ParallelFor calls are serialized.
 #pragma once
 
 #include <arrow/chunked_array.h>
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -32,8 +33,10 @@
 #include "rrloader/decode/image.h"
 #include "rrloader/decode/numeric.h"
 #include "rrloader/decode/selector.h"
+#include "rrloader/engine/buffer_pool.h"
 #include "rrloader/engine/latest_at.h"
 #include "rrloader/engine/thread_pool.h"
+#include "rrloader/engine/video_field.h"
 #include "rrloader/sample/sample_index.h"
 
 namespace rrl::engine {
@@ -41,6 +44,7 @@ namespace rrl::engine {
 enum class FieldKind : uint8_t {
   kNumeric,  // NumericDecoder: flattened leaf values, [D] or [T, D]; with `join`, [N, sum D] or [T, N, sum D]
   kImage,    // ImageDecoder: EncodedImage blobs (JPEG/PNG) or raw Image buffers, [C, H, W] or [T, C, H, W]
+  kVideo,    // VideoFrameDecoder: VideoStream samples, GOP-aware, [3, H, W] or [T, 3, H, W] uint8 RGB
   kRaw,      // a Python decoder: the engine only resolves rows; Python decodes
 };
 
@@ -52,6 +56,7 @@ struct FieldSpec {
   std::optional<std::pair<int64_t, int64_t>> window;  // inclusive offsets, native unit
   std::string select;                                 // "" = none
   std::vector<std::string> join;                      // kNumeric only: components joined instance by instance
+  VideoFieldOptions video;                            // kVideo only
 };
 
 struct EngineOptions {
@@ -59,6 +64,13 @@ struct EngineOptions {
   int64_t grid_step = 1;  // 1 on integer timelines; the fixed-rate grid's ns on time timelines
   int num_threads = 0;    // decode threads; 0 = hardware concurrency
   decode::ImageLimits image_limits;
+  int64_t video_index_cache_bytes = kDefaultVideoIndexCacheBytes;  // all video fields together
+  // thread_nice: niceness added to the engine's own threads (pool workers, a Pipeline's fetch
+  // and decode threads; never the caller's): 10 by default, so that the consumer wins the CPU
+  // (see thread_pool.h for why and what it measured); 0 keeps the process's priority.
+  int thread_nice = 10;
+  // buffer_pool_bytes: released block buffers kept for the next blocks (BufferPool).
+  int64_t buffer_pool_bytes = kDefaultBufferPoolBytes;
 };
 
 // FieldOutput: one field over the samples of a block. Samples are stored one after the
@@ -83,6 +95,7 @@ struct FieldOutput {
 struct BlockStats {
   int64_t fetch_start_ns = 0, fetch_end_ns = 0, decode_start_ns = 0, decode_end_ns = 0;
   int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;  // queries: column lookups
+  int64_t video_gops = 0, video_frames_decoded = 0, video_frames_delivered = 0;          // all video fields
 };
 
 // FetchedBlock: a block after the fetch stage (internal to the pipeline).
@@ -96,6 +109,7 @@ struct FetchedBlock {
     std::vector<CellRef> cells;               // the field's column
     std::vector<std::vector<CellRef>> joins;  // joined columns, in `join` order
     std::vector<CellRef> format;              // raw images: the Image:format column
+    std::shared_ptr<VideoFetch> video;        // kVideo: the block's GOP plan and packets
   };
   std::vector<FieldCells> fields;                               // in spec order
   std::vector<std::shared_ptr<const chunk::Chunk>> keep_alive;  // owners of the cells' arrays
@@ -129,6 +143,10 @@ class Engine {
   const sample::SampleIndex& samples() const { return samples_; }
   const std::vector<std::string>& segment_ids() const { return segment_ids_; }
   int64_t Slots(const FieldSpec& f) const;  // T of the field's window (1 without)
+  const EngineOptions& options() const { return options_; }
+  // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
+  // when it is not a video field.
+  [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
 
  private:
   struct Prepared;  // per-field resolved types (selector, dtype)
@@ -138,6 +156,10 @@ class Engine {
   // catalog::Dataset::EntitySegment; a remote dataset may fetch them now).
   [[nodiscard]] Result<std::shared_ptr<const store::Segment>> SegmentFor(int32_t seg,
                                                                          const std::string& entity_path) const;
+  // FetchVideo / DecodeVideo: the video fields' parts of Fetch and Decode (engine_video.cc).
+  [[nodiscard]] Status FetchVideo(size_t field, const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
+                                  FetchedBlock* fb) const;
+  [[nodiscard]] Status DecodeVideo(const FetchedBlock& fb, Block* out) const;
 
   std::shared_ptr<const catalog::Dataset> dataset_;
   std::vector<std::string> segment_ids_;  // by segment number
@@ -146,6 +168,13 @@ class Engine {
   std::vector<std::shared_ptr<const Prepared>> prepared_;
   EngineOptions options_;
   std::unique_ptr<ThreadPool> pool_;
+  std::shared_ptr<BufferPool> buffers_;  // every field's output buffers
+  // Video fields: one decoder (with its session cache) and counters per field (null for
+  // other kinds), one index cache for all. Internally thread-safe; mutated by const calls.
+  std::vector<std::unique_ptr<decode::VideoFrameDecoder>> video_decoders_;
+  std::vector<std::unique_ptr<VideoFieldCounters>> video_counters_;
+  std::vector<VideoPrepared> video_prepared_;
+  std::unique_ptr<VideoIndexCache> video_indexes_;
 };
 
 }  // namespace rrl::engine

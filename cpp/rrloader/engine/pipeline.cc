@@ -39,6 +39,7 @@ void Pipeline::Cancel() {
 }
 
 void Pipeline::FetchLoop() {
+  LowerThreadPriority(engine_->options().thread_nice);
   const auto total = static_cast<int64_t>(order_.size());
   // Block ends: first_block_size, then doubling (16, 32, 64, ...) until the next multiple of
   // block_size, then every block_size — so after the ramp, blocks start at multiples of
@@ -70,10 +71,16 @@ void Pipeline::FetchLoop() {
 }
 
 void Pipeline::DecodeLoop() {
+  LowerThreadPriority(engine_->options().thread_nice);
+  int64_t last_bytes = 0;  // the previous block's size: the estimate of the next one's
   while (true) {
     Result<FetchedBlock> fb = Status::Internal("unset");
     {
       std::unique_lock<std::mutex> lock(mu_);
+      // Decode only when the result is likely to fit next to the blocks already waiting: a
+      // decoded block that cannot be queued would sit here, one more block in memory.
+      cv_.wait(lock,
+               [&] { return cancelled_ || ready_.empty() || ready_bytes_ + last_bytes <= options_.max_ready_bytes; });
       cv_.wait(lock, [&] { return cancelled_ || !fetched_.empty() || fetch_done_; });
       if (cancelled_ || (fetched_.empty() && fetch_done_)) break;
       fb = std::move(fetched_.front());
@@ -83,6 +90,7 @@ void Pipeline::DecodeLoop() {
     Result<Block> block = fb.ok() ? engine_->Decode(std::move(*fb)) : Result<Block>(fb.status());
     const bool failed = !block.ok();
     const int64_t bytes = block.ok() ? block->stats.bytes_out : 0;
+    last_bytes = bytes;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return cancelled_ || ready_.empty() || ready_bytes_ + bytes <= options_.max_ready_bytes; });

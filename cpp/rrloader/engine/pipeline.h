@@ -8,7 +8,10 @@
 // start at multiples of `block_size` (a batch never straddles two blocks). One thread
 // fetches blocks (dataframe queries) into a queue of at most `fetch_ahead` blocks; another
 // decodes them on the engine's pool into a queue bounded by `max_ready_bytes` (at least one
-// block is always admitted, so a single huge block cannot stall the pipeline). Next() hands
+// block is always admitted, so a single huge block cannot stall the pipeline). The decode
+// thread starts a block only when one of the previous block's size would fit the queue, so
+// no finished block waits outside it: at most the consumer's block, the queued ones and one
+// being decoded are in memory. Both threads run at the engine's thread_nice. Next() hands
 // blocks out in order. So the fetch of block N+1 runs while block N decodes, and both run
 // while the consumer (Python) works on block N-1.
 //

@@ -4,10 +4,28 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#endif
 
 namespace rrl::engine {
 
-ThreadPool::ThreadPool(int num_threads) {
+void LowerThreadPriority(int increment) {
+  if (increment <= 0) return;
+#if defined(__linux__)
+  // On Linux a thread is a task of its own: PRIO_PROCESS with its tid sets only its niceness.
+  const auto tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int current = getpriority(PRIO_PROCESS, tid);
+  if (current == -1 && errno != 0) return;
+  (void)setpriority(PRIO_PROCESS, tid, std::min(19, current + increment));
+#endif
+}
+
+ThreadPool::ThreadPool(int num_threads, int nice_increment) : nice_increment_(nice_increment) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
   owner_pid_ = getpid();
@@ -67,6 +85,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>&
 }
 
 void ThreadPool::WorkerLoop(int worker) {
+  LowerThreadPriority(nice_increment_);
   uint64_t seen = 0;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {

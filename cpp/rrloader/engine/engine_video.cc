@@ -1,0 +1,487 @@
+// rrloader/engine/engine_video.cc — the fetch and decode stages of video fields (see
+// video_field.h for the design, video_plan.h for the planning rules).
+#include <arrow/array.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "rrloader/engine/engine.h"
+
+namespace rrl::engine {
+
+namespace {
+
+std::string EntityOfPath(const std::string& path) {
+  return path.substr(0, path.find(':'));
+}
+
+uint64_t PackShape(int height, int width) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(height)) << 32) | static_cast<uint32_t>(width);
+}
+
+int ShapeHeight(uint64_t packed) {
+  return static_cast<int>(packed >> 32);
+}
+int ShapeWidth(uint64_t packed) {
+  return static_cast<int>(packed & 0xFFFFFFFFu);
+}
+
+// WantedIndex: the index of `position` in a GOP's sorted wanted list.
+size_t WantedIndex(const std::vector<int64_t>& wanted, int64_t position) {
+  return static_cast<size_t>(std::lower_bound(wanted.begin(), wanted.end(), position) - wanted.begin());
+}
+
+constexpr size_t kNoSlot = static_cast<size_t>(-1);
+
+// GopState: one planned GOP while it decodes: where each wanted frame went. Touched only by
+// the task decoding the GOP, then read after the ParallelFor.
+struct GopState {
+  std::vector<size_t> first_slot;                // per wanted: the first slot wanting it
+  std::vector<uint8_t*> frame;                   // per wanted: its pixels (null: none)
+  std::vector<uint64_t> shape;                   // per wanted: PackShape of the frame
+  std::vector<std::shared_ptr<uint8_t[]>> side;  // per wanted: pixels outside the field buffer
+  Status error;
+  decode::GopOutcome outcome;
+};
+
+// FieldState: one video field of the block while it decodes.
+struct FieldState {
+  size_t field = 0;
+  const VideoFetch* video = nullptr;
+  int64_t slots = 1;
+  bool direct = false;      // frames go straight into `data` when their size is `predicted`
+  uint64_t predicted = 0;   // PackShape of the frames, when known before decoding
+  int64_t frame_bytes = 0;  // of a predicted frame
+  std::shared_ptr<uint8_t[]> data;
+  std::vector<GopState> gops;
+};
+
+}  // namespace
+
+Status Engine::FetchVideo(size_t fi, const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
+                          FetchedBlock* fb) const {
+  const FieldSpec& f = fields_[fi];
+  const VideoPrepared& vp = video_prepared_[fi];
+  VideoFieldCounters& counters = *video_counters_[fi];
+  auto& fc = fb->fields[fi];
+  const int64_t T = fc.slots;
+  const size_t n = fb->global.size();
+  const int64_t step = std::max<int64_t>(options_.grid_step, 1);
+  const int64_t hi = f.window ? f.window->second : 0;
+  const std::string entity = EntityOfPath(f.path);
+
+  auto video = std::make_shared<VideoFetch>();
+  std::vector<int32_t> sample_stream(n, -1);
+  std::vector<int64_t> slot_values(n * static_cast<size_t>(T));
+  std::vector<VideoStreamView> views;
+  for (const auto& [seg, members] : samples_by_segment) {
+    for (size_t i : members) {
+      for (int64_t t = 0; t < T; ++t) {
+        slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)] = fb->values[i] + hi - (T - 1 - t) * step;
+      }
+    }
+    const std::string& segment_id = segment_ids_[static_cast<size_t>(seg)];
+    const std::string where = "field '" + f.key + "' (column '" + f.path + "') at segment '" + segment_id + "'";
+    // One index per (segment, column, timeline); the Segment it was built from stays with it.
+    const std::string key = segment_id + '\n' + f.path + '\n' + options_.index;
+    bool built = false;
+    const int32_t segment_number = seg;  // (clang 14 cannot capture structured bindings)
+    auto index = video_indexes_->GetOrBuild(key, [&]() -> Result<std::shared_ptr<const VideoIndex>> {
+      built = true;
+      auto segment = SegmentFor(segment_number, entity);
+      if (!segment.ok()) return segment.status().WithPrefix(where);
+      return BuildVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
+    });
+    if (!index.ok()) return index.status();
+    ++fb->stats.queries;
+    if (built) {
+      counters.streams_indexed.fetch_add(1);
+      counters.keyframes_rejected.fetch_add((*index)->keyframes_rejected);
+    }
+    if ((*index)->count() == 0) continue;  // no stream in this segment: its samples are missing
+    const auto s = static_cast<int32_t>(video->streams.size());
+    views.push_back((*index)->View());
+    video->streams.push_back(*index);
+    video->stream_segment.push_back(seg);
+    for (size_t i : members) sample_stream[i] = s;
+  }
+  video->plan = PlanVideoBlock(views, sample_stream, slot_values, T, kVideoLookaheadPackets);
+
+  // Packet bytes, in place in the chunks (kept alive by the block); each chunk looked up once.
+  std::vector<std::map<uint32_t, const arrow::ListArray*>> columns_by_chunk(video->streams.size());
+  std::vector<uint8_t> scratch;
+  video->packets.resize(video->plan.gops.size());
+  for (size_t g = 0; g < video->plan.gops.size(); ++g) {
+    const PlannedGop& gop = video->plan.gops[g];
+    const auto s = static_cast<size_t>(gop.stream);
+    const VideoIndex& index = *video->streams[s];
+    auto& packets = video->packets[g];
+    packets.reserve(static_cast<size_t>(gop.last - gop.keyframe + 1));
+    for (int64_t p = gop.keyframe; p <= gop.last; ++p) {
+      const VideoPacketRef ref = index.refs[static_cast<size_t>(p)];
+      auto it = columns_by_chunk[s].find(ref.chunk);
+      if (it == columns_by_chunk[s].end()) {
+        auto ch = index.segment->LoadChunk(ref.chunk, dataset_->cache());
+        if (!ch.ok()) return ch.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+        ++fb->stats.chunks_loaded;
+        const auto* comp = (*ch)->FindComponent(vp.columns.sample.component);
+        if (comp == nullptr || ref.row >= (*ch)->num_rows()) {
+          return Status::Internal("field '" + f.key + "': a video chunk changed since its stream was indexed");
+        }
+        fb->keep_alive.push_back(*ch);
+        it = columns_by_chunk[s].emplace(ref.chunk, comp->list.get()).first;
+      }
+      const uint8_t* data = nullptr;
+      size_t size = 0;
+      if (!VideoSampleBytes(*it->second, ref.row, &scratch, &data, &size)) {
+        return Status::Internal("field '" + f.key + "': a video packet vanished since its stream was indexed");
+      }
+      if (!scratch.empty() && data == scratch.data()) {  // several blobs, concatenated: keep a copy
+        video->owned.emplace_back(data, data + size);
+        data = video->owned.back().data();
+        scratch.clear();
+      }
+      packets.push_back({data, size, p});
+      ++fb->stats.rows_fetched;
+    }
+  }
+  fc.video = std::move(video);
+  return Status::OK();
+}
+
+Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
+  const auto n = static_cast<int64_t>(out->global.size());
+  std::vector<FieldState> states;
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    if (fields_[fi].kind != FieldKind::kVideo || fb.fields[fi].video == nullptr) continue;
+    FieldState st;
+    st.field = fi;
+    st.video = fb.fields[fi].video.get();
+    st.slots = fb.fields[fi].slots;
+    const VideoBlockPlan& plan = st.video->plan;
+    // The frame size, when known before decoding: the requested size, or the one every
+    // stream of the block showed in earlier blocks (a stream new to this process: the
+    // field's last size; a wrong guess only costs a copy, see the layout below).
+    const decode::VideoOutputSize& size = fields_[fi].video.size;
+    if (size.resize()) {
+      st.predicted = PackShape(size.height, size.width);
+    } else if (!st.video->streams.empty()) {
+      const uint64_t field_shape = video_counters_[fi]->last_shape.load();
+      auto guess = [&](const VideoIndex& s) {
+        const uint64_t own = s.frame_shape.load();
+        return own != 0 ? own : field_shape;
+      };
+      st.predicted = guess(*st.video->streams[0]);
+      for (const auto& s : st.video->streams) {
+        if (guess(*s) != st.predicted) st.predicted = 0;
+      }
+    }
+    st.direct = st.predicted != 0;
+    st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
+    if (st.direct) {
+      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
+    }
+    st.gops.resize(plan.gops.size());
+    for (size_t g = 0; g < plan.gops.size(); ++g) {
+      const size_t w = plan.gops[g].wanted.size();
+      st.gops[g].first_slot.assign(w, kNoSlot);
+      st.gops[g].frame.assign(w, nullptr);
+      st.gops[g].shape.assign(w, 0);
+      st.gops[g].side.resize(w);
+    }
+    for (size_t k = 0; k < plan.slots.size(); ++k) {
+      const VideoSlot& slot = plan.slots[k];
+      if (slot.gop < 0) continue;
+      GopState& gs = st.gops[static_cast<size_t>(slot.gop)];
+      const size_t j = WantedIndex(plan.gops[static_cast<size_t>(slot.gop)].wanted, slot.position);
+      if (gs.first_slot[j] == kNoSlot) gs.first_slot[j] = k;
+    }
+    states.push_back(std::move(st));
+  }
+  if (states.empty()) return Status::OK();
+
+  // Every GOP of every video field in one ParallelFor, longest first (the packet count is
+  // the decode cost), so the pool stays busy until the end of the block.
+  struct Task {
+    size_t state = 0;
+    size_t gop = 0;
+    size_t packets = 0;
+  };
+  std::vector<Task> tasks;
+  for (size_t si = 0; si < states.size(); ++si) {
+    for (size_t g = 0; g < states[si].gops.size(); ++g) {
+      tasks.push_back({si, g, states[si].video->packets[g].size()});
+    }
+  }
+  std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& b) { return a.packets > b.packets; });
+  auto decode_gop = [&](const Task& task) {
+    FieldState& st = states[task.state];
+    GopState& gs = st.gops[task.gop];
+    const FieldSpec& f = fields_[st.field];
+    const PlannedGop& gop = st.video->plan.gops[task.gop];
+    const VideoIndex& index = *st.video->streams[static_cast<size_t>(gop.stream)];
+    const std::string& segment_id =
+        segment_ids_[static_cast<size_t>(st.video->stream_segment[static_cast<size_t>(gop.stream)])];
+    decode::GopRequest request;
+    request.stream_key = segment_id + ":" + f.path;
+    request.codec = *index.codec;
+    request.packets = st.video->packets[task.gop];
+    request.wanted = gop.wanted;
+    request.size = f.video.size;
+    request.verify_keyframe = true;
+    request.describe = [&](int64_t position) {
+      return options_.index + "=" + std::to_string(index.times[static_cast<size_t>(position)]);
+    };
+    const decode::FrameSink sink = [&](int64_t position, int height, int width) -> Result<uint8_t*> {
+      const size_t j = WantedIndex(gop.wanted, position);
+      if (j >= gop.wanted.size() || gop.wanted[j] != position) {
+        return Status::Internal("video decoder delivered an unwanted position");
+      }
+      uint8_t* dst = nullptr;
+      if (st.direct && PackShape(height, width) == st.predicted && gs.first_slot[j] != kNoSlot) {
+        dst = st.data.get() + static_cast<int64_t>(gs.first_slot[j]) * st.frame_bytes;
+      } else {
+        gs.side[j] = buffers_->Allocate(int64_t{3} * height * width);
+        dst = gs.side[j].get();
+      }
+      gs.frame[j] = dst;
+      gs.shape[j] = PackShape(height, width);
+      return dst;
+    };
+    auto outcome = video_decoders_[st.field]->DecodeGop(request, sink);
+    if (!outcome.ok()) {
+      gs.error = outcome.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "') at segment '" +
+                                             segment_id + "'");
+      std::fill(gs.frame.begin(), gs.frame.end(), nullptr);
+      return;
+    }
+    gs.outcome = std::move(*outcome);
+    // A position the decoder reports missing must not be read even if a sink call happened.
+    for (int64_t m : gs.outcome.missing) {
+      const size_t j = WantedIndex(gop.wanted, m);
+      if (j < gs.frame.size() && gop.wanted[j] == m) gs.frame[j] = nullptr;
+    }
+  };
+  // A field whose frame size is not known yet (the first block of a process) decodes its
+  // smallest GOP first, alone: its size lets the others go straight into the field buffer,
+  // instead of every frame into a buffer of its own and then all of them copied (a second
+  // block's worth of memory).
+  std::vector<uint8_t> done(tasks.size(), 0);
+  for (size_t si = 0; si < states.size(); ++si) {
+    FieldState& st = states[si];
+    if (st.direct || st.gops.empty()) continue;
+    size_t probe = tasks.size();
+    for (size_t ti = 0; ti < tasks.size(); ++ti) {
+      if (tasks[ti].state == si && (probe == tasks.size() || tasks[ti].packets <= tasks[probe].packets)) probe = ti;
+    }
+    decode_gop(tasks[probe]);
+    done[probe] = 1;
+    const GopState& gs = st.gops[tasks[probe].gop];
+    for (size_t j = 0; j < gs.frame.size() && !st.direct; ++j) {
+      if (gs.frame[j] == nullptr) continue;
+      st.predicted = gs.shape[j];
+      st.direct = true;
+      st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
+      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
+    }
+  }
+  std::vector<Task> rest;
+  for (size_t ti = 0; ti < tasks.size(); ++ti) {
+    if (!done[ti]) rest.push_back(tasks[ti]);
+  }
+  pool_->ParallelFor(static_cast<int64_t>(rest.size()),
+                     [&](int64_t ti, int) { decode_gop(rest[static_cast<size_t>(ti)]); });
+
+  // Errors: every failed GOP of the block is reported (the first three in the message).
+  {
+    std::string errors;
+    int count = 0;
+    Status first;
+    for (const auto& st : states) {
+      for (const auto& gs : st.gops) {
+        if (gs.error.ok()) continue;
+        if (count == 0) first = gs.error;
+        if (count < 3) errors += (errors.empty() ? "" : "; ") + gs.error.message();
+        ++count;
+      }
+    }
+    if (count > 0) {
+      return Status(first.code(), errors + (count > 3 ? " (and " + std::to_string(count - 3) + " more)" : ""));
+    }
+  }
+
+  for (FieldState& st : states) {
+    const FieldSpec& f = fields_[st.field];
+    VideoFieldCounters& counters = *video_counters_[st.field];
+    const VideoBlockPlan& plan = st.video->plan;
+    FieldOutput& fo = out->fields[st.field];
+    const int64_t T = st.slots;
+    counters.gop_requests.fetch_add(static_cast<int64_t>(st.gops.size()));
+    out->stats.video_gops += static_cast<int64_t>(st.gops.size());
+    for (size_t g = 0; g < st.gops.size(); ++g) {
+      const GopState& gs = st.gops[g];
+      out->stats.video_frames_decoded += gs.outcome.frames_decoded;
+      out->stats.video_frames_delivered += static_cast<int64_t>(gs.outcome.delivered.size());
+      for (size_t j = 0; j < gs.frame.size(); ++j) {
+        if (gs.frame[j] != nullptr) {
+          st.video->streams[static_cast<size_t>(plan.gops[g].stream)]->frame_shape.store(gs.shape[j]);
+          counters.last_shape.store(gs.shape[j]);
+        }
+      }
+    }
+    // Each slot's frame; a sample is valid when every slot has one, all of one size.
+    auto slot_frame = [&](size_t k, uint64_t* shape) -> const uint8_t* {
+      const VideoSlot& slot = plan.slots[k];
+      if (slot.gop < 0) return nullptr;
+      const GopState& gs = st.gops[static_cast<size_t>(slot.gop)];
+      const size_t j = WantedIndex(plan.gops[static_cast<size_t>(slot.gop)].wanted, slot.position);
+      *shape = gs.shape[j];
+      return gs.frame[j];
+    };
+    std::vector<uint8_t> valid(static_cast<size_t>(n), 0);
+    std::vector<uint64_t> sample_shape(static_cast<size_t>(n), 0);
+    bool all_direct = st.direct;
+    int64_t missing = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const SlotMissing why = plan.sample_missing[static_cast<size_t>(i)];
+      if (why != SlotMissing::kNone) {
+        ++missing;
+        counters.missing_no_keyframe.fetch_add(1);
+        if (why == SlotMissing::kBeforeFirstPacket) counters.missing_before_first_packet.fetch_add(1);
+        continue;
+      }
+      bool ok = true;
+      uint64_t common = 0;
+      for (int64_t t = 0; t < T && ok; ++t) {
+        uint64_t shape = 0;
+        const uint8_t* frame = slot_frame(static_cast<size_t>(i * T + t), &shape);
+        if (frame == nullptr) {
+          ok = false;
+        } else if (t == 0) {
+          common = shape;
+        } else if (shape != common) {
+          return Status::InvalidArgument(
+              "field '" + f.key + "' (column '" + f.path + "') at segment '" +
+              segment_ids_[static_cast<size_t>(out->segment_pos[static_cast<size_t>(i)])] + "', " + options_.index +
+              "=" + std::to_string(out->values[static_cast<size_t>(i)]) + ": varying frame sizes within the window");
+        }
+      }
+      if (!ok) {
+        ++missing;
+        counters.missing_not_decoded.fetch_add(1);
+        continue;
+      }
+      valid[static_cast<size_t>(i)] = 1;
+      sample_shape[static_cast<size_t>(i)] = common;
+      if (common != st.predicted) all_direct = false;
+    }
+    // (Frames in buffers of their own but of the predicted size are copied into place below.)
+    out->stats.missing += missing;
+    counters.slots_filled.fetch_add((n - missing) * T);
+
+    auto shape_of = [&](uint64_t packed) {
+      std::vector<int64_t> shape{3, ShapeHeight(packed), ShapeWidth(packed)};
+      if (f.window) shape.insert(shape.begin(), T);
+      return shape;
+    };
+    fo.dtype = decode::DType::kUInt8;
+    fo.valid = valid;
+    fo.offsets.assign(static_cast<size_t>(n), 0);
+    fo.shapes.assign(static_cast<size_t>(n), {});
+    if (all_direct && st.data != nullptr) {
+      // Frames are in place at their first slot (or, of the predicted size, in a buffer of
+      // their own); copy them to the other slots that want them, before zeroing missing
+      // samples, whose slots may hold frames others need.
+      const int64_t per_sample = T * st.frame_bytes;
+      for (int64_t i = 0; i < n; ++i) {
+        if (!valid[static_cast<size_t>(i)]) continue;
+        for (int64_t t = 0; t < T; ++t) {
+          const auto k = static_cast<size_t>(i * T + t);
+          uint64_t shape = 0;
+          const uint8_t* src = slot_frame(k, &shape);
+          uint8_t* dst = st.data.get() + static_cast<int64_t>(k) * st.frame_bytes;
+          if (src != dst) std::memcpy(dst, src, static_cast<size_t>(st.frame_bytes));
+        }
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        if (!valid[static_cast<size_t>(i)])
+          std::memset(st.data.get() + i * per_sample, 0, static_cast<size_t>(per_sample));
+        fo.offsets[static_cast<size_t>(i)] = i * per_sample;
+        fo.shapes[static_cast<size_t>(i)] = shape_of(st.predicted);
+      }
+      fo.uniform = true;
+      fo.data = st.data;
+      fo.nbytes = n * per_sample;
+    } else {
+      uint64_t common = 0;
+      bool uniform = true;
+      for (int64_t i = 0; i < n; ++i) {
+        if (!valid[static_cast<size_t>(i)]) continue;
+        if (common == 0) {
+          common = sample_shape[static_cast<size_t>(i)];
+        } else if (sample_shape[static_cast<size_t>(i)] != common) {
+          uniform = false;
+        }
+      }
+      fo.uniform = uniform && common != 0;
+      int64_t total = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const bool ok = valid[static_cast<size_t>(i)] != 0;
+        const uint64_t packed = ok ? sample_shape[static_cast<size_t>(i)] : (fo.uniform ? common : 0);
+        fo.offsets[static_cast<size_t>(i)] = total;
+        if (packed != 0) {
+          fo.shapes[static_cast<size_t>(i)] = shape_of(packed);
+          total += T * 3 * int64_t{ShapeHeight(packed)} * ShapeWidth(packed);
+        }
+      }
+      fo.data = buffers_->Allocate(total);
+      fo.nbytes = total;
+      for (int64_t i = 0; i < n; ++i) {
+        uint8_t* dst = fo.data.get() + fo.offsets[static_cast<size_t>(i)];
+        if (!valid[static_cast<size_t>(i)]) {
+          if (fo.uniform)
+            std::memset(dst, 0, static_cast<size_t>(T * 3 * int64_t{ShapeHeight(common)} * ShapeWidth(common)));
+          continue;
+        }
+        const uint64_t packed = sample_shape[static_cast<size_t>(i)];
+        const auto frame_bytes = static_cast<size_t>(3 * int64_t{ShapeHeight(packed)} * ShapeWidth(packed));
+        for (int64_t t = 0; t < T; ++t) {
+          uint64_t shape = 0;
+          const uint8_t* src = slot_frame(static_cast<size_t>(i * T + t), &shape);
+          std::memcpy(dst + static_cast<size_t>(t) * frame_bytes, src, frame_bytes);
+        }
+      }
+    }
+    out->stats.bytes_out += fo.nbytes;
+  }
+  return Status::OK();
+}
+
+Result<VideoFieldStats> Engine::VideoStats(size_t field) const {
+  if (field >= fields_.size() || fields_[field].kind != FieldKind::kVideo || video_decoders_[field] == nullptr) {
+    return Status::InvalidArgument("field number " + std::to_string(field) + " is not a video field");
+  }
+  const decode::VideoStats d = video_decoders_[field]->stats();
+  const VideoFieldCounters& c = *video_counters_[field];
+  VideoFieldStats s;
+  s.frames_decoded = d.frames_decoded;
+  s.frames_delivered = d.frames_delivered;
+  s.gops_started = d.gops_started;
+  s.sessions_recycled = d.sessions_recycled;
+  s.session_hits = d.session_hits;
+  s.session_misses = d.session_misses;
+  s.bytes_cached = d.bytes_cached;
+  s.sessions_cached = d.sessions_cached;
+  s.slots_filled = c.slots_filled.load();
+  s.gop_requests = c.gop_requests.load();
+  s.missing_no_keyframe = c.missing_no_keyframe.load();
+  s.missing_before_first_packet = c.missing_before_first_packet.load();
+  s.missing_not_decoded = c.missing_not_decoded.load();
+  s.streams_indexed = c.streams_indexed.load();
+  s.keyframes_rejected = c.keyframes_rejected.load();
+  return s;
+}
+
+}  // namespace rrl::engine

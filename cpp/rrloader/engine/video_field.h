@@ -1,0 +1,100 @@
+// rrloader/engine/video_field.h — the engine's video fields (VideoFrameDecoder): options,
+// what the fetch stage hands the decode stage, and the statistics a dataset reports.
+//
+// Fetch (Engine::FetchVideo, fetch thread): per (segment, column) the stream's VideoIndex
+// (built on first use, cached in bytes), the block's plan (video_plan.h: slots grouped by
+// (segment, stream, keyframe) into GOPs), and each GOP's packet bytes, read in place from
+// the chunks the block keeps alive.
+// Decode (Engine::DecodeVideo, decode thread + pool): every GOP of every video field of the
+// block on the engine's thread pool at once (largest first), each fed once to the field's
+// decode::VideoFrameDecoder, whose session cache lets a later block continue a GOP; frames
+// go straight into the field's [B, (T,) 3, H, W] buffer when their size is known in advance
+// (`size=`, or learned from an earlier block of the stream), else into per-frame buffers
+// that are then laid out; every other slot wanting the same frame gets a copy.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "rrloader/decode/video.h"
+#include "rrloader/engine/video_index.h"
+#include "rrloader/engine/video_plan.h"
+
+namespace rrl::engine {
+
+// kDefaultVideoSessionCacheBytes: the decoder-session cache of one video field (32 MiB,
+// as estimated by VideoDecoder::EstimatedBytes: a 640x480 H.264 session with one reference
+// frame is about 2.5 MiB, so some 13 sessions; a 1080p one about 15 MiB). Sessions pay off
+// when a later block continues a GOP (sequential reading needs one or two per stream);
+// under a full shuffle they rarely do, so the bound is kept small.
+inline constexpr int64_t kDefaultVideoSessionCacheBytes = int64_t{32} << 20;
+
+// kVideoLookaheadPackets: packets past a GOP request's last wanted one that the decoder may
+// be fed (within the GOP) so that a stream with B-frames delivers without a flush.
+inline constexpr int64_t kVideoLookaheadPackets = 8;
+
+// VideoFieldOptions: a video field's settings (FieldSpec::video).
+struct VideoFieldOptions {
+  std::string codec;             // fallback codec name (decode::ParseVideoCodec); "" = none
+  decode::VideoOutputSize size;  // 0 x 0: each frame's own size
+  int64_t session_cache_bytes = kDefaultVideoSessionCacheBytes;
+  int threads = 1;  // libavcodec threads per session (the pool decodes GOPs in parallel)
+};
+
+// VideoPrepared: what Engine::Make resolved for a video field.
+struct VideoPrepared {
+  VideoStreamColumns columns;
+  std::optional<decode::VideoCodec> fallback_codec;  // from VideoFieldOptions::codec
+};
+
+// VideoFetch: one video field of a fetched block. Not thread-safe; owned by its block.
+struct VideoFetch {
+  VideoBlockPlan plan;
+  std::vector<std::shared_ptr<const VideoIndex>> streams;  // by the plan's stream number
+  std::vector<int32_t> stream_segment;                     // segment number of each stream
+  std::vector<std::vector<decode::GopPacket>> packets;     // per planned GOP: [keyframe, last]
+  std::list<std::vector<uint8_t>> owned;                   // bytes of cells of several blobs
+};
+
+// VideoFieldStats: what a video field did since the engine was made. `frames_decoded /
+// frames_delivered` is the figure to steer by: 1.0 means no frame was decoded that was not
+// delivered. The decoder-session and index numbers are current sizes, the rest counters.
+struct VideoFieldStats {
+  int64_t frames_decoded = 0;               // frames out of libavcodec
+  int64_t frames_delivered = 0;             // distinct frames converted to RGB for the block buffers
+  int64_t slots_filled = 0;                 // (sample, slot) frames handed out (repeats included)
+  int64_t gops_started = 0;                 // GOPs decoded from their keyframe
+  int64_t sessions_recycled = 0;            // of those: on a reset idle session (no new allocations)
+  int64_t gop_requests = 0;                 // GOP requests decoded (one per (stream, keyframe) per block)
+  int64_t session_hits = 0;                 // requests that continued a cached session
+  int64_t session_misses = 0;               // requests that needed a new session
+  int64_t bytes_cached = 0;                 // decoder sessions' estimated bytes now
+  int64_t sessions_cached = 0;              // decoder sessions now
+  int64_t missing_no_keyframe = 0;          // samples with no verified keyframe at or before a slot's
+                                            // packet, or no packet at all at or before a slot
+  int64_t missing_before_first_packet = 0;  // of those: no packet at or before a slot
+  int64_t missing_not_decoded = 0;          // samples whose frame libavcodec did not output
+  int64_t streams_indexed = 0;              // video indexes built (segment, column)
+  int64_t keyframes_rejected = 0;           // is_keyframe marks the detector refused, in built indexes
+};
+
+// VideoFieldCounters: the engine-side counters of VideoFieldStats. Thread-safe.
+struct VideoFieldCounters {
+  std::atomic<int64_t> slots_filled{0};
+  std::atomic<int64_t> gop_requests{0};
+  std::atomic<int64_t> missing_no_keyframe{0};
+  std::atomic<int64_t> missing_before_first_packet{0};
+  std::atomic<int64_t> missing_not_decoded{0};
+  std::atomic<int64_t> streams_indexed{0};
+  std::atomic<int64_t> keyframes_rejected{0};
+  // last_shape: (height << 32) | width of the field's last delivered frame (0: none yet): the
+  // size predicted for a stream that has not delivered a frame itself.
+  std::atomic<uint64_t> last_shape{0};
+};
+
+}  // namespace rrl::engine
