@@ -242,6 +242,46 @@ def test_remote_map_equals_embedded(case, client, data_root):
     assert_same_samples([remote[len(remote) - 1]], [embedded[len(embedded) - 1]])
 
 
+def test_remote_video_frames_equal_embedded_and_pyav(tmp_path):
+    """VideoFrameDecoder fields need nothing remote-specific: the same frames, pixel for pixel."""
+    import rerun as rr
+    import videoutil as vu
+
+    folder = tmp_path / "video"
+    folder.mkdir()
+    streams = {}
+    for k, (codec, gop) in enumerate((("h264", 12), ("h265", 8))):
+        packets, keys = vu.encode(codec, 64, 48, 40, gop, seed=k)
+        segment = f"vid_{k}"
+        vu.write_stream(
+            folder / f"{segment}.rrd", segment, packets, range(len(packets)), codec=codec, keyframes=keys,
+            keyframe_logging="sparse" if k == 0 else "none", rows_per_chunk=10,
+        )  # fmt: skip
+        streams[segment] = vu.reference(codec, packets)
+    fields = {"cam": Field("/cam:VideoStream:sample", decode=rrloader.VideoFrameDecoder())}
+    srv = rr.server.Server(host="127.0.0.1", datasets={"video": str(folder)})
+    try:
+        entry = srv.client().get_dataset("video")
+        remote = RerunIterableDataset(DataSource(entry), "frame", fields, fetch_size=16, seed=5)
+        embedded = RerunIterableDataset(DataSource(LocalDataset(str(folder))), "frame", fields, fetch_size=16, seed=5)
+        order = remote.shard_order()
+        assert np.array_equal(order, embedded.shard_order())
+        got, want = list(remote), list(embedded)
+        assert_same_samples(got, want)
+        # ... and both are PyAV's sequential decode of the same packets
+        for g, sample in zip(order.tolist(), got, strict=True):
+            seg, value = remote.sample_index.global_to_local(g)
+            assert np.array_equal(sample["cam"].numpy(), streams[seg.segment_id][value])
+        stats = remote.video_stats()["cam"]
+        assert stats["frames_delivered"] > 0 and stats["missing_no_keyframe"] == 0
+        m_remote = RerunMapDataset(DataSource(entry), "frame", fields)
+        m_embedded = RerunMapDataset(DataSource(LocalDataset(str(folder))), "frame", fields)
+        idx = [79, 0, 41, 41, 13]
+        assert_same_samples(m_remote.__getitems__(idx), m_embedded.__getitems__(idx))
+    finally:
+        srv.shutdown()
+
+
 def test_dataset_selection_and_segment_filters(client, data_root):
     entry = client.get_dataset("num")
     selection = entry.filter_segments(["seg_c", "seg_a"])
