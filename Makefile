@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 30
 .PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-build fuzz-smoke lint bench ci clean
 
 setup:
-	bash scripts/setup.sh
+	PYTHON=$(PY) bash scripts/setup.sh
 
 # The Python package with its native module (incremental: scikit-build-core keeps build/<tag>).
 build: setup
