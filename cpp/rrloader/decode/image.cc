@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 
+#include "rrloader/decode/pixels.h"
 #include "rrloader/decode/spng.h"
 #include "rrloader/decode/turbojpeg.h"
 
@@ -105,6 +106,10 @@ Status CheckOutput(const ImageShape& shape, const uint8_t* out, int64_t out_capa
 // channel count is a template parameter so the inner loop is unrolled.
 template <int kChannels>
 void InterleavedToPlanarN(const uint8_t* src, int64_t pixels, const int* order, bool invert, uint8_t* dst) {
+  if (kChannels == 3 && !invert && order[0] == 0 && order[1] == 1 && order[2] == 2) {
+    DeinterleaveRgb(src, pixels, dst, dst + pixels, dst + 2 * pixels);  // RGB: JPEG's usual case
+    return;
+  }
   if (!invert && order[0] == 0 && order[1] == 1 && (kChannels < 3 || order[2] == 2) &&
       (kChannels < 4 || order[3] == 3)) {
     // The common case (RGB/RGBA in channel order) in one pass over the source, with the

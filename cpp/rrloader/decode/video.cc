@@ -6,9 +6,7 @@
 #include <cstring>
 #include <utility>
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
+#include "rrloader/decode/pixels.h"
 
 extern "C" {
 #include <libavutil/imgutils.h>
@@ -67,61 +65,6 @@ AVPixelFormat WithoutJpegRange(AVPixelFormat format, bool* was_jpeg) {
     case AV_PIX_FMT_YUVJ411P: return AV_PIX_FMT_YUV411P;
     default: *was_jpeg = false; return format;
   }
-}
-
-// DeinterleaveRow: packed RGB24 -> three planes, `width` pixels. The scalar loop costs more
-// than libswscale's conversion itself (0.7 vs 0.4 ms for a 640x480 frame), so x86 CPUs with
-// SSSE3 use byte shuffles, 16 pixels (48 bytes) per step: each output vector gathers its
-// channel's bytes from the three input vectors (indices 0x80 give zero).
-using DeinterleaveFn = void (*)(const uint8_t* src, int width, uint8_t* r, uint8_t* g, uint8_t* b);
-
-void DeinterleaveScalar(const uint8_t* src, int width, uint8_t* r, uint8_t* g, uint8_t* b) {
-  for (int x = 0; x < width; ++x) {
-    r[x] = src[3 * x];
-    g[x] = src[3 * x + 1];
-    b[x] = src[3 * x + 2];
-  }
-}
-
-#if defined(__x86_64__) || defined(__i386__)
-__attribute__((target("ssse3"))) void DeinterleaveSsse3(const uint8_t* src, int width, uint8_t* r, uint8_t* g,
-                                                        uint8_t* b) {
-  constexpr char Z = static_cast<char>(0x80);
-  const __m128i r0 = _mm_setr_epi8(0, 3, 6, 9, 12, 15, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z);
-  const __m128i r1 = _mm_setr_epi8(Z, Z, Z, Z, Z, Z, 2, 5, 8, 11, 14, Z, Z, Z, Z, Z);
-  const __m128i r2 = _mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, 1, 4, 7, 10, 13);
-  const __m128i g0 = _mm_setr_epi8(1, 4, 7, 10, 13, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z);
-  const __m128i g1 = _mm_setr_epi8(Z, Z, Z, Z, Z, 0, 3, 6, 9, 12, 15, Z, Z, Z, Z, Z);
-  const __m128i g2 = _mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, 2, 5, 8, 11, 14);
-  const __m128i b0 = _mm_setr_epi8(2, 5, 8, 11, 14, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, Z);
-  const __m128i b1 = _mm_setr_epi8(Z, Z, Z, Z, Z, 1, 4, 7, 10, 13, Z, Z, Z, Z, Z, Z);
-  const __m128i b2 = _mm_setr_epi8(Z, Z, Z, Z, Z, Z, Z, Z, Z, Z, 0, 3, 6, 9, 12, 15);
-  int x = 0;
-  for (; x + 16 <= width; x += 16) {
-    const uint8_t* p = src + 3 * x;
-    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    const __m128i m = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16));
-    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 32));
-    const __m128i vr =
-        _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, r0), _mm_shuffle_epi8(m, r1)), _mm_shuffle_epi8(c, r2));
-    const __m128i vg =
-        _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, g0), _mm_shuffle_epi8(m, g1)), _mm_shuffle_epi8(c, g2));
-    const __m128i vb =
-        _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(a, b0), _mm_shuffle_epi8(m, b1)), _mm_shuffle_epi8(c, b2));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(r + x), vr);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(g + x), vg);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(b + x), vb);
-  }
-  DeinterleaveScalar(src + 3 * x, width - x, r + x, g + x, b + x);
-}
-#endif
-
-DeinterleaveFn Deinterleave() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool ssse3 = __builtin_cpu_supports("ssse3");
-  if (ssse3) return DeinterleaveSsse3;
-#endif
-  return DeinterleaveScalar;
 }
 
 uint64_t Fnv1a(const uint8_t* data, size_t size) {
@@ -374,10 +317,9 @@ Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& s
   uint8_t* r = out;
   uint8_t* g = out + plane;
   uint8_t* b = out + 2 * plane;
-  const DeinterleaveFn deinterleave = Deinterleave();
   for (int y = 0; y < out_h; ++y) {
     const size_t row = static_cast<size_t>(y) * out_w;
-    deinterleave(rgb_scratch + static_cast<size_t>(y) * stride, out_w, r + row, g + row, b + row);
+    DeinterleaveRgb(rgb_scratch + static_cast<size_t>(y) * stride, out_w, r + row, g + row, b + row);
   }
   return Status::OK();
 }
