@@ -40,7 +40,12 @@ const AVCodec* FindDecoder(VideoCodec codec, std::string* tried) {
 
 // SwsColorspace: the libswscale coefficient table for a frame's AVColorSpace (the
 // SWS_CS_* values are the AVColorSpace numbers of the spaces they name); BT.601 otherwise.
-int SwsColorspace(AVColorSpace space) {
+int SwsColorspace(const AVColorSpace& field) {
+  // Read the field as the int it is: a damaged stream can leave a number there that is not
+  // one of the enum's values, and loading such an enum is undefined behaviour.
+  int space = 0;
+  static_assert(sizeof(space) == sizeof(field));
+  std::memcpy(&space, &field, sizeof(space));
   switch (space) {
     case AVCOL_SPC_BT709: return SWS_CS_ITU709;
     case AVCOL_SPC_FCC: return SWS_CS_FCC;

@@ -45,6 +45,11 @@ Result<std::shared_ptr<arrow::ipc::RecordBatchStreamReader>> OpenIpc(const std::
   auto input = std::make_shared<arrow::io::BufferReader>(ipc);
   auto opts = arrow::ipc::IpcReadOptions::Defaults();
   opts.use_threads = false;
+  // A chunk read in place from an uncompressed file sits at whatever offset the file gives
+  // it, and so do its buffers: Arrow would then read int32 offsets from misaligned addresses
+  // (undefined behaviour; UBSan reports it on fuzzed input). Copy such buffers to their
+  // type's alignment (aligned ones, e.g. every buffer of an LZ4-decompressed chunk, stay).
+  opts.ensure_alignment = arrow::ipc::Alignment::kDataTypeSpecificAlignment;
   auto reader = arrow::ipc::RecordBatchStreamReader::Open(input, opts);
   if (!reader.ok()) return Status::Corrupt("Arrow IPC stream: " + reader.status().message());
   return *reader;
