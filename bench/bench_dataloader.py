@@ -274,10 +274,12 @@ class Opened:
             self.server = None
 
 
-def make_loader(dataset, style: str, batch_size: int, workers: int, seed: int):
+def make_loader(dataset, style: str, batch_size: int, workers: int, seed: int, collate_fn=None):
     import torch
 
     kwargs = {"batch_size": batch_size, "num_workers": workers}
+    if collate_fn is not None:
+        kwargs["collate_fn"] = collate_fn
     if workers:
         # rerun-sdk's catalog client is not fork-safe (its docs ask for spawn); same context for both
         kwargs["multiprocessing_context"] = "spawn"
@@ -443,9 +445,16 @@ def child(args) -> dict:
     t2 = time.perf_counter()
     dataset = opened.dataset(args.workload, args.style, fetch=args.fetch, decode_threads=args.decode_threads)
     t3 = time.perf_counter()
-    loader = make_loader(dataset, args.style, args.batch_size, args.workers, args.seed)
+    collate = None
+    if args.collate == "rrloader" and args.child != "rerun":
+        import rrloader
+
+        collate = rrloader.collate_samples  # returns (batch, missing masks)
+    loader = make_loader(dataset, args.style, args.batch_size, args.workers, args.seed, collate)
     it = iter(loader)
     first = next(it)
+    if isinstance(first, tuple):
+        first = first[0]
     t4 = time.perf_counter()
 
     cpu0 = _cpu_s()
@@ -454,6 +463,8 @@ def child(args) -> dict:
     deadline = t4 + args.max_seconds
     t_end = t4
     for batch in it:
+        if isinstance(batch, tuple):
+            batch = batch[0]
         n += len(next(iter(batch.values())))
         batches += 1
         t_end = time.perf_counter()
@@ -676,6 +687,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="default: rrloader rerun; add rrloader-remote for rrloader over the same in-process server",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--collate",
+        choices=("default", "rrloader"),
+        default="default",
+        help="rrloader's collate_fn: torch's default_collate (default, like the reference) or "
+        "rrloader.collate_samples (its documented one: a batch of one block's samples is a view, no copy)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader num_workers (spawn), both loaders")
     parser.add_argument("--fetch", type=int, default=128, help="fetch_size / fetch_block_size (default 128)")
     parser.add_argument(
@@ -763,6 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "--samples", str(samples), "--max-seconds", str(args.max_seconds),
                             "--seed", str(args.seed),
                             *(["--decode-threads", str(args.decode_threads)] if args.decode_threads else []),
+                            "--collate", args.collate,
                         ],
                         args.timeout,
                     )  # fmt: skip
@@ -907,7 +926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(row)
     print()
     print(
-        f"DataLoader(batch_size={args.batch_size}, num_workers={args.workers}), shuffled, index `{INDEX}`; "
+        f"DataLoader(batch_size={args.batch_size}, num_workers={args.workers}), shuffled, index `{INDEX}`, "
+        f"rrloader's collate_fn {'rrloader.collate_samples' if args.collate == 'rrloader' else 'default_collate'}; "
         f"samples/s after the first batch, median of {args.repeats}"
     )
     print(markdown_table(headers, rows, left=3))
@@ -946,6 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workers": args.workers,
             "fetch": args.fetch,
             "decode_threads": args.decode_threads,
+            "collate": args.collate,
             "samples": {w: args.samples or DEFAULT_SAMPLES[w] for w in args.workloads},
             "max_seconds": args.max_seconds,
             "repeats": args.repeats,
