@@ -1,5 +1,6 @@
 #include "rrloader/io/file.h"
 
+#include <arrow/memory_pool.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,7 +40,8 @@ class FileSource final : public ByteSource {
                                std::to_string(offset + length) + " but the file has " + std::to_string(size_) +
                                " bytes");
     }
-    auto alloc = arrow::AllocateBuffer(static_cast<int64_t>(length));
+    // glibc's heap rather than Arrow's default pool: see DecompressPayload in rrd/codec.cc.
+    auto alloc = arrow::AllocateBuffer(static_cast<int64_t>(length), arrow::system_memory_pool());
     if (!alloc.ok()) {
       return Status::IoError(path_ + ": cannot allocate " + std::to_string(length) + " bytes");
     }

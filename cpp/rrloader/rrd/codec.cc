@@ -2,6 +2,7 @@
 
 #include <arrow/io/memory.h>
 #include <arrow/ipc/reader.h>
+#include <arrow/memory_pool.h>
 #include <lz4.h>
 #include <xxhash.h>
 
@@ -24,7 +25,12 @@ Result<std::shared_ptr<arrow::Buffer>> DecompressPayload(const std::shared_ptr<a
   if (payload.size() > static_cast<uint64_t>(std::numeric_limits<int>::max())) {
     return Status::Unsupported("LZ4 block larger than 2 GiB");
   }
-  auto alloc = arrow::AllocateBuffer(static_cast<int64_t>(uncompressed_size));
+  // From glibc's heap, not Arrow's default pool (mimalloc in the pyarrow wheel): mimalloc
+  // returns freed pages to the OS after a few milliseconds, so every chunk load would fault
+  // in fresh memory (with transparent huge pages, 2 MiB cleared per fault; a quarter of the
+  // CPU of the two-camera benchmark), while glibc reuses recently freed blocks of a recurring
+  // size (chunks of one stream are about one size).
+  auto alloc = arrow::AllocateBuffer(static_cast<int64_t>(uncompressed_size), arrow::system_memory_pool());
   if (!alloc.ok()) return Status::IoError("cannot allocate " + std::to_string(uncompressed_size) + " bytes");
   std::shared_ptr<arrow::Buffer> out = std::move(alloc).ValueUnsafe();
   const int n = LZ4_decompress_safe(payload.data(), reinterpret_cast<char*>(out->mutable_data()),
