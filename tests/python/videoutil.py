@@ -40,15 +40,20 @@ def _pictures(w: int, h: int, n: int, seed: int) -> list[np.ndarray]:
 
 
 def encode(
-    codec: str, w: int, h: int, n: int, gop: int, *, bframes: int = 0, seed: int = 0
+    codec: str, w: int, h: int, n: int, gop: int, *, bframes: int = 0, seed: int = 0, **color
 ) -> tuple[list[bytes], list[bool]]:
-    """`n` frames as raw packets in decode order, and the encoder's keyframe flag of each."""
+    """`n` frames as raw packets in decode order, and the encoder's keyframe flag of each.
+
+    `color`: codec context attributes to tag the stream with (e.g. `colorspace`, `color_range`).
+    """
     cc = av.CodecContext.create(ENCODERS[codec], "w")
     cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
     cc.time_base = fractions.Fraction(1, 30)
     cc.framerate = 30
     cc.gop_size = gop
     cc.max_b_frames = bframes
+    for k, v in color.items():
+        setattr(cc, k, v)
     if codec == "h264":
         cc.options = {"preset": "veryfast", "x264-params": f"scenecut=0:bframes={bframes}:log=-1"}
     elif codec == "h265":
