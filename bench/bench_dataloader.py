@@ -83,7 +83,7 @@ STYLES = ("iterable", "map", "sequential")
 DEFAULT_STYLES = {"state_action": ("iterable", "map"), "cameras": ("iterable", "map"), "video": ("iterable", "sequential")}
 INDEX = "frame"
 ACTION_STEPS = 50
-DEFAULT_SAMPLES = {"state_action": 8192, "cameras": 512, "video": 2048}
+DEFAULT_SAMPLES = {"state_action": 8192, "cameras": 2048, "video": 2048}
 # rrloader / rerun samples/s: issue 3 (state_action, cameras), issue 4 (video, shuffled)
 TARGETS = {"state_action": 20.0, "cameras": 5.0, "video": 10.0}
 # rrloader-remote / rerun samples/s, issue 5
