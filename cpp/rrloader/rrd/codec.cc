@@ -2,6 +2,7 @@
 
 #include <arrow/io/memory.h>
 #include <arrow/ipc/reader.h>
+#include <arrow/ipc/writer.h>
 #include <lz4.h>
 #include <xxhash.h>
 
@@ -67,6 +68,19 @@ Result<std::shared_ptr<arrow::RecordBatch>> DecodeIpcRecordBatch(const std::shar
 Result<std::shared_ptr<arrow::Schema>> DecodeIpcSchema(const std::shared_ptr<arrow::Buffer>& ipc) {
   RRL_ASSIGN_OR_RETURN(auto reader, OpenIpc(ipc));
   return reader->schema();
+}
+
+Result<std::string> EncodeIpcStream(const arrow::RecordBatch& batch) {
+  auto sink = arrow::io::BufferOutputStream::Create();
+  if (!sink.ok()) return Status::Internal("IPC encode: " + sink.status().ToString());
+  auto writer = arrow::ipc::MakeStreamWriter(*sink, batch.schema());
+  if (!writer.ok()) return Status::Internal("IPC encode: " + writer.status().ToString());
+  auto st = (*writer)->WriteRecordBatch(batch);
+  if (st.ok()) st = (*writer)->Close();
+  if (!st.ok()) return Status::Internal("IPC encode: " + st.ToString());
+  auto buffer = (*sink)->Finish();
+  if (!buffer.ok()) return Status::Internal("IPC encode: " + buffer.status().ToString());
+  return (*buffer)->ToString();
 }
 
 }  // namespace rrl::rrd
