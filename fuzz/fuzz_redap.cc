@@ -12,9 +12,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto buffer = arrow::Buffer::FromString(std::string(reinterpret_cast<const char*>(data), size));
-  if (auto manifest = rrl::catalog::redap::DecodeGetRrdManifestResponse(buffer); manifest.ok()) {
-    for (const auto& c : manifest->chunks) (void)c.Stats;
-  }
+  (void)rrl::catalog::redap::DecodeGetRrdManifestResponse(buffer);
   std::vector<rrl::catalog::redap::FetchedChunk> chunks;
   if (rrl::catalog::redap::DecodeFetchChunksResponse(buffer, &chunks).ok()) {
     for (const auto& c : chunks) (void)rrl::chunk::Chunk::Decode(c.ipc, "fuzz chunk");

@@ -5,6 +5,7 @@
 #include <arrow/builder.h>
 #include <arrow/record_batch.h>
 
+#include <cstdint>
 #include <cstring>
 
 #include "rrloader/rrd/codec.h"
@@ -154,8 +155,11 @@ Status DecodeFetchChunksResponse(const std::shared_ptr<arrow::Buffer>& message, 
     FetchedChunk chunk;
     chunk.recording_id = msg.store_id.recording_id;
     chunk.chunk_id = std::move(chunk_id);
-    if (msg.compression == rrd::Compression::kLz4 || single) {
-      // LZ4: decompressed into a buffer of its own; a lone uncompressed chunk: a slice.
+    // A slice must start 8-byte aligned (Arrow IPC aligns its buffers relative to the stream
+    // start); a misaligned one would be copied buffer by buffer when decoded: copy it whole.
+    const bool aligned = reinterpret_cast<uintptr_t>(msg.payload.data()) % 8 == 0;
+    if (msg.compression == rrd::Compression::kLz4 || (single && aligned)) {
+      // LZ4: decompressed into a buffer of its own; a lone aligned uncompressed chunk: a slice.
       RRL_ASSIGN_OR_RETURN(chunk.ipc,
                            rrd::DecompressPayload(message, msg.payload, msg.compression, msg.uncompressed_size));
     } else {

@@ -79,8 +79,9 @@ struct FetchedChunk {
   std::string recording_id;            // ArrowMsg.store_id
 };
 // DecodeFetchChunksResponse: the chunks of one response message, appended to `out`. A
-// message of one uncompressed chunk (what the OSS server sends) is sliced, not copied (the
-// chunk then keeps its message alive: a few bytes more); chunks of a message of several are
+// message of one uncompressed chunk (what the OSS server sends) is sliced, not copied, when
+// it starts 8-byte aligned (the chunk then keeps its message alive: a few bytes more); other
+// uncompressed chunks (misaligned, or of a message of several) are
 // copied out (or decompressed) into buffers of their own, so a cached chunk never keeps
 // other chunks alive. kCorrupt / kUnsupported as ParseArrowMsg.
 [[nodiscard]] Status DecodeFetchChunksResponse(const std::shared_ptr<arrow::Buffer>& message,

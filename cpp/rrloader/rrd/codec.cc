@@ -46,6 +46,10 @@ Result<std::shared_ptr<arrow::ipc::RecordBatchStreamReader>> OpenIpc(const std::
   auto input = std::make_shared<arrow::io::BufferReader>(ipc);
   auto opts = arrow::ipc::IpcReadOptions::Defaults();
   opts.use_threads = false;
+  // Zero-copy reads keep the buffers where they lie in the payload; an uncompressed payload
+  // inside a protobuf message can start at any address, and Arrow's accessors need each
+  // buffer aligned to its type. Misaligned buffers are copied (aligned ones are not).
+  opts.ensure_alignment = arrow::ipc::Alignment::kDataTypeSpecificAlignment;
   auto reader = arrow::ipc::RecordBatchStreamReader::Open(input, opts);
   if (!reader.ok()) return Status::Corrupt("Arrow IPC stream: " + reader.status().message());
   return *reader;
