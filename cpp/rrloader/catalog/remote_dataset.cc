@@ -309,7 +309,12 @@ Status RemoteChunkLoader::FetchBatch(const std::vector<Wanted>& batch,
 Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
                                     std::vector<std::shared_ptr<const chunk::Chunk>>* out, bool on_demand) const {
   std::vector<std::shared_ptr<Batch>> batches;
-  std::vector<std::pair<std::string, std::shared_future<Status>>> waits;  // others' fetches
+  struct Wait {
+    Wanted wanted;
+    std::string key;
+    std::shared_future<Status> done;
+  };
+  std::vector<Wait> waits;  // chunks another thread is fetching
   {
     std::vector<std::pair<Wanted, std::string>> missing;
     std::set<std::string> listed;
@@ -335,7 +340,7 @@ Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
       }
       if (auto it = inflight_.find(key); it != inflight_.end()) {
         ++stats_.shared_waits;
-        waits.emplace_back(key, it->second);
+        waits.push_back({w, key, it->second});
         continue;
       }
       to_fetch.emplace_back(w, std::move(key));
@@ -408,15 +413,23 @@ Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
     batches[b]->done.set_value(Status::Internal("not fetched: an earlier fetch of the same block failed"));
   }
   if (!status.ok()) return status;
-  for (auto& [key, f] : waits) {
-    RRL_RETURN_IF_ERROR(f.get());
-    std::shared_ptr<const chunk::Chunk> chunk = cache_.Get(key);
+  // Others' fetches: their chunks, once done; one released again before this thread got it
+  // (a cache too small to keep it, and its block already gone) is fetched here after all.
+  std::vector<Wanted> again;
+  for (auto& w : waits) {
+    RRL_RETURN_IF_ERROR(w.done.get());
+    std::shared_ptr<const chunk::Chunk> chunk = cache_.Get(w.key);
     if (chunk == nullptr) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (auto it = alive_.find(key); it != alive_.end()) chunk = it->second.lock();
+      if (auto it = alive_.find(w.key); it != alive_.end()) chunk = it->second.lock();
     }
-    if (chunk != nullptr) out->push_back(std::move(chunk));
+    if (chunk != nullptr) {
+      out->push_back(std::move(chunk));
+    } else {
+      again.push_back(w.wanted);
+    }
   }
+  if (!again.empty()) return FetchInto(again, out, on_demand);
   return Status::OK();
 }
 
