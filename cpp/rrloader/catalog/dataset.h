@@ -61,8 +61,8 @@ class Dataset {
       const std::string& segment_id, const std::string& entity_path) const = 0;
 
   // EntitySegments: EntitySegment of every key, in the keys' order; the first failure (in
-  // key order) is returned. A remote dataset fetches the missing keys concurrently; this
-  // default asks one after the other.
+  // key order) is returned. A remote dataset fetches the missing manifests concurrently;
+  // this default asks one after the other.
   [[nodiscard]] virtual Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
       const std::vector<EntityKey>& keys) const {
     std::vector<std::shared_ptr<const store::Segment>> out;

@@ -98,8 +98,8 @@ class Segment {
   // is_remote: chunks come from a ChunkLoader (FromManifest).
   bool is_remote() const { return loader_ != nullptr; }
 
-  // FromChunks: a resident segment holding `chunks` (in this order), e.g. every chunk of one
-  // entity of a remote segment. Columns and index ranges are computed from the chunks;
+  // FromChunks: a resident segment holding `chunks` (in this order), e.g. chunks built in
+  // memory. Columns, index ranges and component stats are computed from the chunks;
   // `source_name` describes where they came from in error messages.
   [[nodiscard]] static Result<std::shared_ptr<Segment>> FromChunks(
       std::string id, std::string application_id, std::vector<std::shared_ptr<const chunk::Chunk>> chunks,
