@@ -3,7 +3,9 @@
 // the real server by tests/python/test_remote.py): GetRrdManifest with an RrdManifest whose
 // table has the fixed columns, chunk_key and per-timeline / per-component ranges, and
 // FetchChunks streaming one ArrowMsg per message. It lets the C++ tests count calls and
-// inject faults. Header-only.
+// inject faults. Header-only. Thread safety: Add and the fault knobs before the calls (or
+// between them, from the test's thread); the calls themselves only read the chunks and may
+// come from several threads at once (the counters are atomics).
 #pragma once
 
 #include <arrow/api.h>
@@ -129,7 +131,9 @@ class FakeCatalog {
           const std::string key(keys->GetView(i));
           const std::string segment(segs->GetView(i));
           const FakeChunk* found = nullptr;
-          for (const auto& c : segments_[segment]) {
+          auto seg_it = segments_.find(segment);
+          if (seg_it == segments_.end()) return Status::NotFound("the server answered NOT_FOUND: Invalid chunk key");
+          for (const auto& c : seg_it->second) {
             if (Key(c.n) == key && !removed.count(segment)) found = &c;
           }
           if (found == nullptr) return Status::NotFound("the server answered NOT_FOUND: Invalid chunk key");
@@ -166,7 +170,7 @@ class FakeCatalog {
   }
 
   std::string Manifest(const std::string& segment) {
-    const auto& chunks = segments_[segment];
+    const auto& chunks = segments_.at(segment);
     arrow::StringBuilder entity;
     arrow::FixedSizeBinaryBuilder id(arrow::fixed_size_binary(16));
     arrow::BooleanBuilder is_static;
