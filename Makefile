@@ -37,7 +37,7 @@ asan: setup
 	  ctest --test-dir build/asan --output-on-failure
 
 # Every libFuzzer target (one per fuzz/fuzz_*.cc), built with clang.
-FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder fuzz_selector fuzz_video_bitstream
+FUZZ_TARGETS = fuzz_rrd_reader fuzz_image_decoder fuzz_selector fuzz_video_bitstream fuzz_redap
 
 fuzz-build: setup
 	CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
@@ -63,6 +63,10 @@ fuzz-smoke fuzz: fuzz-build build
 	mkdir -p build/fuzz-run-video
 	./build/fuzz/fuzz_video_bitstream -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-video build/fuzz-corpus-video
+	$(PY) tools/make_redap_fuzz_corpus.py build/fuzz-corpus-redap
+	mkdir -p build/fuzz-run-redap
+	./build/fuzz/fuzz_redap -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run-redap build/fuzz-corpus-redap
 
 lint: setup
 	$(PY) -m ruff check python tests bench tools

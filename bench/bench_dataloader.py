@@ -268,6 +268,13 @@ class Opened:
             self.source, INDEX, fields, **iterable_kwargs(self.api, shuffle, fetch), **extra
         )
 
+    def remote_stats(self) -> dict | None:
+        """rrloader-remote: the remote dataset's fetch counters in this process (chunks and bytes
+        fetched from the server, round trips), or None for the other backends."""
+        if self.backend != "rrloader-remote":
+            return None
+        return dict(self.source.dataset.cache_stats())
+
     def close(self) -> None:
         if self.server is not None:
             self.server.shutdown()
@@ -456,6 +463,9 @@ def child(args) -> dict:
     if isinstance(first, tuple):
         first = first[0]
     t4 = time.perf_counter()
+    # What the first batch cost on the wire (rrloader-remote only; the blocks being fetched
+    # ahead of it are included, as they are in the time to first batch).
+    remote_first = opened.remote_stats() if not args.workers else None
 
     cpu0 = _cpu_s()
     n = 0
@@ -504,6 +514,8 @@ def child(args) -> dict:
         "torchvision_shim": shim,
         "server_in_process": args.child in ("rerun", "rrloader-remote"),
         "video": video,
+        "remote_first_batch": remote_first,
+        "remote_end": opened.remote_stats() if not args.workers else None,
     }
     opened.close()
     return out
@@ -796,6 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{res['time_to_first_batch_s']:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MiB",
                         flush=True,
                     )
+                    if res.get("remote_first_batch"):
+                        print(f"    remote at first batch: {res['remote_first_batch']}", flush=True)
+                        print(f"    remote at the end:     {res['remote_end']}", flush=True)
         if set(DEFAULT_BACKENDS) <= set(backends) and not args.no_verify:
             res = run_child(
                 [

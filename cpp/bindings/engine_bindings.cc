@@ -258,6 +258,7 @@ class PyEngine {
     d["missing_before_first_packet"] = s.missing_before_first_packet;
     d["missing_not_decoded"] = s.missing_not_decoded;
     d["streams_indexed"] = s.streams_indexed;
+    d["clusters_loaded"] = s.clusters_loaded;
     d["keyframes_rejected"] = s.keyframes_rejected;
     return d;
   }

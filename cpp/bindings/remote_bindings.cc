@@ -1,13 +1,14 @@
 // cpp/bindings/remote_bindings.cc — `_core.RemoteDataset`: a catalog::RemoteDataset whose
-// fetch function is a Python callable (rrloader/_remote.py wraps rerun-sdk).
+// transport is a Python callable (rrloader/_remote.py speaks gRPC with grpcio).
 //
-// The callable is called with the GIL held, once per (segment, entity) the engine misses
-// in its cache, from engine threads (never per sample). It returns an iterable of objects
-// with `__arrow_c_array__` (pyarrow RecordBatches in Rerun's chunk schema); each is
-// imported through the Arrow C data interface, so blob columns are shared, not copied. A
-// Python exception becomes a Status: the code of the most specific class of the one
-// exception table (module.cc) the exception is an instance of, kInternal otherwise; the
-// message is the exception's.
+// The callable is `rpc(method: str, request: bytes) -> list[bytes]` (the answer's messages);
+// C++ encodes every request and decodes every answer (catalog/redap.h). It is called with
+// the GIL held from engine threads: once per segment manifest, once per batch of chunks
+// (never per sample). The answer's bytes are copied into Arrow buffers with the GIL released
+// (Python bytes are immutable, and referenced until the copy is done). A Python exception
+// becomes a Status: the code of the most specific class of the one exception table
+// (module.cc) the exception is an instance of, kInternal otherwise; the message is the
+// exception's.
 #include <arrow/c/bridge.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/map.h>
@@ -15,6 +16,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <limits>
 
 #include "bindings/common.h"
@@ -73,45 +75,62 @@ rrl::Status StatusFromPython(const nb::python_error& e) {
   return rrl::Status(static_cast<rrl::StatusCode>(code), message);
 }
 
-rrl::Result<std::vector<std::shared_ptr<arrow::RecordBatch>>> CallFetch(const PyCallable& callable,
-                                                                        const std::string& segment_id,
-                                                                        const std::string& entity_path) {
+rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>> CallRpc(const PyCallable& callable, const std::string& method,
+                                                                 const std::string& request) {
   if (InterpreterGone()) return rrl::Status::Internal("the Python interpreter is shutting down");
-  nb::gil_scoped_acquire gil;
-  try {
-    nb::object batches = callable.fn(segment_id, entity_path);
-    std::vector<std::shared_ptr<arrow::RecordBatch>> out;
-    for (nb::handle item : batches) {
-      nb::tuple caps = nb::cast<nb::tuple>(item.attr("__arrow_c_array__")());
-      auto* schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(caps[0].ptr(), "arrow_schema"));
-      auto* array = static_cast<ArrowArray*>(PyCapsule_GetPointer(caps[1].ptr(), "arrow_array"));
-      if (schema == nullptr || array == nullptr) {
-        PyErr_Clear();
-        return rrl::Status::InvalidArgument(
-            "the fetch function returned an object whose __arrow_c_array__ is not "
-            "an (arrow_schema, arrow_array) capsule pair");
+  std::vector<nb::object> held;                       // the answer's bytes objects
+  std::vector<std::pair<const char*, size_t>> views;  // their contents
+  {
+    nb::gil_scoped_acquire gil;
+    try {
+      nb::object answer = callable.fn(method, nb::bytes(request.data(), request.size()));
+      auto add = [&](nb::handle item) -> bool {
+        if (!PyBytes_Check(item.ptr())) return false;
+        held.push_back(nb::borrow(item));
+        views.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
+        return true;
+      };
+      if (!add(answer)) {
+        for (nb::handle item : answer) {
+          if (!add(item)) {
+            return rrl::Status::InvalidArgument("the transport answered " + method + " with a " +
+                                                std::string(nb::str(item.type().attr("__name__")).c_str()) +
+                                                " (expected bytes)");
+          }
+        }
       }
-      // Moves the array out of its capsule (whose destructor then has nothing to release).
-      auto batch = arrow::ImportRecordBatch(array, schema);
-      if (!batch.ok()) {
-        return rrl::Status::InvalidArgument("cannot import a fetched record batch: " + batch.status().ToString());
-      }
-      out.push_back(std::move(*batch));
+    } catch (const nb::python_error& e) {
+      return StatusFromPython(e);
+    } catch (const std::exception& e) {
+      return rrl::Status::Internal(std::string("transport: ") + e.what());
     }
-    return out;
-  } catch (const nb::python_error& e) {
-    return StatusFromPython(e);
-  } catch (const std::exception& e) {
-    return rrl::Status::Internal(std::string("fetch function: ") + e.what());
   }
+  std::vector<std::shared_ptr<arrow::Buffer>> out;
+  rrl::Status status;
+  for (const auto& [data, size] : views) {  // GIL released: `held` keeps the bytes alive
+    auto buffer = arrow::AllocateBuffer(static_cast<int64_t>(size));
+    if (!buffer.ok()) {
+      status = rrl::Status::IoError("cannot allocate " + std::to_string(size) + " bytes for a " + method + " answer");
+      break;
+    }
+    if (size > 0) std::memcpy((*buffer)->mutable_data(), data, size);
+    out.push_back(std::move(buffer).ValueUnsafe());
+  }
+  {
+    nb::gil_scoped_acquire gil;
+    held.clear();
+  }
+  if (!status.ok()) return status;
+  return out;
 }
 
 // PyRemoteDataset: the Python handle of one RemoteDataset (shared with every Engine made
 // from it). Thread-safe like the dataset; the fetch callable is owned through PyCallable.
 class PyRemoteDataset {
  public:
-  PyRemoteDataset(std::vector<std::string> segment_ids, nb::object schema, nb::object fetch, int64_t cache_bytes,
-                  int fetch_concurrency, std::string description) {
+  PyRemoteDataset(std::vector<std::string> segment_ids, nb::object schema, nb::object rpc, int64_t cache_bytes,
+                  int fetch_concurrency, std::string description, int64_t manifest_cache_bytes,
+                  int64_t fetch_batch_bytes, std::string layer) {
     nb::object capsule = schema.attr("__arrow_c_schema__")();
     auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
     if (c_schema == nullptr) {
@@ -121,14 +140,20 @@ class PyRemoteDataset {
     auto imported = arrow::ImportSchema(c_schema);
     if (!imported.ok())
       Throw(rrl::Status::InvalidArgument("cannot import the schema: " + imported.status().ToString()));
-    auto callable = std::make_shared<PyCallable>(std::move(fetch));
+    auto callable = std::make_shared<PyCallable>(std::move(rpc));
     rrl::catalog::RemoteOptions o;
     o.cache_bytes = cache_bytes;
+    o.manifest_cache_bytes = manifest_cache_bytes;
     o.fetch_concurrency = fetch_concurrency;
+    o.fetch_batch_bytes = fetch_batch_bytes;
+    o.layer = std::move(layer);
     o.description = std::move(description);
     ds_ = Unwrap(rrl::catalog::RemoteDataset::Make(
         std::move(segment_ids), **imported,
-        [callable](const std::string& s, const std::string& e) { return CallFetch(*callable, s, e); }, std::move(o)));
+        [callable](const std::string& method, const std::string& request) {
+          return CallRpc(*callable, method, request);
+        },
+        std::move(o)));
   }
 
   std::vector<std::string> segment_ids() const { return ds_->SegmentIds(); }
@@ -143,26 +168,61 @@ class PyRemoteDataset {
     nb::dict d;
     d["capacity_bytes"] = s.capacity_bytes;
     d["size_bytes"] = s.size_bytes;
-    d["entries"] = s.entries;
     d["hits"] = s.hits;
     d["misses"] = s.misses;
     d["fetches"] = s.fetches;
-    d["fetch_errors"] = s.fetch_errors;
+    d["chunks_fetched"] = s.chunks_fetched;
     d["fetched_bytes"] = s.fetched_bytes;
+    d["on_demand_chunks"] = s.on_demand_chunks;
+    d["fetch_errors"] = s.fetch_errors;
     d["shared_waits"] = s.shared_waits;
+    d["manifest_fetches"] = s.manifest_fetches;
+    d["manifest_bytes"] = s.manifest_bytes;
+    d["manifests_cached"] = s.manifests_cached;
+    d["manifest_cache_bytes"] = s.manifest_cache_bytes;
+    d["key_refreshes"] = s.key_refreshes;
     return d;
   }
-  // entity_segment: (chunks, rows) of one (segment, entity) — fetching it if needed (tests).
-  nb::tuple entity_segment(const std::string& segment_id, const std::string& entity_path) const {
+  // segment_chunks: (chunks, rows) of `entity_path` in the segment's manifest (fetching the
+  // manifest if needed, no chunk): tests.
+  nb::tuple segment_chunks(const std::string& segment_id, const std::string& entity_path) const {
     rrl::Result<std::shared_ptr<const rrl::store::Segment>> r = rrl::Status::Internal("unset");
     {
       nb::gil_scoped_release release;
       r = ds_->EntitySegment(segment_id, entity_path);
     }
     auto seg = Unwrap(std::move(r));
+    size_t chunks = 0;
     uint64_t rows = 0;
-    for (const auto& c : seg->chunks()) rows += c.num_rows;
-    return nb::make_tuple(seg->chunks().size(), rows);
+    for (const auto& c : seg->chunks()) {
+      if (c.entity_path != entity_path) continue;
+      ++chunks;
+      rows += c.num_rows;
+    }
+    return nb::make_tuple(chunks, rows);
+  }
+  // load_entity: fetches every chunk of `entity_path` in the segment (one Prefetch) and
+  // returns their rows as decoded: tests.
+  int64_t load_entity(const std::string& segment_id, const std::string& entity_path) const {
+    rrl::Status st;
+    int64_t rows = 0;
+    {
+      nb::gil_scoped_release release;
+      auto seg = ds_->EntitySegment(segment_id, entity_path);
+      if (!seg.ok()) {
+        st = seg.status();
+      } else {
+        rrl::catalog::ChunkWant want{*seg, {}};
+        for (size_t i = 0; i < (*seg)->chunks().size(); ++i) {
+          if ((*seg)->chunks()[i].entity_path == entity_path) want.chunks.push_back(i);
+        }
+        std::vector<std::shared_ptr<const rrl::chunk::Chunk>> chunks;
+        st = ds_->Prefetch({want}, &chunks);
+        for (const auto& c : chunks) rows += c->num_rows();
+      }
+    }
+    if (!st.ok()) Throw(st);
+    return rows;
   }
 
   std::shared_ptr<const rrl::catalog::RemoteDataset> dataset() const { return ds_; }
@@ -180,15 +240,21 @@ std::shared_ptr<const rrl::catalog::Dataset> RemoteDatasetOf(nb::handle h) {
 
 void BindRemote(nb::module_& m) {
   m.attr("DEFAULT_REMOTE_CACHE_BYTES") = rrl::catalog::kDefaultRemoteCacheBytes;
+  m.attr("DEFAULT_MANIFEST_CACHE_BYTES") = rrl::catalog::kDefaultManifestCacheBytes;
   m.attr("DEFAULT_REMOTE_FETCH_CONCURRENCY") = rrl::catalog::kDefaultRemoteFetchConcurrency;
+  m.attr("DEFAULT_FETCH_BATCH_BYTES") = rrl::catalog::kDefaultFetchBatchBytes;
   nb::class_<PyRemoteDataset>(m, "RemoteDataset")
-      .def(nb::init<std::vector<std::string>, nb::object, nb::object, int64_t, int, std::string>(), "segment_ids"_a,
-           "schema"_a, "fetch"_a, "cache_bytes"_a, "fetch_concurrency"_a, "description"_a)
+      .def(nb::init<std::vector<std::string>, nb::object, nb::object, int64_t, int, std::string, int64_t, int64_t,
+                    std::string>(),
+           "segment_ids"_a, "schema"_a, "rpc"_a, "cache_bytes"_a, "fetch_concurrency"_a, "description"_a,
+           "manifest_cache_bytes"_a = rrl::catalog::kDefaultManifestCacheBytes,
+           "fetch_batch_bytes"_a = rrl::catalog::kDefaultFetchBatchBytes, "layer"_a = "base")
       .def("segment_ids", &PyRemoteDataset::segment_ids)
       .def("timelines", &PyRemoteDataset::timelines)
       .def("columns", &PyRemoteDataset::columns)
       .def("cache_stats", &PyRemoteDataset::cache_stats)
-      .def("entity_segment", &PyRemoteDataset::entity_segment, "segment_id"_a, "entity_path"_a);
+      .def("segment_chunks", &PyRemoteDataset::segment_chunks, "segment_id"_a, "entity_path"_a)
+      .def("load_entity", &PyRemoteDataset::load_entity, "segment_id"_a, "entity_path"_a);
 }
 
 }  // namespace rrl_bindings

@@ -1,39 +1,40 @@
 """RemoteDataset: a dataset served by a Rerun catalog server (``rerun server``, ``rr.server.Server``).
 
 The dataloader reads it exactly as it reads a ``LocalDataset``: the native engine resolves
-every sample with the same latest-at code, over chunks fetched from the server instead of
-read from files. What comes from where:
+every sample with the same latest-at and video code, over chunks fetched from the server
+instead of read from files. What comes from where:
 
 * at construction, through rerun-sdk's ``DatasetEntry``: the segment ids, the schema
   (``entry.schema()``) and the index ranges (``entry.get_index_ranges()``) — three calls;
-* during iteration, once per (segment, entity) the engine's cache misses: every chunk of
-  that entity in that segment, via ``entry.segment_store(segment)`` (the segment's manifest,
-  cached here) and ``.stream().filter(content=entity).to_chunks()``. Only that entity's
-  chunks leave the server. The record batches cross into the engine through the Arrow C
-  data interface (no copy of image blobs); the engine keeps them in an LRU bounded in bytes
-  (``cache_bytes``, default 1 GiB) and fetches the pairs of a block concurrently
-  (``fetch_concurrency``, default 4), ahead of decode.
+* during iteration, over the catalog's gRPC API (``rerun.cloud.v1alpha1.RerunCloudService``,
+  spoken by the engine; this module is only its transport, with grpcio): once per segment,
+  its manifest (``GetRrdManifest``: the segment's chunk index, like a file's footer), and
+  the chunks each block needs by id (``FetchChunks``), in a few batched calls per block
+  (``fetch_concurrency`` at once, default 4). The engine keeps fetched chunks in a cache
+  bounded in bytes (``cache_bytes``, default 1 GiB) and manifests in one of their own
+  (``manifest_cache_bytes``, default 64 MiB).
 
-Nothing is called per sample in Python: the fetch callable runs only on a cache miss.
+Nothing is called per sample in Python: the transport runs once per manifest and once per
+batch of chunks, and hands the answer's bytes to the engine untouched.
 
-Faults. Every remote call runs on a helper thread with a deadline (``remote_timeout_s``,
-default 60 s, for the whole call including retries). Connection failures are retried with
+Faults. Every gRPC call has a deadline (``remote_timeout_s``, default 60 s, for the whole
+call including retries). Unavailable servers and transient errors are retried with
 exponential backoff (0.1 s, 0.2 s, ...; at most ``remote_retries`` times, default 4) within
-that deadline, then fail with an ``RrloaderIOError`` naming the URL (and, for a fetch, the
-segment and entity). A segment that disappeared from the catalog after the epoch was
-planned fails with a ``NotFoundError`` naming it. Construction does not retry: an
+that deadline, then fail with an ``RrloaderIOError`` naming the URL, the segment and the
+entity. A segment that disappeared from the catalog after the epoch was planned fails with
+a ``NotFoundError`` naming it. Construction (rerun-sdk's client) does not retry: an
 unreachable catalog fails at once, naming the URL.
 
 Processes. rerun-sdk's client is not fork-safe (its async runtime's threads do not survive
-``fork``): a forked DataLoader worker raises ``RrloaderError`` before any rerun call and
-names the fix, ``multiprocessing_context="spawn"``. A ``RemoteDataset`` pickles as its URL,
-dataset name, segment filter, options and the metadata read at construction (so spawned
-workers and ``torchrun`` ranks plan identically); each process connects on its first fetch.
+``fork``), nor is a gRPC channel: a forked DataLoader worker raises ``RrloaderError`` before
+any remote call and names the fix, ``multiprocessing_context="spawn"``. A ``RemoteDataset``
+pickles as its URL, dataset name, segment filter, options and the metadata read at
+construction (so spawned workers and ``torchrun`` ranks plan identically); each process opens
+its own gRPC channel on its first fetch (and needs no rerun-sdk client at all).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import socket
 import threading
@@ -52,11 +53,13 @@ from .errors import InvalidArgumentError, NotFoundError, RrloaderError, Rrloader
 DEFAULT_REMOTE_TIMEOUT_S = 60.0
 DEFAULT_REMOTE_RETRIES = 4
 DEFAULT_REMOTE_CACHE_BYTES = _core.DEFAULT_REMOTE_CACHE_BYTES  # 1 GiB
+DEFAULT_MANIFEST_CACHE_BYTES = _core.DEFAULT_MANIFEST_CACHE_BYTES  # 64 MiB
 DEFAULT_FETCH_CONCURRENCY = _core.DEFAULT_REMOTE_FETCH_CONCURRENCY  # 4
 _BACKOFF_START_S = 0.1
-# Segment manifests (LazyStores) kept per process: small (one row per chunk), but a
-# dataset may have thousands of segments.
-_MAX_CACHED_STORES = 64
+_GRPC_PIN = "grpcio==1.76.0"
+_SERVICE = "/rerun.cloud.v1alpha1.RerunCloudService/"
+# The engine's calls: whether the answer is a stream, and what a message calls the call.
+_METHODS = {"GetRrdManifest": (False, "fetching a segment manifest"), "FetchChunks": (True, "fetching chunks")}
 
 _FORK_MESSAGE = (
     "this process was forked from the one that opened the remote dataset {what}: rerun-sdk's catalog "
@@ -144,6 +147,35 @@ def _is_not_found(e: BaseException) -> bool:
     return type(e).__name__ == "NotFoundError" or type(e) is LookupError or "(NotFound)" in str(e)
 
 
+def _require_grpc() -> Any:
+    """grpcio (the transport of chunk fetches), or a clear error naming the package."""
+    try:
+        import grpc
+    except ImportError as e:
+        raise RrloaderError(
+            f"reading a remote dataset needs the grpcio package, which is not installed: pip install {_GRPC_PIN}"
+        ) from e
+    return grpc
+
+
+def _grpc_target(url: str) -> tuple[str, bool]:
+    """(host:port, tls) of a catalog URL: rerun+http:// is plaintext HTTP/2 (default port
+    51234, as `rerun server`), rerun+https:// and rerun:// are TLS (default port 443)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise InvalidArgumentError(f"not a catalog URL: {url!r} ({e})") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("rerun+http", "rerun+https", "rerun", "http", "https") or not parts.hostname:
+        raise InvalidArgumentError(f"not a catalog URL: {url!r} (expected rerun+http://host:port)")
+    tls = scheme in ("rerun+https", "rerun", "https")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{host}:{port or (443 if tls else 51234)}", tls
+
+
 def _is_fatal(e: BaseException) -> bool:
     # Our own errors and programming errors are not made better by asking again.
     return isinstance(e, (RrloaderError, TypeError, AttributeError, KeyboardInterrupt, SystemExit))
@@ -191,7 +223,8 @@ class _RemoteState:
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._entry = entry
-        self._stores: collections.OrderedDict[str, Any] = collections.OrderedDict()
+        self._grpc_channel: Any = None
+        self._grpc_calls: dict[str, Any] = {}
         self._core_obj: Any = None
         self.timelines: dict[str, str] = {}
         for f in self.schema:
@@ -294,37 +327,97 @@ class _RemoteState:
                 self._entry = entry
             return self._entry
 
-    def _segment_store(self, segment_id: str, fresh: bool) -> Any:
-        with self._lock:
-            if fresh:
-                self._stores.pop(segment_id, None)
-            elif segment_id in self._stores:
-                self._stores.move_to_end(segment_id)
-                return self._stores[segment_id]
-        store = self.entry().segment_store(segment_id)
-        with self._lock:
-            self._stores[segment_id] = store
-            while len(self._stores) > _MAX_CACHED_STORES:
-                self._stores.popitem(last=False)
-        return store
-
-    def fetch(self, segment_id: str, entity_path: str) -> list[pa.RecordBatch]:
-        """Every chunk of ``entity_path`` in ``segment_id`` (the engine's fetch function)."""
+    # ----------------------------------------------------------------- gRPC transport
+    def _channel(self) -> Any:
+        """This process's gRPC channel (opened on first use: never inherited through fork)."""
         self.check_process()
+        with self._lock:
+            if self._grpc_channel is None:
+                grpc = _require_grpc()
+                target, tls = _grpc_target(self.url)
+                options = [
+                    # a block's chunks can be large: no message size limit (the server's is 4 GiB)
+                    ("grpc.max_receive_message_length", -1),
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.enable_retries", 0),  # retries are ours, within the deadline
+                ]
+                if tls:
+                    self._grpc_channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+                else:
+                    self._grpc_channel = grpc.insecure_channel(target, options=options)
+                self._grpc_calls = {}
+            return self._grpc_channel
 
-        def attempt(fresh: bool) -> list[pa.RecordBatch]:
-            store = self._segment_store(segment_id, fresh)
-            chunks = store.stream().filter(content=[entity_path]).to_chunks()
-            return [c.to_record_batch() for c in chunks]
+    def _grpc_call(self, method: str) -> Any:
+        channel = self._channel()
+        with self._lock:
+            call = self._grpc_calls.get(method)
+            if call is None:
+                streaming = _METHODS[method][0]
+                make = channel.unary_stream if streaming else channel.unary_unary
+                # No (de)serializers: the engine encodes requests and decodes answers itself.
+                call = make(_SERVICE + method, request_serializer=None, response_deserializer=None)
+                self._grpc_calls[method] = call
+            return call
 
-        return self.call(
-            attempt,
-            "fetching chunks",
-            named=False,
-            not_found=lambda e: NotFoundError(
-                f"segment {segment_id!r} is no longer in the dataset (removed after the epoch was planned?): "
-                f"{_first_line(e)}"
-            ),
+    def rpc(self, method: str, request: bytes) -> list[bytes]:
+        """One call of the catalog's gRPC service for the engine: the answer's messages.
+
+        The deadline, retries and backoff described above. NOT_FOUND is a NotFoundError at
+        once (the engine tells a removed segment from stale chunk keys); errors that asking
+        again will not fix (a malformed request, a method the server lacks, no permission)
+        fail at once too. The engine puts the dataset, segment and entity in front.
+        """
+        grpc = _require_grpc()
+        if method not in _METHODS:
+            raise InvalidArgumentError(f"unknown catalog method {method!r}")
+        streaming, what = _METHODS[method]
+        call = self._grpc_call(method)
+        metadata = (("x-rerun-entry-name-bin", self.name.encode()),)
+        retryable = {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.UNKNOWN,
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.ABORTED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.CANCELLED,
+        }
+        deadline = time.monotonic() + self.timeout_s
+        delay = _BACKOFF_START_S
+        attempts = 0
+        last: Any = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            attempts += 1
+            try:
+                if streaming:
+                    return list(call(request, timeout=remaining, metadata=metadata))
+                return [call(request, timeout=remaining, metadata=metadata)]
+            except grpc.RpcError as e:
+                code = e.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    last = None
+                    break
+                if code == grpc.StatusCode.NOT_FOUND:
+                    raise NotFoundError(f"{what}: the server answered NOT_FOUND: {e.details()}") from None
+                if code not in retryable:
+                    raise RrloaderIOError(
+                        f"{what} failed: the server answered {code.name}: {e.details()} ({self.url})"
+                    ) from None
+                last = e
+                if attempts > self.retries:
+                    break
+                time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+                delay *= 2
+        if last is None:
+            raise RrloaderIOError(
+                f"{what}: no answer within {self.timeout_s:g} s (remote_timeout_s; {attempts} attempt(s))"
+            )
+        raise RrloaderIOError(
+            f"{what} failed after {attempts} attempt(s) (remote_timeout_s={self.timeout_s:g} s): "
+            f"{last.code().name}: {(last.details() or '').strip().splitlines()[0] if last.details() else ''}"
         )
 
     # ----------------------------------------------------------------- native dataset
@@ -337,24 +430,25 @@ class _RemoteState:
                 self._core_obj = _core.RemoteDataset(
                     self.all_segments,
                     self.schema,
-                    _weak_fetch(self),
+                    _weak_rpc(self),
                     int(self.spec["cache_bytes"]),
                     int(self.spec["fetch_concurrency"]),
                     self.describe(),
+                    manifest_cache_bytes=int(self.spec.get("manifest_cache_bytes", DEFAULT_MANIFEST_CACHE_BYTES)),
                 )
             return self._core_obj
 
 
-def _weak_fetch(state: _RemoteState) -> Callable[[str, str], list[pa.RecordBatch]]:
+def _weak_rpc(state: _RemoteState) -> Callable[[str, bytes], list[bytes]]:
     ref = weakref.ref(state)
 
-    def fetch(segment_id: str, entity_path: str) -> list[pa.RecordBatch]:
+    def rpc(method: str, request: bytes) -> list[bytes]:
         s = ref()
         if s is None:
             raise RrloaderError("the remote dataset was closed while the engine still used it")
-        return s.fetch(segment_id, entity_path)
+        return s.rpc(method, request)
 
-    return fetch
+    return rpc
 
 
 # --------------------------------------------------------------------------- public class
@@ -371,9 +465,11 @@ class RemoteDataset:
     - ``segments``: an allow-list of segment ids (None: all).
     - ``remote_timeout_s``: the deadline of each remote call, retries included (default 60).
     - ``remote_retries``: retries of a call that failed to connect (default 4).
-    - ``cache_bytes``: fetched chunks kept per process (default 1 GiB); a (segment, entity)
-      larger than this is fetched again for every block that needs it.
-    - ``fetch_concurrency``: (segment, entity) fetches in flight per block (default 4).
+    - ``cache_bytes``: fetched chunks kept per process (default 1 GiB), so later epochs
+      read them without the server; a chunk that falls out is fetched again when needed.
+    - ``manifest_cache_bytes``: segment manifests (chunk indexes) kept per process
+      (default 64 MiB).
+    - ``fetch_concurrency``: gRPC calls in flight per block (default 4).
 
     Shaped like ``LocalDataset`` / rerun's ``DatasetEntry`` where the dataloader needs it:
     ``segment_ids()``, ``schema()``, ``timelines()``, ``get_index_ranges()``,
@@ -393,6 +489,7 @@ class RemoteDataset:
         remote_timeout_s: float = DEFAULT_REMOTE_TIMEOUT_S,
         remote_retries: int = DEFAULT_REMOTE_RETRIES,
         cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
+        manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
         _entry: Any = None,
     ):
@@ -400,17 +497,20 @@ class RemoteDataset:
             raise InvalidArgumentError(f"RemoteDataset needs a catalog URL such as 'rerun+http://host:51234', got {url!r}")
         if not (float(remote_timeout_s) > 0):
             raise InvalidArgumentError(f"remote_timeout_s must be > 0, got {remote_timeout_s!r}")
-        if int(remote_retries) < 0 or int(cache_bytes) < 0 or int(fetch_concurrency) < 1:
+        if int(remote_retries) < 0 or int(cache_bytes) < 0 or int(manifest_cache_bytes) < 0 or int(fetch_concurrency) < 1:
             raise InvalidArgumentError(
-                "remote_retries and cache_bytes must be >= 0 and fetch_concurrency >= 1, got "
-                f"{remote_retries!r}, {cache_bytes!r}, {fetch_concurrency!r}"
+                "remote_retries, cache_bytes and manifest_cache_bytes must be >= 0 and fetch_concurrency >= 1, got "
+                f"{remote_retries!r}, {cache_bytes!r}, {manifest_cache_bytes!r}, {fetch_concurrency!r}"
             )
+        _grpc_target(url)  # a URL the transport cannot use fails here, not at the first fetch
+        _require_grpc()
         spec: dict[str, Any] = {
             "url": url,
             "name": str(name),
             "remote_timeout_s": float(remote_timeout_s),
             "remote_retries": int(remote_retries),
             "cache_bytes": int(cache_bytes),
+            "manifest_cache_bytes": int(manifest_cache_bytes),
             "fetch_concurrency": int(fetch_concurrency),
         }
         state = _RemoteState({**spec, "segment_ids": [], "schema": pa.schema([]), "index_ranges": pa.table({})}, _entry)
@@ -508,7 +608,11 @@ class RemoteDataset:
         return table.take(pc.sort_indices(table["rerun_segment_id"]))
 
     def cache_stats(self) -> dict[str, int]:
-        """The native chunk cache's counters (fetches, hits, bytes) in this process."""
+        """The remote fetch counters in this process: ``fetches`` (FetchChunks calls),
+        ``chunks_fetched``, ``fetched_bytes`` (the chunks' Arrow IPC bytes),
+        ``on_demand_chunks`` (fetched alone when first read, not ahead with their block),
+        ``manifest_fetches`` / ``manifest_bytes``, the chunk cache's ``hits`` / ``misses`` /
+        ``size_bytes`` / ``capacity_bytes``, ``fetch_errors``, ``shared_waits``."""
         return dict(self._core.cache_stats())
 
     # ----------------------------------------------------------------- views

@@ -675,8 +675,10 @@ class _RerunDataset:
         memory), ``gop_requests``, ``session_hits`` / ``session_misses``,
         ``missing_no_keyframe`` (samples without a keyframe at or before their packet,
         ``missing_before_first_packet`` of them before the stream's first packet),
-        ``missing_not_decoded``, ``streams_indexed``, ``keyframes_rejected`` (``is_keyframe``
-        marks the bitstream refuted); and now: ``bytes_cached`` / ``sessions_cached`` (open
+        ``missing_not_decoded``, ``streams_indexed`` (stream indexes created),
+        ``clusters_loaded`` (parts of streams read: groups of chunks that overlap in time, one
+        per GOP chunk on GOP-chunked data), ``keyframes_rejected`` (``is_keyframe`` marks the
+        bitstream refuted, in the parts read); and now: ``bytes_cached`` / ``sessions_cached`` (open
         decoder sessions). ``frames_decoded / frames_delivered`` is the decoding overhead:
         1.0 when nothing is decoded that is not delivered.
         """

@@ -396,6 +396,29 @@ def test_a_second_epoch_reuses_the_index(tmp_path):
     assert it.video_stats()["cam"]["streams_indexed"] == 1
 
 
+@pytest.mark.parametrize("keyframes", ["sparse", "none", "dense"])
+def test_a_first_touch_reads_only_the_gops_a_block_decodes(tmp_path, keyframes):
+    """The index is lazy: a block reads the chunks of the GOPs it decodes, not the stream.
+    GOP 10 in chunks of 5 packets: a frame in the second half of a GOP needs its chunk and the
+    one before (its keyframe's), found from the is_keyframe marks or by stepping back."""
+    packets, keys, ref = encoded("h264", 64, 48, 60, 10, seed=4)
+    path = vu.write_stream(
+        tmp_path / "s.rrd", "seg", packets, range(60), keyframes=keys, keyframe_logging=keyframes, rows_per_chunk=5
+    )
+    ds = RerunMapDataset(dataset([path]), "frame", fields())
+    check_frames(ds.__getitems__([38, 37]), [ref[38], ref[37]], "frames 38, 37")
+    stats = ds.video_stats()["cam"]
+    assert stats["streams_indexed"] == 1 and stats["clusters_loaded"] == 2, stats  # of 12
+    check_frames(ds.__getitems__([31]), [ref[31]], "frame 31")  # in a chunk already read
+    assert ds.video_stats()["cam"]["clusters_loaded"] == 2
+    check_frames(ds.__getitems__([4, 59]), [ref[4], ref[59]], "frames 4, 59")  # two more GOPs
+    assert ds.video_stats()["cam"]["clusters_loaded"] == 5
+    # Sequential reading over the lazily indexed stream still decodes every frame once.
+    it = RerunIterableDataset(dataset([path]), "frame", fields(), fetch_size=8, shuffle=False)
+    check_frames(list(it), list(ref), "sequential")
+    assert ratio(it.video_stats()["cam"]) == 1.0
+
+
 def test_dataloader_workers_decode_the_same_frames(tmp_path):
     packets, keys, ref = encoded("h264", 64, 48, 40, 10)
     path = vu.write_stream(tmp_path / "s.rrd", "seg", packets, range(40))

@@ -312,22 +312,92 @@ def test_remote_metadata_matches_local(client, data_root):
     assert "num" in repr(remote) and remote.url.startswith("rerun+http://127.0.0.1:")
 
 
-def test_each_segment_entity_is_fetched_once_and_only_its_chunks(client, data_root):
-    remote = RemoteDataset.from_entry(client.get_dataset("num"))
-    ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=2, seed=3)
-    list(ds)
+@pytest.fixture(scope="module")
+def chunky(tmp_path_factory):
+    """Two segments whose streams are many chunks each (one `send_columns` per chunk):
+    `/state` 200 frames in 20 chunks of 10, `/other` (never read by the fields below), and
+    `/cam` an H.264 VideoStream of 60 frames, GOP 10, one chunk per GOP, sparse is_keyframe."""
+    import rerun as rr
+    import videoutil as vu
+
+    folder = tmp_path_factory.mktemp("chunky")
+    packets, keys = vu.encode("h264", 64, 48, 60, 10, seed=3)
+    for k, segment in enumerate(("ep_0", "ep_1")):
+        with rr.RecordingStream(vu.APP_ID, recording_id=segment, send_properties=False) as rec:
+            rec.save(folder / f"{segment}.rrd")
+            rec.set_log_time_enabled(False)
+            rec.set_log_tick_enabled(False)
+            rec.log("/cam", rr.VideoStream(codec=vu.RERUN_CODECS["h264"]), static=True)
+            for lo in range(0, 60, 10):
+                rec.send_columns(
+                    "/cam",
+                    indexes=[rr.TimeColumn("frame", sequence=np.arange(lo, lo + 10))],
+                    columns=rr.VideoStream.columns(sample=list(packets[lo : lo + 10])),
+                )
+            marks = [t for t, key in enumerate(keys) if key]
+            rec.send_columns(
+                "/cam",
+                indexes=[rr.TimeColumn("frame", sequence=marks)],
+                columns=rr.VideoStream.columns(is_keyframe=[True] * len(marks)),
+            )
+            for lo in range(0, 200, 10):
+                frames = np.arange(lo, lo + 10)
+                for entity in ("/state", "/other"):
+                    rec.send_columns(
+                        entity,
+                        indexes=[rr.TimeColumn("frame", sequence=frames)],
+                        columns=rr.Scalars.columns(scalars=(frames + 1000 * k).astype(np.float64)),
+                    )
+    srv = rr.server.Server(host="127.0.0.1", datasets={"chunky": str(folder)})
+    yield srv, folder
+    srv.shutdown()
+
+
+def test_a_block_fetches_only_the_chunks_its_samples_need(chunky):
+    srv, folder = chunky
+    remote = RemoteDataset(srv.url(), "chunky")
+    assert remote.segment_ids() == ["ep_0", "ep_1"]
+    fields = {"state": Field("/state:Scalars:scalars", decode=NumericDecoder())}
+    ds = RerunMapDataset(DataSource(remote), "frame", fields)
+    # Three samples of one segment, in three chunks of /state: three chunks, one call.
+    got = ds.__getitems__([5, 57, 58, 199])
+    assert [float(s["state"][0]) for s in got] == [5.0, 57.0, 58.0, 199.0]
     stats = remote.cache_stats()
-    entities = {f.path.split(":", 1)[0] for f in num_fields().values()}
-    pairs = len(entities) * len(ds.sample_index.segments)
-    assert stats["fetches"] == stats["misses"] == pairs, stats
-    assert stats["fetch_errors"] == 0 and stats["size_bytes"] == stats["fetched_bytes"] > 0
-    ds.set_epoch(1)
-    list(ds)
-    assert remote.cache_stats()["fetches"] == pairs  # a second epoch is served from the cache
-    # A fetched (segment, entity) holds that entity's chunks only: its rows are the entity's.
-    assert remote._core.entity_segment("seg_a", "/state") == (1, len(dlutil.NUM_FRAMES["seg_a"]))
-    assert remote._core.entity_segment("seg_a", "/static") == (1, 1)
-    assert remote._core.entity_segment("seg_c", "/cleared") == (0, 0)  # never logged there
+    assert stats["chunks_fetched"] == 3, stats  # of the 40 chunks of /state and /other
+    assert stats["fetches"] == 1 and stats["on_demand_chunks"] == 0 and stats["fetch_errors"] == 0, stats
+    assert stats["manifest_fetches"] == 1 and 0 < stats["fetched_bytes"] < 64 * 1024, stats
+    # The same samples again: served from the cache.
+    ds.__getitems__([58, 5])
+    assert remote.cache_stats()["chunks_fetched"] == 3
+    # The manifest lists every chunk; none of /other was fetched.
+    assert remote._core.segment_chunks("ep_0", "/state") == (20, 200)
+    assert remote._core.segment_chunks("ep_0", "/other") == (20, 200)
+
+
+def test_a_video_block_fetches_only_the_gops_it_decodes(chunky):
+    import videoutil as vu
+
+    srv, folder = chunky
+    remote = RemoteDataset(srv.url(), "chunky")
+    fields = {"cam": Field("/cam:VideoStream:sample", decode=rrloader.VideoFrameDecoder())}
+    ds = RerunMapDataset(DataSource(remote), "frame", fields)
+    embedded = RerunMapDataset(DataSource(LocalDataset(str(folder))), "frame", fields)
+    frame = 35  # the GOP of frames 30..39 (its own chunk)
+    idx = next(
+        i
+        for i in range(len(embedded))
+        if (lambda seg, value: seg.segment_id == "ep_1" and value == frame)(*embedded.sample_index.global_to_local(i))
+    )
+    got = ds.__getitems__([idx])
+    assert_same_samples(got, embedded.__getitems__([idx]))
+    packets, _ = vu.encode("h264", 64, 48, 60, 10, seed=3)
+    assert np.array_equal(got[0]["cam"].numpy(), vu.reference("h264", packets)[frame])
+    stats = remote.cache_stats()
+    # The GOP's chunk, the static codec and the sparse is_keyframe chunk: 3 of the 8 of /cam.
+    assert stats["chunks_fetched"] == 3 and stats["on_demand_chunks"] == 0, stats
+    assert remote._core.segment_chunks("ep_1", "/cam") == (8, 1 + 60 + 6)
+    video = ds.video_stats()["cam"]
+    assert video["streams_indexed"] == 1 and video["clusters_loaded"] == 1, video
 
 
 def test_remote_dataset_pickles_without_the_client(client):
@@ -338,32 +408,39 @@ def test_remote_dataset_pickles_without_the_client(client):
     assert again.segment_ids() == ["seg_b"] and again.url == remote.url
     assert again._state.timeout_s == 7.5 and again._state._entry is None  # reconnects on first use
     assert again.schema().equals(remote.schema())
-    assert again._core.entity_segment("seg_b", "/state") == (1, 5)
+    assert again._core.segment_chunks("seg_b", "/state") == (1, 5)
+    assert again._core.load_entity("seg_b", "/state") == 5  # fetched over the process's own channel
 
 
-def test_python_exceptions_of_the_fetch_function_map_through_the_exception_table(client):
+def test_python_exceptions_of_the_transport_map_through_the_exception_table(client):
     schema = client.get_dataset("num").schema().to_arrow()
     calls = []
 
-    def gone(segment, entity):
-        calls.append((segment, entity))
-        raise NotFoundError(f"segment {segment!r} went away")
+    def gone(method, request):
+        calls.append(method)
+        raise NotFoundError("the server answered NOT_FOUND: no such segment")
 
     core = _core.RemoteDataset(["a", "b"], schema, gone, 1 << 20, 2, "test dataset")
-    with pytest.raises(NotFoundError, match="segment 'a' went away"):
-        core.entity_segment("a", "/state")
+    with pytest.raises(NotFoundError, match="segment 'a' is no longer in the dataset"):
+        core.segment_chunks("a", "/state")
     with pytest.raises(NotFoundError, match="no segment 'zz'"):
-        core.entity_segment("zz", "/state")
-    assert calls == [("a", "/state")]  # an unknown segment is refused before any fetch
+        core.segment_chunks("zz", "/state")
+    assert calls == ["GetRrdManifest"]  # an unknown segment is refused before any call
 
-    def boom(segment, entity):
+    def boom(method, request):
         raise ValueError("boom")
 
     with pytest.raises(RrloaderError, match="ValueError: boom") as e:
-        _core.RemoteDataset(["a"], schema, boom, 1 << 20, 1, "test dataset").entity_segment("a", "/state")
-    assert "entity '/state' of segment 'a'" in str(e.value)
-    with pytest.raises(RrloaderError, match="__arrow_c_array__"):
-        _core.RemoteDataset(["a"], schema, lambda s, e: [object()], 1, 1, "t").entity_segment("a", "/x")
+        _core.RemoteDataset(["a"], schema, boom, 1 << 20, 1, "test dataset").segment_chunks("a", "/state")
+    assert "segment 'a'" in str(e.value) and "test dataset" in str(e.value)
+    with pytest.raises(RrloaderError, match="expected bytes"):
+        _core.RemoteDataset(["a"], schema, lambda m, r: [object()], 1, 1, "t").segment_chunks("a", "/x")
+
+
+def test_a_missing_grpcio_is_named(client, monkeypatch):
+    monkeypatch.setitem(sys.modules, "grpc", None)  # import grpc now raises ImportError
+    with pytest.raises(RrloaderError, match="grpcio"):
+        RemoteDataset.from_entry(client.get_dataset("num"))
 
 
 # ------------------------------------------------------------------------------------------------ 2. processes

@@ -1,12 +1,15 @@
 // rrloader/catalog/dataset.h — what the engine needs from a dataset, wherever its chunks
-// live: the dataset's columns and timelines, and, per (segment, entity), a Segment that
-// holds every chunk of that entity in that segment.
+// live: the dataset's columns and timelines, per (segment, entity) a Segment whose chunk
+// index lists every chunk of that entity, and a way to load the chunks a block will read
+// together (Prefetch).
 //
-// LocalDataset (local .rrd files) answers from the files' footers; RemoteDataset (a
-// Rerun catalog server) fetches an entity's chunks on first use. The engine never asks
-// for more than one entity's chunks at a time, so a remote dataset never has to fetch a
-// whole recording to answer a query about one camera; it asks for all the (segment,
-// entity) pairs of a block at once (EntitySegments), so those fetches can overlap.
+// LocalDataset (local .rrd files) answers from the files' footers and reads chunks on
+// first use. RemoteDataset (a Rerun catalog server) asks the server for each segment's
+// manifest (its footer) and fetches chunks by id: the engine works out, from the chunk
+// index alone, which chunks a block's samples can need and hands them to Prefetch, which
+// fetches the missing ones in a few batched calls; a chunk still missing when the engine
+// reads it is fetched on its own (correct, slower). So a block transfers the chunks its
+// samples need, never whole streams.
 //
 // Thread safety: implementations must be safe to call from several threads at once.
 #pragma once
@@ -34,6 +37,12 @@ struct DatasetColumn {
 // EntityKey: (segment id, entity path).
 using EntityKey = std::pair<std::string, std::string>;
 
+// ChunkWant: chunks of one segment (numbers into segment->chunks()) a block will load.
+struct ChunkWant {
+  std::shared_ptr<const store::Segment> segment;
+  std::vector<size_t> chunks;
+};
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
@@ -52,8 +61,8 @@ class Dataset {
       const std::string& segment_id, const std::string& entity_path) const = 0;
 
   // EntitySegments: EntitySegment of every key, in the keys' order; the first failure (in
-  // key order) is returned. A remote dataset fetches the missing keys concurrently; this
-  // default asks one after the other.
+  // key order) is returned. A remote dataset fetches the missing manifests concurrently;
+  // this default asks one after the other.
   [[nodiscard]] virtual Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
       const std::vector<EntityKey>& keys) const {
     std::vector<std::shared_ptr<const store::Segment>> out;
@@ -64,6 +73,20 @@ class Dataset {
       out.push_back(std::move(seg).value());
     }
     return out;
+  }
+
+  // WantsPrefetch: whether Prefetch does anything (the engine skips working out the chunks
+  // a block needs when it does not).
+  virtual bool WantsPrefetch() const { return false; }
+  // Prefetch: make the `wants` loadable without a round trip each, and append the chunks
+  // it loaded to `keep_alive` (the caller holds them while it reads them, so they are not
+  // fetched twice however small the cache). Segments must come from this dataset. The
+  // default does nothing (local chunks are read when first loaded).
+  [[nodiscard]] virtual Status Prefetch(const std::vector<ChunkWant>& wants,
+                                        std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const {
+    (void)wants;
+    (void)keep_alive;
+    return Status::OK();
   }
 
   // cache: the byte-bounded cache of decoded chunks shared by every segment.

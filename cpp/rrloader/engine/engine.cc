@@ -352,8 +352,8 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
   std::map<int32_t, std::vector<size_t>> samples_by_segment;
   for (size_t i = 0; i < n; ++i) samples_by_segment[fb.segment_pos[i]].push_back(i);
   // Every (segment, entity) the block reads, asked for at once: a remote dataset fetches
-  // the missing ones concurrently instead of one per column lookup.
-  std::map<std::pair<int32_t, std::string>, std::shared_ptr<const store::Segment>> block_segments;
+  // the missing manifests concurrently instead of one per column lookup.
+  BlockSegments block_segments;
   {
     std::vector<std::pair<int32_t, std::string>> wanted;
     for (const auto& p : prepared_) {
@@ -379,32 +379,71 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     for (size_t k = 0; k < wanted.size(); ++k) block_segments[wanted[k]] = (*segments)[k];
   }
   const int64_t step = std::max<int64_t>(options_.grid_step, 1);
+  // The index values slot t of sample i of field f reads: (v + hi) - (T - 1 - t) * step.
+  auto slot_values = [&](const FieldSpec& f, const std::vector<size_t>& members) {
+    const int64_t T = Slots(f);
+    const int64_t hi = f.window ? f.window->second : 0;
+    std::vector<int64_t> vals;
+    vals.reserve(members.size() * static_cast<size_t>(T));
+    for (size_t i : members) {
+      for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
+    }
+    return vals;
+  };
+  auto segment_of = [&](int32_t seg, const std::string& entity) -> Result<std::shared_ptr<const store::Segment>> {
+    auto found = block_segments.find({seg, entity});
+    if (found != block_segments.end() && found->second != nullptr) return found->second;
+    return SegmentFor(seg, entity);
+  };
+  // A dataset whose chunks are far away gets, before anything is resolved, every chunk the
+  // block can read: the latest-at candidates of each column (latest_at.h) and the chunks new
+  // video streams are indexed from, in one Prefetch (a few batched calls). The video
+  // clusters follow in FetchVideo's rounds.
+  if (dataset_->WantsPrefetch()) {
+    std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>> wants;
+    for (size_t fi = 0; fi < fields_.size(); ++fi) {
+      const FieldSpec& f = fields_[fi];
+      if (f.kind == FieldKind::kVideo) continue;
+      const Prepared& p = *prepared_[fi];
+      std::vector<const ColumnRef*> cols{&p.column};
+      for (const auto& jc : p.join_columns) cols.push_back(&jc);
+      if (p.raw_image) cols.push_back(&p.format_column);
+      for (const auto& [seg, members] : samples_by_segment) {
+        const std::vector<int64_t> vals = slot_values(f, members);
+        for (const ColumnRef* col : cols) {
+          auto segment = segment_of(seg, col->entity_path);
+          if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+          auto& w = wants[segment->get()];
+          w.first = *segment;
+          for (size_t i : LatestAtChunks(**segment, options_.index, *col, vals)) w.second.insert(i);
+        }
+      }
+    }
+    VideoSetupWants(samples_by_segment, block_segments, &wants);
+    std::vector<catalog::ChunkWant> list;
+    for (auto& [_, w] : wants) {
+      if (!w.second.empty()) list.push_back({w.first, std::vector<size_t>(w.second.begin(), w.second.end())});
+    }
+    RRL_RETURN_IF_ERROR(dataset_->Prefetch(list, &fb.keep_alive));
+  }
   fb.fields.resize(fields_.size());
+  bool any_video = false;
   for (size_t fi = 0; fi < fields_.size(); ++fi) {
     const FieldSpec& f = fields_[fi];
     const Prepared& p = *prepared_[fi];
     auto& fc = fb.fields[fi];
     fc.slots = Slots(f);
     if (f.kind == FieldKind::kVideo) {
-      RRL_RETURN_IF_ERROR(FetchVideo(fi, samples_by_segment, &fb));
-      continue;
+      any_video = true;
+      continue;  // all video fields at once, below
     }
     const int64_t T = fc.slots;
-    const int64_t hi = f.window ? f.window->second : 0;
-    // Slot t of sample i reads value (v + hi) - (T - 1 - t) * step.
     auto resolve = [&](const ColumnRef& col, std::vector<CellRef>* out) -> Status {
       out->assign(n * static_cast<size_t>(T), CellRef{});
       for (const auto& [seg, members] : samples_by_segment) {
-        std::vector<int64_t> vals;
-        vals.reserve(members.size() * static_cast<size_t>(T));
-        for (size_t i : members) {
-          for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
-        }
+        const std::vector<int64_t> vals = slot_values(f, members);
         std::vector<CellRef> cells;
-        auto found = block_segments.find({seg, col.entity_path});
-        Result<std::shared_ptr<const store::Segment>> segment =
-            found != block_segments.end() && found->second != nullptr ? Result(found->second)
-                                                                      : SegmentFor(seg, col.entity_path);
+        auto segment = segment_of(seg, col.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
         Status st = ResolveLatestAt(**segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,
                                     &fb.stats.chunks_loaded);
@@ -425,6 +464,7 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     if (p.raw_image) RRL_RETURN_IF_ERROR(resolve(p.format_column, &fc.format));
     for (const auto& c : fc.cells) fb.stats.rows_fetched += c.list != nullptr ? 1 : 0;
   }
+  if (any_video) RRL_RETURN_IF_ERROR(FetchVideo(samples_by_segment, block_segments, &fb));
   fb.stats.fetch_end_ns = NowNs();
   return fb;
 }

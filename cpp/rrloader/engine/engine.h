@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -156,9 +157,18 @@ class Engine {
   // catalog::Dataset::EntitySegment; a remote dataset may fetch them now).
   [[nodiscard]] Result<std::shared_ptr<const store::Segment>> SegmentFor(int32_t seg,
                                                                          const std::string& entity_path) const;
-  // FetchVideo / DecodeVideo: the video fields' parts of Fetch and Decode (engine_video.cc).
-  [[nodiscard]] Status FetchVideo(size_t field, const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
-                                  FetchedBlock* fb) const;
+  using BlockSegments = std::map<std::pair<int32_t, std::string>, std::shared_ptr<const store::Segment>>;
+  // VideoKey: the video index cache's key of field `field` in segment number `seg`.
+  std::string VideoKey(size_t field, int32_t seg) const;
+  // VideoSetupWants: the chunks the block's not yet indexed video streams read when their
+  // indexes are created (for the block's prefetch).
+  void VideoSetupWants(
+      const std::map<int32_t, std::vector<size_t>>& samples_by_segment, const BlockSegments& segments,
+      std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>>* wants) const;
+  // FetchVideo / DecodeVideo: the video fields' parts of Fetch and Decode (engine_video.cc);
+  // FetchVideo does every video field of the block at once.
+  [[nodiscard]] Status FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
+                                  const BlockSegments& segments, FetchedBlock* fb) const;
   [[nodiscard]] Status DecodeVideo(const FetchedBlock& fb, Block* out) const;
 
   std::shared_ptr<const catalog::Dataset> dataset_;

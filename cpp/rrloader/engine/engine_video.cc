@@ -13,10 +13,6 @@ namespace rrl::engine {
 
 namespace {
 
-std::string EntityOfPath(const std::string& path) {
-  return path.substr(0, path.find(':'));
-}
-
 uint64_t PackShape(int height, int width) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(height)) << 32) | static_cast<uint32_t>(width);
 }
@@ -60,94 +56,316 @@ struct FieldState {
 
 }  // namespace
 
-Status Engine::FetchVideo(size_t fi, const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
-                          FetchedBlock* fb) const {
-  const FieldSpec& f = fields_[fi];
-  const VideoPrepared& vp = video_prepared_[fi];
-  VideoFieldCounters& counters = *video_counters_[fi];
-  auto& fc = fb->fields[fi];
-  const int64_t T = fc.slots;
+std::string Engine::VideoKey(size_t field, int32_t seg) const {
+  return segment_ids_[static_cast<size_t>(seg)] + '\n' + fields_[field].path + '\n' + options_.index;
+}
+
+void Engine::VideoSetupWants(
+    const std::map<int32_t, std::vector<size_t>>& samples_by_segment, const BlockSegments& segments,
+    std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>>* wants) const {
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    if (fields_[fi].kind != FieldKind::kVideo) continue;
+    const VideoPrepared& vp = video_prepared_[fi];
+    for (const auto& [seg, members] : samples_by_segment) {
+      if (video_indexes_->Contains(VideoKey(fi, seg))) continue;
+      auto it = segments.find({seg, vp.columns.sample.entity_path});
+      if (it == segments.end() || it->second == nullptr) continue;
+      const VideoIndexLayout layout = LayoutVideoIndex(*it->second, options_.index, vp.columns);
+      auto& w = (*wants)[it->second.get()];
+      w.first = it->second;
+      w.second.insert(layout.setup.begin(), layout.setup.end());
+      for (size_t c : layout.setup_clusters)
+        w.second.insert(layout.clusters[c].chunks.begin(), layout.clusters[c].chunks.end());
+    }
+  }
+}
+
+namespace {
+
+// VideoStreamWork: one stream of the block while its clusters are worked out.
+struct VideoStreamWork {
+  size_t field = 0;
+  int32_t segment = 0;
+  std::string key;
+  std::shared_ptr<const VideoIndex> index;
+  std::vector<int64_t> values;  // the slots' index values, sorted, unique
+  std::vector<char> resolved;   // per value
+  std::set<size_t> view;        // the clusters the block reads
+};
+
+// ResolveVideoValue: the clusters value `v` of the stream needs — the one holding its
+// packet (the latest at or before v) and every one back to that packet's keyframe — added
+// to `view` when all are loaded (true), else the missing ones to `need` (false). A value
+// with no packet at or before it, or no keyframe at or before its packet, needs no more
+// than the clusters that showed it (the planner then finds it missing).
+bool ResolveVideoValue(const VideoIndex& index, int64_t v, std::set<size_t>* view, std::set<size_t>* need) {
+  int64_t c = index.ClusterAtOrBefore(v);
+  std::shared_ptr<const VideoClusterPackets> p;
+  int64_t rank = -1;
+  for (; c >= 0; --c) {
+    p = index.Loaded(static_cast<size_t>(c));
+    if (p == nullptr) {
+      need->insert(static_cast<size_t>(c));
+      return false;
+    }
+    rank = static_cast<int64_t>(std::upper_bound(p->times.begin(), p->times.end(), v) - p->times.begin()) - 1;
+    if (rank >= 0) break;
+  }
+  if (c < 0) return true;  // nothing logged at or before v
+  const auto packet_cluster = static_cast<size_t>(c);
+  if (p->prior[static_cast<size_t>(rank)] >= 0) {
+    view->insert(packet_cluster);
+    return true;
+  }
+  // Back through earlier clusters to the one with the latest keyframe. With is_keyframe
+  // marks known, every cluster back to the latest mark before this cluster is needed at
+  // once (one round instead of one per cluster).
+  std::vector<size_t> missing;
+  int64_t stop = -1;  // the cluster holding the keyframe, once found
+  for (int64_t k = c - 1; k >= 0; --k) {
+    auto q = index.Loaded(static_cast<size_t>(k));
+    if (q == nullptr) {
+      missing.push_back(static_cast<size_t>(k));
+      if (!index.marked_times.empty()) {
+        auto m = index.marked_times.lower_bound(index.clusters[static_cast<size_t>(c)].min);
+        if (m != index.marked_times.begin()) {
+          const int64_t mark_cluster = index.ClusterAtOrBefore(*std::prev(m));
+          for (int64_t j = k - 1; j >= std::max<int64_t>(mark_cluster, 0); --j) {
+            if (index.Loaded(static_cast<size_t>(j)) == nullptr) missing.push_back(static_cast<size_t>(j));
+          }
+        }
+      }
+      break;
+    }
+    if (q->last_keyframe >= 0) {
+      stop = k;
+      break;
+    }
+  }
+  if (!missing.empty()) {
+    need->insert(missing.begin(), missing.end());
+    return false;
+  }
+  if (stop < 0) {
+    view->insert(packet_cluster);  // no keyframe at all before the packet: missing
+    return true;
+  }
+  for (auto k = static_cast<size_t>(stop); k <= packet_cluster; ++k) view->insert(k);
+  return true;
+}
+
+// BuildStreamBlock: the block's view of a stream: the packets of `clusters`, in order.
+VideoStreamBlock BuildStreamBlock(const VideoIndex& index, const std::set<size_t>& clusters) {
+  VideoStreamBlock b;
+  int32_t carry = -1;  // view position of the last keyframe of the contiguous run so far
+  size_t previous = 0;
+  bool first = true;
+  for (size_t c : clusters) {
+    auto p = index.Loaded(c);
+    if (p == nullptr) continue;  // (cannot happen: resolved clusters are loaded)
+    const bool adjacent = !first && previous + 1 == c;
+    if (!adjacent) carry = -1;
+    if (!first && !b.continues.empty()) b.continues.back() = adjacent ? 1 : 0;
+    const auto base = static_cast<int32_t>(b.times.size());
+    for (size_t k = 0; k < p->times.size(); ++k) {
+      b.times.push_back(p->times[k]);
+      b.refs.push_back(p->refs[k]);
+      b.positions.push_back(VideoIndex::Position(c, k));
+      b.prior_keyframe.push_back(p->prior[k] >= 0 ? base + p->prior[k] : carry);
+      b.continues.push_back(1);
+    }
+    if (p->last_keyframe >= 0) carry = base + p->last_keyframe;
+    previous = c;
+    first = false;
+  }
+  if (!b.continues.empty()) b.continues.back() = 0;
+  return b;
+}
+
+}  // namespace
+
+Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
+                          const BlockSegments& segments, FetchedBlock* fb) const {
   const size_t n = fb->global.size();
   const int64_t step = std::max<int64_t>(options_.grid_step, 1);
-  const int64_t hi = f.window ? f.window->second : 0;
-  const std::string entity = EntityOfPath(f.path);
-
-  auto video = std::make_shared<VideoFetch>();
-  std::vector<int32_t> sample_stream(n, -1);
-  std::vector<int64_t> slot_values(n * static_cast<size_t>(T));
-  std::vector<VideoStreamView> views;
-  for (const auto& [seg, members] : samples_by_segment) {
-    for (size_t i : members) {
-      for (int64_t t = 0; t < T; ++t) {
-        slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)] = fb->values[i] + hi - (T - 1 - t) * step;
-      }
-    }
-    const std::string& segment_id = segment_ids_[static_cast<size_t>(seg)];
-    const std::string where = "field '" + f.key + "' (column '" + f.path + "') at segment '" + segment_id + "'";
-    // One index per (segment, column, timeline); the Segment it was built from stays with it.
-    const std::string key = segment_id + '\n' + f.path + '\n' + options_.index;
-    bool built = false;
-    const int32_t segment_number = seg;  // (clang 14 cannot capture structured bindings)
-    auto index = video_indexes_->GetOrBuild(key, [&]() -> Result<std::shared_ptr<const VideoIndex>> {
-      built = true;
-      auto segment = SegmentFor(segment_number, entity);
-      if (!segment.ok()) return segment.status().WithPrefix(where);
-      return BuildVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
-    });
-    if (!index.ok()) return index.status();
-    ++fb->stats.queries;
-    if (built) {
-      counters.streams_indexed.fetch_add(1);
-      counters.keyframes_rejected.fetch_add((*index)->keyframes_rejected);
-    }
-    if ((*index)->count() == 0) continue;  // no stream in this segment: its samples are missing
-    const auto s = static_cast<int32_t>(video->streams.size());
-    views.push_back((*index)->View());
-    video->streams.push_back(*index);
-    video->stream_segment.push_back(seg);
-    for (size_t i : members) sample_stream[i] = s;
-  }
-  video->plan = PlanVideoBlock(views, sample_stream, slot_values, T, kVideoLookaheadPackets);
-
-  // Packet bytes, in place in the chunks (kept alive by the block); each chunk looked up once.
-  std::vector<std::map<uint32_t, const arrow::ListArray*>> columns_by_chunk(video->streams.size());
-  std::vector<uint8_t> scratch;
-  video->packets.resize(video->plan.gops.size());
-  for (size_t g = 0; g < video->plan.gops.size(); ++g) {
-    const PlannedGop& gop = video->plan.gops[g];
-    const auto s = static_cast<size_t>(gop.stream);
-    const VideoIndex& index = *video->streams[s];
-    auto& packets = video->packets[g];
-    packets.reserve(static_cast<size_t>(gop.last - gop.keyframe + 1));
-    for (int64_t p = gop.keyframe; p <= gop.last; ++p) {
-      const VideoPacketRef ref = index.refs[static_cast<size_t>(p)];
-      auto it = columns_by_chunk[s].find(ref.chunk);
-      if (it == columns_by_chunk[s].end()) {
-        auto ch = index.segment->LoadChunk(ref.chunk, dataset_->cache());
-        if (!ch.ok()) return ch.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
-        ++fb->stats.chunks_loaded;
-        const auto* comp = (*ch)->FindComponent(vp.columns.sample.component);
-        if (comp == nullptr || ref.row >= (*ch)->num_rows()) {
-          return Status::Internal("field '" + f.key + "': a video chunk changed since its stream was indexed");
+  std::vector<VideoStreamWork> streams;
+  std::vector<std::vector<int32_t>> field_streams(fields_.size());  // per field: streams of its segments
+  std::vector<std::vector<int64_t>> field_slot_values(fields_.size());
+  // 1. Each field's streams: their indexes (created now when new; the setup chunks were
+  // prefetched with the block) and the slots' values.
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    if (fields_[fi].kind != FieldKind::kVideo) continue;
+    const FieldSpec& f = fields_[fi];
+    const VideoPrepared& vp = video_prepared_[fi];
+    VideoFieldCounters& counters = *video_counters_[fi];
+    const int64_t T = fb->fields[fi].slots;
+    const int64_t hi = f.window ? f.window->second : 0;
+    auto& slot_values = field_slot_values[fi];
+    slot_values.resize(n * static_cast<size_t>(T));
+    for (const auto& [seg, members] : samples_by_segment) {
+      for (size_t i : members) {
+        for (int64_t t = 0; t < T; ++t) {
+          slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)] = fb->values[i] + hi - (T - 1 - t) * step;
         }
-        fb->keep_alive.push_back(*ch);
-        it = columns_by_chunk[s].emplace(ref.chunk, comp->list.get()).first;
       }
-      const uint8_t* data = nullptr;
-      size_t size = 0;
-      if (!VideoSampleBytes(*it->second, ref.row, &scratch, &data, &size)) {
-        return Status::Internal("field '" + f.key + "': a video packet vanished since its stream was indexed");
+      const std::string& segment_id = segment_ids_[static_cast<size_t>(seg)];
+      const std::string where = "field '" + f.key + "' (column '" + f.path + "') at segment '" + segment_id + "'";
+      const std::string key = VideoKey(fi, seg);
+      bool built = false;
+      const int32_t segment_number = seg;  // (clang 14 cannot capture structured bindings)
+      auto index = video_indexes_->GetOrBuild(key, [&]() -> Result<std::shared_ptr<const VideoIndex>> {
+        built = true;
+        auto it = segments.find({segment_number, vp.columns.sample.entity_path});
+        Result<std::shared_ptr<const store::Segment>> segment =
+            it != segments.end() && it->second != nullptr ? Result(it->second)
+                                                          : SegmentFor(segment_number, vp.columns.sample.entity_path);
+        if (!segment.ok()) return segment.status().WithPrefix(where);
+        return CreateVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
+      });
+      if (!index.ok()) return index.status();
+      ++fb->stats.queries;
+      if (built) {
+        counters.streams_indexed.fetch_add(1);
+        counters.clusters_loaded.fetch_add((*index)->clusters_loaded());
+        counters.keyframes_rejected.fetch_add((*index)->keyframes_rejected());
       }
-      if (!scratch.empty() && data == scratch.data()) {  // several blobs, concatenated: keep a copy
-        video->owned.emplace_back(data, data + size);
-        data = video->owned.back().data();
-        scratch.clear();
+      if ((*index)->clusters.empty()) {
+        field_streams[fi].push_back(-1);  // no stream in this segment: its samples are missing
+        continue;
       }
-      packets.push_back({data, size, p});
-      ++fb->stats.rows_fetched;
+      VideoStreamWork w;
+      w.field = fi;
+      w.segment = seg;
+      w.key = key;
+      w.index = *index;
+      for (size_t i : members) {
+        for (int64_t t = 0; t < T; ++t)
+          w.values.push_back(slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)]);
+      }
+      std::sort(w.values.begin(), w.values.end());
+      w.values.erase(std::unique(w.values.begin(), w.values.end()), w.values.end());
+      w.resolved.assign(w.values.size(), 0);
+      field_streams[fi].push_back(static_cast<int32_t>(streams.size()));
+      streams.push_back(std::move(w));
     }
   }
-  fc.video = std::move(video);
+  // 2. The clusters every slot needs, in rounds: each round's missing clusters of every
+  // stream and field are prefetched together, then read.
+  for (;;) {
+    std::map<size_t, std::set<size_t>> need;  // stream -> clusters
+    for (size_t s = 0; s < streams.size(); ++s) {
+      VideoStreamWork& w = streams[s];
+      for (size_t k = 0; k < w.values.size(); ++k) {
+        if (w.resolved[k]) continue;
+        std::set<size_t> missing;
+        if (ResolveVideoValue(*w.index, w.values[k], &w.view, &missing)) {
+          w.resolved[k] = 1;
+        } else {
+          need[s].insert(missing.begin(), missing.end());
+        }
+      }
+    }
+    if (need.empty()) break;
+    if (dataset_->WantsPrefetch()) {
+      std::map<const store::Segment*, catalog::ChunkWant> wants;
+      for (const auto& [s, clusters] : need) {
+        const VideoIndex& index = *streams[s].index;
+        auto& want = wants[index.segment.get()];
+        want.segment = index.segment;
+        for (size_t c : clusters)
+          want.chunks.insert(want.chunks.end(), index.ChunksOf(c).begin(), index.ChunksOf(c).end());
+      }
+      std::vector<catalog::ChunkWant> list;
+      for (auto& [_, want] : wants) {
+        std::sort(want.chunks.begin(), want.chunks.end());
+        want.chunks.erase(std::unique(want.chunks.begin(), want.chunks.end()), want.chunks.end());
+        list.push_back(std::move(want));
+      }
+      RRL_RETURN_IF_ERROR(dataset_->Prefetch(list, &fb->keep_alive));
+    }
+    for (const auto& [s, clusters] : need) {
+      const VideoStreamWork& w = streams[s];
+      VideoFieldCounters& counters = *video_counters_[w.field];
+      for (size_t c : clusters) {
+        bool newly = false;
+        auto loaded = w.index->Load(c, dataset_->cache(), &newly);
+        if (!loaded.ok()) return loaded.status();
+        if (newly) {
+          counters.clusters_loaded.fetch_add(1);
+          counters.keyframes_rejected.fetch_add((*loaded)->keyframes_rejected);
+        }
+      }
+      video_indexes_->Resize(w.key);
+    }
+  }
+  // 3. Per field: the views, the plan and the GOPs' packet bytes.
+  for (size_t fi = 0; fi < fields_.size(); ++fi) {
+    if (fields_[fi].kind != FieldKind::kVideo) continue;
+    const FieldSpec& f = fields_[fi];
+    const VideoPrepared& vp = video_prepared_[fi];
+    auto& fc = fb->fields[fi];
+    const int64_t T = fc.slots;
+    auto video = std::make_shared<VideoFetch>();
+    std::vector<int32_t> sample_stream(n, -1);
+    size_t k = 0;
+    for (const auto& [seg, members] : samples_by_segment) {
+      const int32_t s = field_streams[fi][k++];
+      if (s < 0) continue;
+      const auto local = static_cast<int32_t>(video->streams.size());
+      video->streams.push_back(streams[static_cast<size_t>(s)].index);
+      video->views.push_back(
+          BuildStreamBlock(*streams[static_cast<size_t>(s)].index, streams[static_cast<size_t>(s)].view));
+      video->stream_segment.push_back(seg);
+      for (size_t i : members) sample_stream[i] = local;
+    }
+    std::vector<VideoStreamView> views;
+    views.reserve(video->views.size());
+    for (const auto& v : video->views) views.push_back(v.View());
+    video->plan = PlanVideoBlock(views, sample_stream, field_slot_values[fi], T, kVideoLookaheadPackets);
+
+    // Packet bytes, in place in the chunks (kept alive by the block); each chunk looked up once.
+    std::vector<std::map<uint32_t, const arrow::ListArray*>> columns_by_chunk(video->streams.size());
+    std::vector<uint8_t> scratch;
+    video->packets.resize(video->plan.gops.size());
+    video->wanted.resize(video->plan.gops.size());
+    for (size_t g = 0; g < video->plan.gops.size(); ++g) {
+      const PlannedGop& gop = video->plan.gops[g];
+      const auto s = static_cast<size_t>(gop.stream);
+      const VideoIndex& index = *video->streams[s];
+      const VideoStreamBlock& view = video->views[s];
+      for (int64_t w : gop.wanted) video->wanted[g].push_back(view.positions[static_cast<size_t>(w)]);
+      auto& packets = video->packets[g];
+      packets.reserve(static_cast<size_t>(gop.last - gop.keyframe + 1));
+      for (int64_t p = gop.keyframe; p <= gop.last; ++p) {
+        const VideoPacketRef ref = view.refs[static_cast<size_t>(p)];
+        auto it = columns_by_chunk[s].find(ref.chunk);
+        if (it == columns_by_chunk[s].end()) {
+          auto ch = index.segment->LoadChunk(ref.chunk, dataset_->cache());
+          if (!ch.ok()) return ch.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+          ++fb->stats.chunks_loaded;
+          const auto* comp = (*ch)->FindComponent(vp.columns.sample.component);
+          if (comp == nullptr || ref.row >= (*ch)->num_rows()) {
+            return Status::Internal("field '" + f.key + "': a video chunk changed since its stream was indexed");
+          }
+          fb->keep_alive.push_back(*ch);
+          it = columns_by_chunk[s].emplace(ref.chunk, comp->list.get()).first;
+        }
+        const uint8_t* data = nullptr;
+        size_t size = 0;
+        if (!VideoSampleBytes(*it->second, ref.row, &scratch, &data, &size)) {
+          return Status::Internal("field '" + f.key + "': a video packet vanished since its stream was indexed");
+        }
+        if (!scratch.empty() && data == scratch.data()) {  // several blobs, concatenated: keep a copy
+          video->owned.emplace_back(data, data + size);
+          data = video->owned.back().data();
+          scratch.clear();
+        }
+        packets.push_back({data, size, view.positions[static_cast<size_t>(p)]});
+        ++fb->stats.rows_fetched;
+      }
+    }
+    fc.video = std::move(video);
+  }
   return Status::OK();
 }
 
@@ -228,15 +446,20 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     request.stream_key = segment_id + ":" + f.path;
     request.codec = *index.codec;
     request.packets = st.video->packets[task.gop];
-    request.wanted = gop.wanted;
+    const std::vector<int64_t>& wanted = st.video->wanted[task.gop];  // decoder positions
+    request.wanted = wanted;
     request.size = f.video.size;
     request.verify_keyframe = true;
+    const VideoStreamBlock& view = st.video->views[static_cast<size_t>(gop.stream)];
     request.describe = [&](int64_t position) {
-      return options_.index + "=" + std::to_string(index.times[static_cast<size_t>(position)]);
+      const size_t at = WantedIndex(view.positions, position);
+      return at < view.times.size() && view.positions[at] == position
+                 ? options_.index + "=" + std::to_string(view.times[at])
+                 : "packet " + std::to_string(position);
     };
     const decode::FrameSink sink = [&](int64_t position, int height, int width) -> Result<uint8_t*> {
-      const size_t j = WantedIndex(gop.wanted, position);
-      if (j >= gop.wanted.size() || gop.wanted[j] != position) {
+      const size_t j = WantedIndex(wanted, position);
+      if (j >= wanted.size() || wanted[j] != position) {
         return Status::Internal("video decoder delivered an unwanted position");
       }
       uint8_t* dst = nullptr;
@@ -260,8 +483,8 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     gs.outcome = std::move(*outcome);
     // A position the decoder reports missing must not be read even if a sink call happened.
     for (int64_t m : gs.outcome.missing) {
-      const size_t j = WantedIndex(gop.wanted, m);
-      if (j < gs.frame.size() && gop.wanted[j] == m) gs.frame[j] = nullptr;
+      const size_t j = WantedIndex(wanted, m);
+      if (j < gs.frame.size() && wanted[j] == m) gs.frame[j] = nullptr;
     }
   };
   // A field whose frame size is not known yet (the first block of a process) decodes its
@@ -480,6 +703,7 @@ Result<VideoFieldStats> Engine::VideoStats(size_t field) const {
   s.missing_before_first_packet = c.missing_before_first_packet.load();
   s.missing_not_decoded = c.missing_not_decoded.load();
   s.streams_indexed = c.streams_indexed.load();
+  s.clusters_loaded = c.clusters_loaded.load();
   s.keyframes_rejected = c.keyframes_rejected.load();
   return s;
 }

@@ -150,4 +150,71 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
   return Status::OK();
 }
 
+std::vector<size_t> LatestAtChunks(const store::Segment& segment, const std::string& index, const ColumnRef& column,
+                                   const std::vector<int64_t>& values) {
+  std::vector<size_t> out;
+  struct Temporal {
+    size_t index = 0;
+    int64_t min = 0, max = 0;
+    // known: a time of a non-null cell of the column in the chunk: the latest at or before
+    // the chunk's end is at least `latest` (stats: the column's last cell), and one at
+    // `earliest` exists (its first). Unset without stats or cells.
+    std::optional<int64_t> earliest, latest;
+  };
+  std::vector<Temporal> temporal;
+  const auto& infos = segment.chunks();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const auto& info = infos[i];
+    if (info.entity_path != column.entity_path || info.num_rows == 0) continue;
+    if (info.is_static) {
+      out.push_back(i);  // ResolveLatestAt reads every static chunk of the entity
+      continue;
+    }
+    for (const auto& range : info.ranges) {
+      if (range.timeline != index) continue;
+      Temporal t{i, range.min, range.max, std::nullopt, std::nullopt};
+      if (const auto* st = info.Stats(index, column.component)) {
+        t.earliest = st->min;
+        t.latest = st->max;
+      }
+      temporal.push_back(t);
+    }
+  }
+  // As ResolveLatestAt: decreasing end.
+  std::sort(temporal.begin(), temporal.end(), [](const Temporal& a, const Temporal& b) { return a.max > b.max; });
+  std::vector<int64_t> sorted = values;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<char> wanted(infos.size(), 0);
+  for (const int64_t v : sorted) {
+    // A lower bound of the time of the best cell ResolveLatestAt will find for v.
+    std::optional<int64_t> bound;
+    auto raise = [&](int64_t t) { bound = bound ? std::max(*bound, t) : t; };
+    for (const auto& t : temporal) {
+      if (t.min <= v && v <= t.max) {
+        wanted[t.index] = 1;
+        if (t.latest && *t.latest <= v) {
+          raise(*t.latest);
+        } else if (t.earliest && *t.earliest <= v) {
+          raise(*t.earliest);
+        }
+      }
+    }
+    for (const auto& t : temporal) {
+      if (t.max >= v) continue;
+      // ResolveLatestAt stops once a chunk ends before its best cell, which is at or after
+      // `bound`: it never reads a chunk that ends before the bound.
+      if (bound && t.max < *bound) break;
+      wanted[t.index] = 1;
+      if (t.latest) raise(*t.latest);  // the chunk ends before v: its last cell is at or before v
+    }
+  }
+  for (size_t i = 0; i < wanted.size(); ++i) {
+    if (wanted[i]) out.push_back(i);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 }  // namespace rrl::engine

@@ -51,4 +51,15 @@ struct ColumnRef {
                                      std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive,
                                      int64_t* chunks_loaded);
 
+// LatestAtChunks: the chunk numbers ResolveLatestAt(segment, cache, index, column, values)
+// can load, from the chunk index alone (no chunk is read): every static chunk of the
+// entity; every temporal one whose range on `index` holds a value; and, walking back from
+// each value through the chunks that end before it in order of decreasing end, as
+// ResolveLatestAt does, each one until the chunks seen so far are known (from their
+// per-component stats) to hold a cell of the column at or before the value that the rest
+// cannot beat. A superset of what ResolveLatestAt loads (it stops as soon as it sees the
+// cells themselves; without stats the walk goes all the way back). Sorted, unique.
+std::vector<size_t> LatestAtChunks(const store::Segment& segment, const std::string& index, const ColumnRef& column,
+                                   const std::vector<int64_t>& values);
+
 }  // namespace rrl::engine

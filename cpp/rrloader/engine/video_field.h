@@ -2,9 +2,13 @@
 // what the fetch stage hands the decode stage, and the statistics a dataset reports.
 //
 // Fetch (Engine::FetchVideo, fetch thread): per (segment, column) the stream's VideoIndex
-// (built on first use, cached in bytes), the block's plan (video_plan.h: slots grouped by
-// (segment, stream, keyframe) into GOPs), and each GOP's packet bytes, read in place from
-// the chunks the block keeps alive.
+// (created on first use from the chunk index, cached in bytes), the clusters of the stream
+// the block's slots need (the one holding each slot's packet and those back to its
+// keyframe; loaded in rounds, each round's chunks prefetched together for every video field
+// of the block), the block's view of each stream (the packets of those clusters), the
+// block's plan over the views (video_plan.h: slots grouped by (segment, stream, keyframe)
+// into GOPs), and each GOP's packet bytes, read in place from the chunks the block keeps
+// alive.
 // Decode (Engine::DecodeVideo, decode thread + pool): every GOP of every video field of the
 // block on the engine's thread pool at once (largest first), each fed once to the field's
 // decode::VideoFrameDecoder, whose session cache lets a later block continue a GOP; frames
@@ -52,12 +56,28 @@ struct VideoPrepared {
   std::optional<decode::VideoCodec> fallback_codec;  // from VideoFieldOptions::codec
 };
 
+// VideoStreamBlock: the part of one stream a block reads: the packets of the clusters its
+// slots need, in stream order (view positions 0, 1, ...), with their decoder positions
+// (VideoIndex::Position). Not thread-safe; owned by its block.
+struct VideoStreamBlock {
+  std::vector<int64_t> times;
+  std::vector<int32_t> prior_keyframe;  // view position of the latest keyframe at or before, or -1
+  std::vector<uint8_t> continues;       // the next view packet is the stream's next packet
+  std::vector<int64_t> positions;       // decoder positions, increasing
+  std::vector<VideoPacketRef> refs;
+  VideoStreamView View() const {
+    return {times.data(), prior_keyframe.data(), static_cast<int64_t>(times.size()), continues.data()};
+  }
+};
+
 // VideoFetch: one video field of a fetched block. Not thread-safe; owned by its block.
 struct VideoFetch {
-  VideoBlockPlan plan;
+  VideoBlockPlan plan;                                     // over the views: positions are view positions
   std::vector<std::shared_ptr<const VideoIndex>> streams;  // by the plan's stream number
+  std::vector<VideoStreamBlock> views;                     // by the plan's stream number
   std::vector<int32_t> stream_segment;                     // segment number of each stream
   std::vector<std::vector<decode::GopPacket>> packets;     // per planned GOP: [keyframe, last]
+  std::vector<std::vector<int64_t>> wanted;                // per planned GOP: decoder positions of its wanted
   std::list<std::vector<uint8_t>> owned;                   // bytes of cells of several blobs
 };
 
@@ -79,8 +99,9 @@ struct VideoFieldStats {
                                             // packet, or no packet at all at or before a slot
   int64_t missing_before_first_packet = 0;  // of those: no packet at or before a slot
   int64_t missing_not_decoded = 0;          // samples whose frame libavcodec did not output
-  int64_t streams_indexed = 0;              // video indexes built (segment, column)
-  int64_t keyframes_rejected = 0;           // is_keyframe marks the detector refused, in built indexes
+  int64_t streams_indexed = 0;              // video indexes created (segment, column)
+  int64_t clusters_loaded = 0;              // parts of streams read (a cluster: chunks overlapping in time)
+  int64_t keyframes_rejected = 0;           // is_keyframe marks the detector refused, in the parts read
 };
 
 // VideoFieldCounters: the engine-side counters of VideoFieldStats. Thread-safe.
@@ -91,6 +112,7 @@ struct VideoFieldCounters {
   std::atomic<int64_t> missing_before_first_packet{0};
   std::atomic<int64_t> missing_not_decoded{0};
   std::atomic<int64_t> streams_indexed{0};
+  std::atomic<int64_t> clusters_loaded{0};
   std::atomic<int64_t> keyframes_rejected{0};
   // last_shape: (height << 32) | width of the field's last delivered frame (0: none yet): the
   // size predicted for a stream that has not delivered a frame itself.

@@ -1,13 +1,20 @@
 // rrloader/engine/video_index.h — the packets of one `VideoStream` of one segment on one
-// index timeline, in decode order, with their keyframes and codec; and a byte-bounded
-// cache of these indexes.
+// index timeline, in decode order, with their keyframes and codec — indexed lazily, chunk
+// by chunk — and a byte-bounded cache of these indexes.
 //
-// An index is built the first time a block needs the stream (by the engine's fetch stage),
-// from every chunk of the stream's entity that the dataset's `EntitySegment` lists, loaded
-// through the chunk cache. It records where each packet lives (chunk number, row), not its
-// bytes: a block loads the chunks of the GOPs it decodes.
+// An index is created the first time a block needs the stream, from the segment's chunk
+// index alone (the footer's or the catalog's manifest: per-chunk time ranges and
+// per-component stats) plus a few small chunks (static ones, for the codec; chunks of
+// `is_keyframe` markers or codec values without samples). The chunks that hold samples
+// are grouped into *clusters*: chunks whose time ranges on the timeline overlap
+// (transitively), so clusters are disjoint in time and ordered, and a packet's neighbours
+// in (time, row id) order are in its own cluster or the next one. A cluster's packets are
+// read (its chunks loaded, keyframe candidates run through the detector) only when a block
+// needs one of them: the cluster holding a slot's packet and the clusters back to its
+// keyframe. A stream logged one chunk per GOP (rerun's `optimize`, Mp4Reader) loads one
+// chunk per GOP a block touches, never the whole stream.
 //
-// Rules (docs/dataloader.md, "Video"):
+// Rules (docs/dataloader.md, "Video"), the same whichever clusters are loaded:
 //   * Packets: the non-null, non-empty cells of the sample column on the index timeline,
 //     ordered by (index value, row id); a row id seen twice is one packet. A cell of several
 //     blobs is their concatenation (as the reference reads it).
@@ -20,10 +27,18 @@
 //     frames decode from the previous keyframe (or are missing when there is none), so a
 //     mislabeled stream can cost time but never yields a corrupt frame.
 //   * Codec: the stream's `codec` component (static wins; else its temporal values, which
-//     must agree), else the field's fallback (the decoder's `codec=` argument).
+//     must agree), else the field's fallback (the decoder's `codec=` argument). Temporal
+//     codec values are read from the chunks loaded so far (at least the first chunk that
+//     holds one): a codec change in a part of the stream no block reads goes unnoticed.
 //
-// Thread safety: a VideoIndex is immutable after Build except `frame_shape`, an atomic
-// hint; share it freely. VideoIndexCache is thread-safe.
+// Positions: a packet's position, as the decoder sees it, is (cluster << 32) | its rank in
+// the cluster: stable however many clusters are loaded, and increasing in stream order, so
+// a decoder session continues a GOP across blocks.
+//
+// Thread safety: a VideoIndex's creation-time members are immutable; its loaded clusters
+// are guarded by a mutex (two threads loading the same cluster both work, the first stored
+// wins), `frame_shape` and the counters are atomics; share it freely. VideoIndexCache is
+// thread-safe.
 #pragma once
 
 #include <atomic>
@@ -31,9 +46,11 @@
 #include <functional>
 #include <future>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -60,35 +77,103 @@ struct VideoPacketRef {
   uint32_t row = 0;
 };
 
+// VideoCluster: chunks of the stream whose ranges on the timeline overlap; inclusive range.
+struct VideoCluster {
+  int64_t min = 0, max = 0;
+  std::vector<uint32_t> chunks;  // numbers in the Segment
+};
+
+// VideoClusterPackets: the packets of one loaded cluster, in stream order.
+struct VideoClusterPackets {
+  std::vector<int64_t> times;
+  std::vector<VideoPacketRef> refs;
+  std::vector<uint8_t> keyframe;  // verified keyframe
+  std::vector<int32_t> prior;     // rank of the latest keyframe at or before each packet in the cluster, or -1
+  int32_t last_keyframe = -1;     // rank of the cluster's last keyframe, or -1
+  int64_t keyframes = 0;          // verified
+  int64_t keyframes_rejected = 0;
+  int64_t ByteSize() const;
+};
+
+// VideoIndexLayout: what the chunk index alone says about a stream: the chunks to read when
+// the index is created (`setup`: static chunks of the entity, marker or codec chunks without
+// samples, and the first cluster holding a codec value when no static one may exist) and
+// the clusters. `complete`: every chunk of the entity had per-component stats; otherwise
+// the layout is one cluster of every chunk, loaded at creation (the old full scan).
+struct VideoIndexLayout {
+  std::vector<size_t> setup;
+  std::vector<VideoCluster> clusters;
+  std::vector<size_t> setup_clusters;  // clusters loaded at creation
+  bool has_marker_column = false;      // some chunk logs is_keyframe cells on the timeline
+  bool complete = true;
+};
+VideoIndexLayout LayoutVideoIndex(const store::Segment& segment, const std::string& index,
+                                  const VideoStreamColumns& columns);
+
 // VideoIndex: one stream of one segment (see the file comment).
 class VideoIndex {
  public:
-  std::vector<int64_t> times;           // per packet: index value (ns on time timelines)
-  std::vector<VideoPacketRef> refs;     // per packet
-  std::vector<int32_t> prior_keyframe;  // per packet: latest keyframe position <= it, or -1
-  // segment: the Segment the index was built from; `refs` number its chunks, so packets are
-  // loaded through it (the same object) for as long as the index lives.
+  // segment: the Segment the index was created from; refs number its chunks, so packets
+  // are loaded through it (the same object) for as long as the index lives.
   std::shared_ptr<const store::Segment> segment;
-  std::optional<decode::VideoCodec> codec;  // unset only when the stream has no packets
+  std::string index;  // the timeline
+  VideoStreamColumns columns;
+  std::optional<decode::VideoCodec> codec;  // unset only when no cluster can hold a packet
+  std::optional<uint32_t> codec_value;      // the Rerun VideoCodec value it came from, if any
   bool keyframes_from_column = false;       // the segment logs is_keyframe
-  int64_t keyframes = 0;                    // verified keyframes
-  int64_t keyframes_rejected = 0;           // marked is_keyframe, rejected by the detector
+  std::set<int64_t> marked_times;           // from the marker chunks read at creation
+  std::vector<VideoCluster> clusters;       // sorted by time, disjoint
+  std::string where;                        // names the field, column and segment
   // frame_shape: (height << 32) | width of the frames decoded so far (0: none yet); a hint
   // that lets a later block allocate its output before decoding.
   mutable std::atomic<uint64_t> frame_shape{0};
 
-  int64_t count() const { return static_cast<int64_t>(times.size()); }
-  VideoStreamView View() const { return {times.data(), prior_keyframe.data(), count()}; }
-  // ByteSize: memory held by the index (for the cache bound).
+  // ClusterAtOrBefore: the last cluster whose range starts at or before `value`, or -1.
+  int64_t ClusterAtOrBefore(int64_t value) const;
+  // Loaded: cluster `c`'s packets, or null when not loaded yet.
+  std::shared_ptr<const VideoClusterPackets> Loaded(size_t c) const;
+  // Load: cluster `c`'s packets, reading its chunks through `cache` (a remote dataset's were
+  // prefetched). `*newly` says whether this call stored them. Errors: the chunk loads';
+  // kUnsupported for a codec value that differs from the stream's; kInvalidArgument when
+  // the cluster has packets but no codec is known.
+  [[nodiscard]] Result<std::shared_ptr<const VideoClusterPackets>> Load(size_t c, store::ChunkCache& cache,
+                                                                        bool* newly) const;
+  // ChunksOf: the chunk numbers of cluster `c`.
+  const std::vector<uint32_t>& ChunksOf(size_t c) const { return clusters[c].chunks; }
+
+  int64_t keyframes() const { return keyframes_.load(); }
+  int64_t keyframes_rejected() const { return keyframes_rejected_.load(); }
+  int64_t clusters_loaded() const { return clusters_loaded_.load(); }
+  // ByteSize: memory held by the index now (for the cache bound); grows as clusters load.
   int64_t ByteSize() const;
+
+  static int64_t Position(size_t cluster, size_t rank) {
+    return (static_cast<int64_t>(cluster) << 32) | static_cast<int64_t>(rank);
+  }
+
+ private:
+  friend Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const store::Segment>,
+                                                                    store::ChunkCache&, const std::string&,
+                                                                    const VideoStreamColumns&,
+                                                                    std::optional<decode::VideoCodec>,
+                                                                    const std::string&);
+  mutable std::mutex mu_;
+  mutable std::vector<std::shared_ptr<const VideoClusterPackets>> loaded_;  // per cluster
+  mutable std::atomic<int64_t> keyframes_{0};
+  mutable std::atomic<int64_t> keyframes_rejected_{0};
+  mutable std::atomic<int64_t> clusters_loaded_{0};
+  mutable std::atomic<int64_t> loaded_bytes_{0};
+  bool has_marker_column_ = false;
+  bool codec_from_temporal_ = false;  // codec_value must then match every value read
 };
 
-// BuildVideoIndex: the index of `columns` in `segment` on timeline `index`. `where` names
-// the field, column and segment in error messages. Errors: the chunk loads' statuses;
-// kInvalidArgument when the stream has packets but no codec is known; kUnsupported for a
-// codec the decoder does not read (VP8/VP9), a codec that changes within the stream, or
-// samples logged as static; kCorrupt for an unknown codec value.
-[[nodiscard]] Result<std::shared_ptr<const VideoIndex>> BuildVideoIndex(
+// CreateVideoIndex: the index of `columns` in `segment` on timeline `index`, reading the
+// layout's setup chunks through `cache`. `where` names the field, column and segment in
+// error messages. Errors: the chunk loads' statuses; kInvalidArgument when the stream has
+// samples but no codec is known; kUnsupported for a codec the decoder does not read
+// (VP8/VP9), temporal codec values that disagree, or samples logged as static; kCorrupt for
+// an unknown codec value.
+[[nodiscard]] Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(
     std::shared_ptr<const store::Segment> segment, store::ChunkCache& cache, const std::string& index,
     const VideoStreamColumns& columns, std::optional<decode::VideoCodec> fallback_codec, const std::string& where);
 
@@ -98,7 +183,7 @@ class VideoIndex {
 bool VideoSampleBytes(const arrow::ListArray& list, int64_t row, std::vector<uint8_t>* scratch, const uint8_t** data,
                       size_t* size);
 
-// kDefaultVideoIndexCacheBytes: 128 MiB of indexes (about 20 bytes per packet: some
+// kDefaultVideoIndexCacheBytes: 128 MiB of indexes (about 20 bytes per loaded packet: some
 // 6.7 million packets, 62 hours of 30 fps video) unless told otherwise.
 inline constexpr int64_t kDefaultVideoIndexCacheBytes = int64_t{128} << 20;
 
@@ -113,13 +198,18 @@ struct VideoIndexCacheStats {
 // VideoIndexCache: key -> index, least recently used evicted past `capacity_bytes` (an
 // index larger than the whole capacity is returned but not kept). Concurrent requests for
 // the same missing key build it once: the others wait for that build. A failed build is
-// not cached (the next request tries again). Thread-safe.
+// not cached (the next request tries again). Indexes grow as their clusters load: Resize
+// re-reads an entry's size and evicts past the bound. Thread-safe.
 class VideoIndexCache {
  public:
   using Builder = std::function<Result<std::shared_ptr<const VideoIndex>>()>;
   explicit VideoIndexCache(int64_t capacity_bytes = kDefaultVideoIndexCacheBytes) : capacity_bytes_(capacity_bytes) {}
 
   [[nodiscard]] Result<std::shared_ptr<const VideoIndex>> GetOrBuild(const std::string& key, const Builder& build);
+  // Contains: whether `key` is cached now (no hit counted, no recency change).
+  bool Contains(const std::string& key) const;
+  // Resize: re-reads the size of `key`'s entry (no-op when absent) and evicts past the bound.
+  void Resize(const std::string& key);
   VideoIndexCacheStats stats() const;
 
  private:
@@ -129,6 +219,7 @@ class VideoIndexCache {
     std::shared_ptr<const VideoIndex> value;
     int64_t bytes = 0;
   };
+  void EvictLocked(std::vector<std::shared_ptr<const VideoIndex>>* evicted);
   const int64_t capacity_bytes_;
   mutable std::mutex mu_;
   std::list<Entry> lru_;  // front = most recent

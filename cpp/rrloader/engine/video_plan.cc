@@ -63,6 +63,7 @@ VideoBlockPlan PlanVideoBlock(const std::vector<VideoStreamView>& streams, const
     gop.last = gop.wanted.back();
     // Lookahead stays inside the GOP: a packet that is its own keyframe starts the next one.
     for (int64_t k = 0; k < lookahead && gop.last + 1 < view.count; ++k) {
+      if (view.continues != nullptr && !view.continues[gop.last]) break;
       const int64_t next = gop.last + 1;
       if (view.prior_keyframe[next] == next) break;
       gop.last = next;

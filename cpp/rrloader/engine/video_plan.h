@@ -15,7 +15,8 @@
 //   * A sample whose slot has no packet at or before it, or whose packet has no keyframe
 //     at or before it, is missing; its other slots request nothing.
 //   * A request's packets run from its keyframe through its largest wanted position plus
-//     up to `lookahead` packets of the same GOP (never into the next keyframe): a decoder
+//     up to `lookahead` packets of the same GOP (never into the next keyframe, nor past a
+//     packet whose successor is not in the view): a decoder
 //     that holds frames back (B-frames) can then deliver them without being flushed.
 //
 // Positions are packet numbers in the stream's order (0 .. count-1).
@@ -33,6 +34,9 @@ struct VideoStreamView {
   const int64_t* times = nullptr;           // packet index values, ascending (ties allowed)
   const int32_t* prior_keyframe = nullptr;  // per packet: latest keyframe position <= it, or -1
   int64_t count = 0;                        // packets
+  // continues: per packet, whether the next one in the view is the stream's next packet
+  // (a view may hold only parts of a stream: lookahead never crosses a gap). Null: all are.
+  const uint8_t* continues = nullptr;
 };
 
 // SlotMissing: why a sample's frame cannot be produced (kNone: it can).

@@ -2,6 +2,7 @@
 
 #include <arrow/io/memory.h>
 #include <arrow/ipc/reader.h>
+#include <arrow/ipc/writer.h>
 #include <arrow/memory_pool.h>
 #include <lz4.h>
 #include <xxhash.h>
@@ -51,10 +52,9 @@ Result<std::shared_ptr<arrow::ipc::RecordBatchStreamReader>> OpenIpc(const std::
   auto input = std::make_shared<arrow::io::BufferReader>(ipc);
   auto opts = arrow::ipc::IpcReadOptions::Defaults();
   opts.use_threads = false;
-  // A chunk read in place from an uncompressed file sits at whatever offset the file gives
-  // it, and so do its buffers: Arrow would then read int32 offsets from misaligned addresses
-  // (undefined behaviour; UBSan reports it on fuzzed input). Copy such buffers to their
-  // type's alignment (aligned ones, e.g. every buffer of an LZ4-decompressed chunk, stay).
+  // Zero-copy reads keep the buffers where they lie in the payload; an uncompressed payload
+  // inside a protobuf message can start at any address, and Arrow's accessors need each
+  // buffer aligned to its type. Misaligned buffers are copied (aligned ones are not).
   opts.ensure_alignment = arrow::ipc::Alignment::kDataTypeSpecificAlignment;
   auto reader = arrow::ipc::RecordBatchStreamReader::Open(input, opts);
   if (!reader.ok()) return Status::Corrupt("Arrow IPC stream: " + reader.status().message());
@@ -78,6 +78,19 @@ Result<std::shared_ptr<arrow::RecordBatch>> DecodeIpcRecordBatch(const std::shar
 Result<std::shared_ptr<arrow::Schema>> DecodeIpcSchema(const std::shared_ptr<arrow::Buffer>& ipc) {
   RRL_ASSIGN_OR_RETURN(auto reader, OpenIpc(ipc));
   return reader->schema();
+}
+
+Result<std::string> EncodeIpcStream(const arrow::RecordBatch& batch) {
+  auto sink = arrow::io::BufferOutputStream::Create();
+  if (!sink.ok()) return Status::Internal("IPC encode: " + sink.status().ToString());
+  auto writer = arrow::ipc::MakeStreamWriter(*sink, batch.schema());
+  if (!writer.ok()) return Status::Internal("IPC encode: " + writer.status().ToString());
+  auto st = (*writer)->WriteRecordBatch(batch);
+  if (st.ok()) st = (*writer)->Close();
+  if (!st.ok()) return Status::Internal("IPC encode: " + st.ToString());
+  auto buffer = (*sink)->Finish();
+  if (!buffer.ok()) return Status::Internal("IPC encode: " + buffer.status().ToString());
+  return (*buffer)->ToString();
 }
 
 }  // namespace rrl::rrd

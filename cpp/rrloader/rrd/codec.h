@@ -38,4 +38,8 @@ uint32_t FooterChecksum(std::string_view bytes);
 // DecodeIpcSchema: the schema of an Arrow IPC stream (which may hold no batch).
 [[nodiscard]] Result<std::shared_ptr<arrow::Schema>> DecodeIpcSchema(const std::shared_ptr<arrow::Buffer>& ipc);
 
+// EncodeIpcStream: `batch` as an Arrow IPC stream (schema, the batch, end of stream),
+// uncompressed (what a catalog request's DataframePart carries).
+[[nodiscard]] Result<std::string> EncodeIpcStream(const arrow::RecordBatch& batch);
+
 }  // namespace rrl::rrd

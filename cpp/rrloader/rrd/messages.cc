@@ -205,6 +205,55 @@ Result<ArrowMsgView> ParseArrowMsg(std::string_view bytes) {
   return m;
 }
 
+Result<RrdManifestView> ParseRrdManifest(std::string_view bytes) {
+  RrdManifestView m;
+  ProtoReader mr(bytes);
+  while (!mr.done()) {
+    ProtoField g;
+    RRL_RETURN_IF_ERROR(mr.Next(&g));
+    if (g.number == 1) {
+      RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.store_id"));
+      RRL_ASSIGN_OR_RETURN(m.store_id, ParseStoreId(g.bytes));
+    } else if (g.number == 2) {
+      RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.sorbet_schema"));
+      ProtoReader sr(g.bytes);
+      while (!sr.done()) {
+        ProtoField h;
+        RRL_RETURN_IF_ERROR(sr.Next(&h));
+        if (h.number == 1) {
+          RRL_RETURN_IF_ERROR(ExpectLen(h, "Schema.arrow_schema"));
+          m.sorbet_schema_ipc = h.bytes;
+        }
+      }
+    } else if (g.number == 4) {
+      RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.data"));
+      ProtoReader dr(g.bytes);
+      uint64_t encoder_version = 0;
+      while (!dr.done()) {
+        ProtoField h;
+        RRL_RETURN_IF_ERROR(dr.Next(&h));
+        if (h.number == 1) {
+          RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.encoder_version"));
+          encoder_version = h.value;
+        } else if (h.number == 2) {
+          RRL_RETURN_IF_ERROR(ExpectLen(h, "DataframePart.payload"));
+          m.data_payload = h.bytes;
+        } else if (h.number == 3) {
+          RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.compression"));
+          m.data_compression = static_cast<Compression>(h.value);
+        } else if (h.number == 4) {
+          RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.uncompressed_size"));
+          m.data_uncompressed_size = h.value;
+        }
+      }
+      if (encoder_version != 1) {
+        return Status::Unsupported("footer manifest encoder version " + std::to_string(encoder_version));
+      }
+    }
+  }
+  return m;
+}
+
 Result<std::vector<RrdManifestView>> ParseRrdFooter(std::string_view bytes) {
   std::vector<RrdManifestView> out;
   ProtoReader r(bytes);
@@ -213,51 +262,7 @@ Result<std::vector<RrdManifestView>> ParseRrdFooter(std::string_view bytes) {
     RRL_RETURN_IF_ERROR(r.Next(&f));
     if (f.number != 1) continue;
     RRL_RETURN_IF_ERROR(ExpectLen(f, "RrdFooter.manifests"));
-    RrdManifestView m;
-    ProtoReader mr(f.bytes);
-    while (!mr.done()) {
-      ProtoField g;
-      RRL_RETURN_IF_ERROR(mr.Next(&g));
-      if (g.number == 1) {
-        RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.store_id"));
-        RRL_ASSIGN_OR_RETURN(m.store_id, ParseStoreId(g.bytes));
-      } else if (g.number == 2) {
-        RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.sorbet_schema"));
-        ProtoReader sr(g.bytes);
-        while (!sr.done()) {
-          ProtoField h;
-          RRL_RETURN_IF_ERROR(sr.Next(&h));
-          if (h.number == 1) {
-            RRL_RETURN_IF_ERROR(ExpectLen(h, "Schema.arrow_schema"));
-            m.sorbet_schema_ipc = h.bytes;
-          }
-        }
-      } else if (g.number == 4) {
-        RRL_RETURN_IF_ERROR(ExpectLen(g, "RrdManifest.data"));
-        ProtoReader dr(g.bytes);
-        uint64_t encoder_version = 0;
-        while (!dr.done()) {
-          ProtoField h;
-          RRL_RETURN_IF_ERROR(dr.Next(&h));
-          if (h.number == 1) {
-            RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.encoder_version"));
-            encoder_version = h.value;
-          } else if (h.number == 2) {
-            RRL_RETURN_IF_ERROR(ExpectLen(h, "DataframePart.payload"));
-            m.data_payload = h.bytes;
-          } else if (h.number == 3) {
-            RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.compression"));
-            m.data_compression = static_cast<Compression>(h.value);
-          } else if (h.number == 4) {
-            RRL_RETURN_IF_ERROR(ExpectVarint(h, "DataframePart.uncompressed_size"));
-            m.data_uncompressed_size = h.value;
-          }
-        }
-        if (encoder_version != 1) {
-          return Status::Unsupported("footer manifest encoder version " + std::to_string(encoder_version));
-        }
-      }
-    }
+    RRL_ASSIGN_OR_RETURN(RrdManifestView m, ParseRrdManifest(f.bytes));
     out.push_back(m);
   }
   return out;

@@ -73,6 +73,9 @@ struct RrdManifestView {
   Compression data_compression = Compression::kUnspecified;
   uint64_t data_uncompressed_size = 0;
 };
+// ParseRrdManifest: one RrdManifest message (an entry of the footer; also what a catalog
+// server's GetRrdManifest answers with).
+[[nodiscard]] Result<RrdManifestView> ParseRrdManifest(std::string_view bytes);
 [[nodiscard]] Result<std::vector<RrdManifestView>> ParseRrdFooter(std::string_view bytes);
 
 // FooterTrailer: the 32 bytes at EOF of a stream written with a footer.

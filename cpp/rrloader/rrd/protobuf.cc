@@ -61,4 +61,28 @@ Status ProtoReader::Next(ProtoField* field) {
   }
 }
 
+void ProtoWriter::RawVarint(uint64_t v) {
+  while (v >= 0x80) {
+    out_.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out_.push_back(static_cast<char>(v));
+}
+
+void ProtoWriter::Varint(uint32_t number, uint64_t value) {
+  RawVarint(uint64_t{number} << 3);
+  RawVarint(value);
+}
+
+void ProtoWriter::Fixed64(uint32_t number, uint64_t value) {
+  RawVarint((uint64_t{number} << 3) | 1);
+  for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
+}
+
+void ProtoWriter::Bytes(uint32_t number, std::string_view bytes) {
+  RawVarint((uint64_t{number} << 3) | 2);
+  RawVarint(bytes.size());
+  out_.append(bytes.data(), bytes.size());
+}
+
 }  // namespace rrl::rrd

@@ -1,7 +1,8 @@
-// rrloader/rrd/protobuf.h — a minimal protobuf wire-format reader.
+// rrloader/rrd/protobuf.h — a minimal protobuf wire-format reader and writer.
 //
 // Only what the few Rerun messages need: varints, fixed32/64 and length-delimited
-// fields, with unknown fields skipped. Every read is bounds-checked; a malformed
+// fields, with unknown fields skipped. (The writer builds the two small requests a
+// catalog client sends, catalog/redap.h.) Every read is bounds-checked; a malformed
 // message yields kCorrupt naming the byte offset (relative to the message start,
 // callers add the message's file offset).
 #pragma once
@@ -37,6 +38,20 @@ class ProtoReader {
   [[nodiscard]] Status ReadVarint(uint64_t* out);
   std::string_view data_;
   uint64_t pos_ = 0;
+};
+
+// ProtoWriter: appends fields to a message in wire format. Not thread-safe.
+class ProtoWriter {
+ public:
+  void Varint(uint32_t number, uint64_t value);
+  void Bytes(uint32_t number, std::string_view bytes);  // length-delimited (bytes, string, message)
+  void Fixed64(uint32_t number, uint64_t value);
+  const std::string& data() const { return out_; }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  void RawVarint(uint64_t v);
+  std::string out_;
 };
 
 }  // namespace rrl::rrd

@@ -21,9 +21,16 @@ std::string At(const io::ByteSource& src, uint64_t offset) {
   return src.Name() + ": at byte offset " + std::to_string(offset);
 }
 
+bool EndsWith(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() > n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+}  // namespace
+
 // Manifest columns we read by name; the per-timeline ones are found by metadata.
-Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch,
-                                                 std::vector<ChunkLocation>* locations) {
+Result<std::vector<ChunkSummary>> DecodeManifestTable(const arrow::RecordBatch& batch,
+                                                      std::vector<ChunkLocation>* locations) {
   auto column = [&](const char* name) -> std::shared_ptr<arrow::Array> { return batch.GetColumnByName(name); };
   auto entity = std::dynamic_pointer_cast<arrow::StringArray>(column("chunk_entity_path"));
   auto is_static = std::dynamic_pointer_cast<arrow::BooleanArray>(column("chunk_is_static"));
@@ -35,23 +42,48 @@ Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch
         "footer manifest lacks one of the chunk_entity_path, chunk_is_static, "
         "chunk_num_rows, chunk_byte_offset, chunk_byte_size columns or has wrong types");
   }
+  // Optional: the chunk id, its uncompressed size and a catalog's fetch key.
+  auto chunk_id = std::dynamic_pointer_cast<arrow::FixedSizeBinaryArray>(column("chunk_id"));
+  if (chunk_id && chunk_id->byte_width() != 16) chunk_id = nullptr;
+  auto uncompressed = std::dynamic_pointer_cast<arrow::UInt64Array>(column("chunk_byte_size_uncompressed"));
+  auto key = std::dynamic_pointer_cast<arrow::BinaryArray>(column("chunk_key"));
   // Global per-timeline ranges: "<timeline>:start"/":end" with rerun:index metadata and
-  // no rerun:component (the per-component ranges carry one).
+  // no rerun:component; per-component ones carry rerun:component and come in triples
+  // "<timeline>:<component>:start/end/num_rows" (names are sanitized: go by metadata).
   struct RangeCols {
     TimeKind kind = TimeKind::kSequence;
     std::shared_ptr<arrow::Array> start, end;
   };
+  struct ComponentCols {
+    std::shared_ptr<arrow::Array> start, end;
+    std::shared_ptr<arrow::UInt64Array> num_rows;
+  };
   std::map<std::string, RangeCols> ranges;
+  std::map<std::pair<std::string, std::string>, ComponentCols> components;  // (timeline, component)
   const auto& schema = *batch.schema();
   for (int i = 0; i < schema.num_fields(); ++i) {
     const auto& field = schema.field(i);
     const auto& md = field->metadata();
-    if (!md || md->Contains("rerun:component")) continue;
+    if (!md) continue;
     auto index = md->Get("rerun:index");
     if (!index.ok() || *index == "rerun:static") continue;
     const std::string& name = field->name();
-    const bool is_start = name.size() > 6 && name.compare(name.size() - 6, 6, ":start") == 0;
-    const bool is_end = name.size() > 4 && name.compare(name.size() - 4, 4, ":end") == 0;
+    const bool is_start = EndsWith(name, ":start");
+    const bool is_end = EndsWith(name, ":end");
+    const bool is_count = EndsWith(name, ":num_rows");
+    if (auto component = md->Get("rerun:component"); component.ok()) {
+      auto& cc = components[{*index, *component}];
+      if (is_count) {
+        cc.num_rows = std::dynamic_pointer_cast<arrow::UInt64Array>(batch.column(i));
+        if (!cc.num_rows) return Status::Corrupt("footer manifest column '" + name + "' is not uint64");
+      } else if (is_start || is_end) {
+        if (!TimeKindFromArrow(*field->type())) {
+          return Status::Corrupt("footer manifest column '" + name + "' has a non-index type");
+        }
+        (is_start ? cc.start : cc.end) = batch.column(i);
+      }
+      continue;
+    }
     if (!is_start && !is_end) continue;
     auto kind = TimeKindFromArrow(*field->type());
     if (!kind) return Status::Corrupt("footer manifest column '" + name + "' has a non-index type");
@@ -59,6 +91,12 @@ Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch
     rc.kind = *kind;
     (is_start ? rc.start : rc.end) = batch.column(i);
   }
+  // Complete triples only: a manifest with per-component columns lists every (timeline,
+  // component) of the store, so a chunk without an entry has no such cell.
+  for (auto it = components.begin(); it != components.end();) {
+    it = (it->second.start && it->second.end && it->second.num_rows) ? std::next(it) : components.erase(it);
+  }
+  const bool has_component_stats = !components.empty();
   std::vector<ChunkSummary> out;
   out.reserve(static_cast<size_t>(batch.num_rows()));
   for (int64_t r = 0; r < batch.num_rows(); ++r) {
@@ -76,11 +114,26 @@ Result<std::vector<ChunkSummary>> DecodeManifest(const arrow::RecordBatch& batch
       const auto* hi = rc.end->data()->GetValues<int64_t>(1);
       s.ranges.push_back(TimeRange{timeline, rc.kind, lo[r], hi[r]});
     }
+    s.has_component_stats = has_component_stats && !s.is_static;
+    if (s.has_component_stats) {
+      for (const auto& [tc, cc] : components) {
+        if (cc.num_rows->IsNull(r) || cc.num_rows->Value(r) == 0 || cc.start->IsNull(r) || cc.end->IsNull(r)) continue;
+        s.components.push_back(ComponentStats{tc.first, tc.second, cc.start->data()->GetValues<int64_t>(1)[r],
+                                              cc.end->data()->GetValues<int64_t>(1)[r], cc.num_rows->Value(r)});
+      }
+    }
+    if (chunk_id && !chunk_id->IsNull(r)) {
+      s.chunk_id.assign(reinterpret_cast<const char*>(chunk_id->GetValue(r)), 16);
+    }
+    if (uncompressed && !uncompressed->IsNull(r)) s.byte_size_uncompressed = uncompressed->Value(r);
+    if (key && !key->IsNull(r)) s.chunk_key = std::string(key->GetView(r));
     out.push_back(std::move(s));
     locations->push_back(ChunkLocation{offset->Value(r), size->Value(r)});
   }
   return out;
 }
+
+namespace {
 
 Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::ByteSource>& src,
                                                   const StreamHeader& header) {
@@ -132,7 +185,7 @@ Result<std::optional<RrdIndex>> TryOpenFromFooter(const std::shared_ptr<io::Byte
     if (!ipc.ok()) return ipc.status().WithPrefix(where);
     auto batch = DecodeIpcRecordBatch(*ipc);
     if (!batch.ok()) return batch.status().WithPrefix(where);
-    auto summaries = DecodeManifest(**batch, &store.chunks);
+    auto summaries = DecodeManifestTable(**batch, &store.chunks);
     if (!summaries.ok()) return summaries.status().WithPrefix(where);
     store.summaries = std::move(*summaries);
     for (const auto& loc : store.chunks) {

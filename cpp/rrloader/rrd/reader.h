@@ -45,12 +45,31 @@ struct ChunkLocation {
   uint64_t size = 0;
 };
 
-// ChunkSummary: what the footer manifest says about a chunk (absent for scanned files).
+// ComponentStats: one component of a temporal chunk on one timeline: how many of its cells
+// are non-null and the inclusive range of their index values. Lets a reader tell, without
+// decoding a chunk, whether it can hold a cell of a column at or before some value.
+struct ComponentStats {
+  std::string timeline;
+  std::string component;  // e.g. "VideoStream:sample" (the column's rerun:component)
+  int64_t min = 0;        // valid when num_rows > 0
+  int64_t max = 0;
+  uint64_t num_rows = 0;
+};
+
+// ChunkSummary: what a manifest (a file's footer, or a catalog server's GetRrdManifest) says
+// about a chunk; absent for scanned files.
 struct ChunkSummary {
   std::string entity_path;
   bool is_static = false;
   uint64_t num_rows = 0;
   std::vector<TimeRange> ranges;  // one per timeline of the chunk
+  // components: the (timeline, component) pairs with num_rows > 0, when the manifest has
+  // per-component columns (`has_component_stats`); a pair not listed then has no cell.
+  std::vector<ComponentStats> components;
+  bool has_component_stats = false;
+  std::string chunk_id;                 // 16 bytes (the TUID, big-endian), empty when absent
+  std::string chunk_key;                // catalog manifests: the server's opaque fetch key
+  uint64_t byte_size_uncompressed = 0;  // the IPC stream's size (0 when absent)
 };
 
 // StoreContents: one recording of the file.
@@ -68,6 +87,13 @@ struct RrdIndex {
   bool from_footer = false;
   std::vector<StoreContents> recordings;
 };
+
+// DecodeManifestTable: the chunks of one manifest table (RrdManifest.data, decoded from its
+// IPC stream) with their byte locations (relative to the file; meaningless for catalog
+// manifests). Columns are found by name (the fixed ones) and by field metadata (ranges).
+// kCorrupt for a missing or mistyped fixed column or a null in one.
+[[nodiscard]] Result<std::vector<ChunkSummary>> DecodeManifestTable(const arrow::RecordBatch& batch,
+                                                                    std::vector<ChunkLocation>* locations);
 
 // OpenRrd: read the stream header and either the footer or (without footer) every
 // message frame. Errors name the source and the byte offset.

@@ -28,6 +28,58 @@ std::string Meta(const std::shared_ptr<const arrow::KeyValueMetadata>& md, const
 
 }  // namespace
 
+const rrd::ComponentStats* ChunkInfo::Stats(const std::string& timeline, const std::string& component) const {
+  for (const auto& c : components) {
+    if (c.timeline == timeline && c.component == component) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<rrd::ComponentStats> ComponentStatsOf(const chunk::Chunk& c) {
+  std::vector<rrd::ComponentStats> out;
+  for (const auto& tl : c.timelines()) {
+    for (const auto& comp : c.components()) {
+      rrd::ComponentStats st{tl.name, comp.component, 0, 0, 0};
+      for (int64_t r = 0; r < c.num_rows(); ++r) {
+        if (comp.list->IsNull(r)) continue;
+        const int64_t t = tl.values[r];
+        st.min = st.num_rows == 0 ? t : std::min(st.min, t);
+        st.max = st.num_rows == 0 ? t : std::max(st.max, t);
+        ++st.num_rows;
+      }
+      if (st.num_rows > 0) out.push_back(std::move(st));
+    }
+  }
+  return out;
+}
+
+int64_t Segment::IndexBytes() const {
+  int64_t bytes = static_cast<int64_t>(sizeof(Segment));
+  for (const auto& c : chunks_) {
+    bytes += static_cast<int64_t>(sizeof(ChunkInfo) + c.entity_path.capacity() + c.chunk_id.capacity() +
+                                  c.chunk_key.capacity() + c.ranges.capacity() * sizeof(rrd::TimeRange) +
+                                  c.components.capacity() * sizeof(rrd::ComponentStats));
+    for (const auto& r : c.ranges) bytes += static_cast<int64_t>(r.timeline.capacity());
+    for (const auto& st : c.components) bytes += static_cast<int64_t>(st.timeline.capacity() + st.component.capacity());
+  }
+  // Columns and the per-entity lists: small next to the chunks; a rough per-entry figure.
+  bytes += static_cast<int64_t>(columns_.size() * 256 + by_entity_.size() * 64 + chunks_.size() * sizeof(size_t));
+  return bytes;
+}
+
+void Segment::AddChunkInfo(ChunkInfo info, bool empty_chunks_have_ranges) {
+  for (const auto& r : info.ranges) {
+    if (info.num_rows == 0 && !empty_chunks_have_ranges) break;
+    auto [it, inserted] = index_ranges_.try_emplace(r.timeline, r);
+    if (!inserted) {
+      it->second.min = std::min(it->second.min, r.min);
+      it->second.max = std::max(it->second.max, r.max);
+    }
+  }
+  by_entity_[info.entity_path].push_back(chunks_.size());
+  chunks_.push_back(std::move(info));
+}
+
 std::vector<std::string> Segment::EntityPaths() const {
   std::vector<std::string> out;
   for (const auto& [e, _] : by_entity_) out.push_back(e);
@@ -39,6 +91,7 @@ Result<std::shared_ptr<const chunk::Chunk>> Segment::LoadChunk(size_t i, ChunkCa
     return Status::Internal(source_name() + ": chunk number " + std::to_string(i) + " of segment '" + id_ +
                             "' out of range");
   }
+  if (loader_ != nullptr) return loader_->Load(*this, i, cache);
   if (source_ == nullptr) return resident_[i];
   const auto& info = chunks_[i];
   const std::string key = CacheKey(*source_, info.location);
@@ -118,20 +171,49 @@ Result<std::shared_ptr<Segment>> Segment::FromChunks(std::string id, std::string
     info.entity_path = c->entity_path();
     info.is_static = c->is_static();
     info.num_rows = static_cast<uint64_t>(c->num_rows());
-    for (const auto& t : c->timelines()) {
-      info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
-      if (c->num_rows() == 0) continue;  // an empty chunk has no range on its timelines
-      auto [it, inserted] = seg->index_ranges_.try_emplace(t.name, info.ranges.back());
-      if (!inserted) {
-        it->second.min = std::min(it->second.min, t.min);
-        it->second.max = std::max(it->second.max, t.max);
-      }
-    }
+    for (const auto& t : c->timelines()) info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
+    info.components = ComponentStatsOf(*c);
+    info.has_component_stats = !c->is_static();
     seg->AddColumnsFromChunk(*c);
     seg->resident_bytes_ += c->ByteSize();
-    seg->by_entity_[info.entity_path].push_back(seg->chunks_.size());
-    seg->chunks_.push_back(std::move(info));
+    seg->AddChunkInfo(std::move(info), false);  // a decoded empty chunk's range means nothing
     seg->resident_.push_back(std::move(c));
+  }
+  return seg;
+}
+
+Result<std::shared_ptr<Segment>> Segment::FromManifest(std::string id, std::string application_id,
+                                                       std::vector<rrd::ChunkSummary> chunks,
+                                                       const std::shared_ptr<arrow::Schema>& sorbet_schema,
+                                                       std::shared_ptr<const ChunkLoader> loader,
+                                                       std::string source_name) {
+  if (loader == nullptr) return Status::Internal(source_name + ": a remote segment needs a chunk loader");
+  auto seg = std::make_shared<Segment>();
+  seg->id_ = std::move(id);
+  seg->application_id_ = std::move(application_id);
+  seg->source_name_ = std::move(source_name);
+  seg->loader_ = std::move(loader);
+  seg->chunks_.reserve(chunks.size());
+  for (auto& s : chunks) {
+    if (s.chunk_id.size() != 16 || s.chunk_key.empty()) {
+      return Status::Corrupt(seg->source_name_ + ": the manifest of segment '" + seg->id_ +
+                             "' lacks the chunk_id or chunk_key of a chunk of entity '" + s.entity_path + "'");
+    }
+    ChunkInfo info;
+    info.entity_path = std::move(s.entity_path);
+    info.is_static = s.is_static;
+    info.num_rows = s.num_rows;
+    info.ranges = std::move(s.ranges);
+    info.components = std::move(s.components);
+    info.has_component_stats = s.has_component_stats;
+    info.chunk_id = std::move(s.chunk_id);
+    info.chunk_key = std::move(s.chunk_key);
+    info.byte_size = s.byte_size_uncompressed;
+    seg->AddChunkInfo(std::move(info), true);  // as for a file's footer
+  }
+  if (sorbet_schema) {
+    auto st = seg->AddColumnsFromSorbetSchema(*sorbet_schema);
+    if (!st.ok()) return st.WithPrefix(seg->source_name_ + ": segment '" + seg->id_ + "'");
   }
   return seg;
 }
@@ -152,6 +234,9 @@ Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdInd
         info.is_static = s.is_static;
         info.num_rows = s.num_rows;
         info.ranges = s.ranges;
+        info.components = s.components;
+        info.has_component_stats = s.has_component_stats;
+        info.chunk_id = s.chunk_id;
       } else {
         RRL_ASSIGN_OR_RETURN(auto ipc, rrd::ReadChunkIpc(*index.source, info.location));
         RRL_ASSIGN_OR_RETURN(auto c, chunk::Chunk::Decode(ipc, index.source->Name() + ": chunk at byte offset " +
@@ -160,18 +245,13 @@ Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdInd
         info.is_static = c->is_static();
         info.num_rows = static_cast<uint64_t>(c->num_rows());
         for (const auto& t : c->timelines()) info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
+        info.components = ComponentStatsOf(*c);
+        info.has_component_stats = !c->is_static();
         seg->AddColumnsFromChunk(*c);
         cache.Put(CacheKey(*index.source, info.location), c);
       }
-      for (const auto& r : info.ranges) {
-        auto [it, inserted] = seg->index_ranges_.try_emplace(r.timeline, r);
-        if (!inserted) {
-          it->second.min = std::min(it->second.min, r.min);
-          it->second.max = std::max(it->second.max, r.max);
-        }
-      }
-      seg->by_entity_[info.entity_path].push_back(seg->chunks_.size());
-      seg->chunks_.push_back(std::move(info));
+      // (as the reference's store, a file's empty chunk still counts in the index ranges)
+      seg->AddChunkInfo(std::move(info), true);
     }
     if (store.sorbet_schema) {
       auto st = seg->AddColumnsFromSorbetSchema(*store.sorbet_schema);

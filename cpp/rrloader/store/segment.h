@@ -15,12 +15,43 @@ namespace rrl::store {
 
 // ChunkInfo: what is known about a chunk without decoding it.
 struct ChunkInfo {
-  rrd::ChunkLocation location;
+  rrd::ChunkLocation location;  // file segments: where the ArrowMsg is
   std::string entity_path;
   bool is_static = false;
   uint64_t num_rows = 0;
   std::vector<rrd::TimeRange> ranges;
+  // components: per (timeline, component) with a non-null cell, their count and range;
+  // complete when `has_component_stats` (from a manifest's per-component columns or from
+  // the decoded chunk), else unknown (every component may have cells anywhere in `ranges`).
+  std::vector<rrd::ComponentStats> components;
+  bool has_component_stats = false;
+  std::string chunk_id;    // 16 bytes, big-endian TUID (manifests; empty when unknown)
+  std::string chunk_key;   // remote segments: the catalog server's opaque fetch key
+  uint64_t byte_size = 0;  // remote segments: the chunk's IPC size (for batching fetches)
+
+  // Stats: the stats of `component` on `timeline`, or nullptr when it has no cell there
+  // (or nothing is known: check has_component_stats).
+  const rrd::ComponentStats* Stats(const std::string& timeline, const std::string& component) const;
+  // MayHold: whether the chunk can hold a non-null cell of `component` on `timeline`.
+  bool MayHold(const std::string& timeline, const std::string& component) const {
+    return !has_component_stats || Stats(timeline, component) != nullptr;
+  }
 };
+
+class Segment;
+
+// ChunkLoader: where the chunks of a remote segment come from (implemented by the catalog
+// layer: a catalog server). Thread-safe; shared by every Segment it serves.
+class ChunkLoader {
+ public:
+  virtual ~ChunkLoader() = default;
+  // Load: chunk `i` of `segment`, from `cache` or fetched now (and then kept in it).
+  [[nodiscard]] virtual Result<std::shared_ptr<const chunk::Chunk>> Load(const Segment& segment, size_t i,
+                                                                         ChunkCache& cache) const = 0;
+};
+
+// ComponentStatsOf: the stats (ChunkInfo::components) of a decoded chunk.
+std::vector<rrd::ComponentStats> ComponentStatsOf(const chunk::Chunk& c);
 
 // ColumnInfo: one (entity, component) column of a segment.
 struct ColumnInfo {
@@ -36,9 +67,11 @@ struct ColumnInfo {
 // Segment: immutable after construction, thread-safe to query (loads go through the
 // thread-safe ChunkCache; two threads may decode the same chunk once each, harmlessly).
 //
-// Two kinds: a segment of an .rrd file (FromRrd: chunks are read from the file on first
-// use) and a resident segment (FromChunks: its chunks are already decoded, e.g. fetched
-// from a catalog server, and LoadChunk hands them out without touching the cache).
+// Three kinds: a segment of an .rrd file (FromRrd: chunks are read from the file on first
+// use), a remote segment (FromManifest: its chunk index is a catalog server's manifest and
+// chunks are fetched one by one, or in batches ahead of use, through a ChunkLoader) and a
+// resident segment (FromChunks: its chunks are already decoded, and LoadChunk hands them
+// out without touching the cache).
 class Segment {
  public:
   const std::string& id() const { return id_; }
@@ -59,12 +92,25 @@ class Segment {
 
   // ResidentBytes: the memory a resident segment's chunks keep alive (0 for file segments).
   int64_t ResidentBytes() const { return resident_bytes_; }
+  // IndexBytes: about the memory of the chunk index itself (ChunkInfos, columns): what a
+  // cache of remote segments' manifests counts.
+  int64_t IndexBytes() const;
+  // is_remote: chunks come from a ChunkLoader (FromManifest).
+  bool is_remote() const { return loader_ != nullptr; }
 
-  // FromChunks: a resident segment holding `chunks` (in this order), e.g. every chunk of one
-  // entity of a remote segment. Columns and index ranges are computed from the chunks;
+  // FromChunks: a resident segment holding `chunks` (in this order), e.g. chunks built in
+  // memory. Columns, index ranges and component stats are computed from the chunks;
   // `source_name` describes where they came from in error messages.
   [[nodiscard]] static Result<std::shared_ptr<Segment>> FromChunks(
       std::string id, std::string application_id, std::vector<std::shared_ptr<const chunk::Chunk>> chunks,
+      std::string source_name);
+
+  // FromManifest: a remote segment: `chunks` from a catalog server's manifest (their
+  // chunk_id and chunk_key set), columns from its store-wide schema (may be null), chunks
+  // fetched through `loader`. `source_name` describes the server in messages.
+  [[nodiscard]] static Result<std::shared_ptr<Segment>> FromManifest(
+      std::string id, std::string application_id, std::vector<rrd::ChunkSummary> chunks,
+      const std::shared_ptr<arrow::Schema>& sorbet_schema, std::shared_ptr<const ChunkLoader> loader,
       std::string source_name);
 
   // FromRrd: the segments of one opened file. Files without a footer have every chunk
@@ -75,11 +121,14 @@ class Segment {
  private:
   void AddColumnsFromChunk(const chunk::Chunk& c);
   Status AddColumnsFromSorbetSchema(const arrow::Schema& schema);
+  // AddChunkInfo: appends and indexes a chunk (by entity; its ranges into index_ranges_).
+  void AddChunkInfo(ChunkInfo info, bool empty_chunks_have_ranges);
 
   std::string id_;
   std::string application_id_;
-  std::shared_ptr<io::ByteSource> source_;                     // null for resident segments
-  std::string source_name_;                                    // resident segments only
+  std::shared_ptr<io::ByteSource> source_;                     // file segments only
+  std::shared_ptr<const ChunkLoader> loader_;                  // remote segments only
+  std::string source_name_;                                    // resident and remote segments
   std::vector<std::shared_ptr<const chunk::Chunk>> resident_;  // parallel to chunks_ when resident
   int64_t resident_bytes_ = 0;
   std::vector<ChunkInfo> chunks_;

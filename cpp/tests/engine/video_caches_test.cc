@@ -16,11 +16,10 @@
 namespace rrl::engine {
 namespace {
 
-std::shared_ptr<const VideoIndex> IndexOf(size_t packets) {
+// IndexOf: an index whose size grows with `clusters` (nothing loaded).
+std::shared_ptr<VideoIndex> IndexOf(size_t clusters) {
   auto index = std::make_shared<VideoIndex>();
-  index->times.assign(packets, 0);
-  index->refs.assign(packets, VideoPacketRef{});
-  index->prior_keyframe.assign(packets, 0);
+  index->clusters.assign(clusters, VideoCluster{0, 0, {0, 1, 2, 3}});
   return index;
 }
 
@@ -29,7 +28,7 @@ TEST(VideoIndexCache, BuildsOncePerKeyAndHits) {
   int builds = 0;
   auto build = [&]() -> Result<std::shared_ptr<const VideoIndex>> {
     ++builds;
-    return IndexOf(10);
+    return std::shared_ptr<const VideoIndex>(IndexOf(10));
   };
   auto a = cache.GetOrBuild("seg\n/cam", build);
   auto b = cache.GetOrBuild("seg\n/cam", build);
@@ -48,7 +47,7 @@ TEST(VideoIndexCache, ConcurrentRequestsWaitForOneBuild) {
   auto build = [&]() -> Result<std::shared_ptr<const VideoIndex>> {
     builds.fetch_add(1);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    return IndexOf(5);
+    return std::shared_ptr<const VideoIndex>(IndexOf(5));
   };
   std::vector<std::thread> threads;
   std::vector<const VideoIndex*> got(6, nullptr);
@@ -76,7 +75,7 @@ TEST(VideoIndexCache, FailuresAreReportedAndNotKept) {
   EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
   auto again = cache.GetOrBuild("k", [&]() -> Result<std::shared_ptr<const VideoIndex>> {
     ++builds;
-    return IndexOf(3);
+    return std::shared_ptr<const VideoIndex>(IndexOf(3));
   });
   EXPECT_TRUE(again.ok());
   EXPECT_EQ(builds, 2);
@@ -85,7 +84,9 @@ TEST(VideoIndexCache, FailuresAreReportedAndNotKept) {
 TEST(VideoIndexCache, EvictsLeastRecentlyUsedPastTheBound) {
   const int64_t one = IndexOf(1000)->ByteSize();
   VideoIndexCache cache(2 * one + one / 2);  // room for two
-  auto build = [] { return Result<std::shared_ptr<const VideoIndex>>(IndexOf(1000)); };
+  auto build = [] {
+    return Result<std::shared_ptr<const VideoIndex>>(std::shared_ptr<const VideoIndex>(IndexOf(1000)));
+  };
   ASSERT_TRUE(cache.GetOrBuild("a", build).ok());
   ASSERT_TRUE(cache.GetOrBuild("b", build).ok());
   ASSERT_TRUE(cache.GetOrBuild("a", build).ok());  // a is now the most recent
@@ -102,6 +103,24 @@ TEST(VideoIndexCache, EvictsLeastRecentlyUsedPastTheBound) {
   auto big = tiny.GetOrBuild("x", build);
   ASSERT_TRUE(big.ok() && *big != nullptr);
   EXPECT_EQ(tiny.stats().entries, 0);
+}
+
+TEST(VideoIndexCache, ResizeFollowsAGrowingIndexAndEvicts) {
+  auto a = IndexOf(10);
+  auto b = IndexOf(10);
+  VideoIndexCache cache(3 * a->ByteSize());
+  ASSERT_TRUE(cache.GetOrBuild("a", [&] { return Result<std::shared_ptr<const VideoIndex>>(a); }).ok());
+  ASSERT_TRUE(cache.GetOrBuild("b", [&] { return Result<std::shared_ptr<const VideoIndex>>(b); }).ok());
+  EXPECT_TRUE(cache.Contains("a") && cache.Contains("b"));
+  const int64_t before = cache.stats().bytes;
+  b->clusters.resize(15);  // b grew (as its clusters load)
+  cache.Resize("b");
+  EXPECT_EQ(cache.stats().bytes, before - IndexOf(10)->ByteSize() + b->ByteSize());
+  b->clusters.resize(60);  // past the bound: the least recent (a) goes first
+  cache.Resize("b");
+  EXPECT_FALSE(cache.Contains("a"));
+  EXPECT_LE(cache.stats().bytes, 3 * a->ByteSize());
+  cache.Resize("gone");  // absent: nothing happens
 }
 
 TEST(BufferPool, ReleasedBuffersAreReused) {
