@@ -10,23 +10,13 @@
 #include <set>
 #include <thread>
 
+#include "rrloader/chunk/entity_path.h"
+
 namespace rrl::catalog {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-std::vector<std::string> SplitPath(const std::string& p) {
-  std::vector<std::string> parts;
-  size_t start = 1;
-  while (start <= p.size()) {
-    size_t slash = p.find('/', start);
-    if (slash == std::string::npos) slash = p.size();
-    if (slash > start) parts.push_back(p.substr(start, slash - start));
-    start = slash + 1;
-  }
-  return parts;
-}
 
 bool IsReserved(const std::string& path) {
   return path.rfind("/__", 0) == 0;
@@ -193,7 +183,7 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
       }
     }
     for (const auto& [key, info] : seg->columns()) {
-      auto& dc = cols[{SplitPath(info.entity_path), info.component}];
+      auto& dc = cols[{chunk::EntityPathParts(info.entity_path), info.component}];
       if (!dc.info.type) {
         dc.name = ColumnName(info.entity_path, info.component);
         dc.info = info;

@@ -8,6 +8,8 @@
 #include <thread>
 #include <tuple>
 
+#include "rrloader/chunk/entity_path.h"
+
 namespace rrl::catalog {
 
 namespace {
@@ -16,20 +18,6 @@ std::string Meta(const std::shared_ptr<const arrow::KeyValueMetadata>& md, const
   if (!md) return "";
   auto v = md->Get(key);
   return v.ok() ? *v : "";
-}
-
-// PathParts: an entity path's parts, so that columns sort as LocalDataset sorts them
-// ("/a/b" after "/a", before "/a_").
-std::vector<std::string> PathParts(const std::string& p) {
-  std::vector<std::string> parts;
-  size_t start = 1;
-  while (start <= p.size()) {
-    size_t slash = p.find('/', start);
-    if (slash == std::string::npos) slash = p.size();
-    if (slash > start) parts.push_back(p.substr(start, slash - start));
-    start = slash + 1;
-  }
-  return parts;
 }
 
 // ChunkCacheKey: one string per (segment, chunk id); '\0' cannot occur in a segment id.
@@ -475,8 +463,8 @@ Result<std::shared_ptr<RemoteDataset>> RemoteDataset::Make(std::vector<std::stri
     // "control" (the row id) and anything else: not a column of the dataset.
   }
   std::sort(ds->columns_.begin(), ds->columns_.end(), [](const DatasetColumn& a, const DatasetColumn& b) {
-    return std::make_tuple(PathParts(a.info.entity_path), a.info.component) <
-           std::make_tuple(PathParts(b.info.entity_path), b.info.component);
+    return std::make_tuple(chunk::EntityPathParts(a.info.entity_path), a.info.component) <
+           std::make_tuple(chunk::EntityPathParts(b.info.entity_path), b.info.component);
   });
   options.fetch_concurrency = std::max(1, options.fetch_concurrency);
   options.cache_bytes = std::max<int64_t>(0, options.cache_bytes);

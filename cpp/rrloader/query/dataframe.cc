@@ -9,6 +9,8 @@
 #include <map>
 #include <tuple>
 
+#include "rrloader/chunk/entity_path.h"
+
 namespace rrl::query {
 
 namespace {
@@ -40,19 +42,6 @@ struct Source {
   const arrow::ListArray* list = nullptr;
   int64_t row = 0;
 };
-
-// StrictAncestors: "/a/b/c" -> {"/a/b", "/a", "/"}.
-std::vector<std::string> StrictAncestors(const std::string& path) {
-  std::vector<std::string> out;
-  std::string p = path;
-  while (p.size() > 1) {
-    auto slash = p.rfind('/');
-    if (slash == std::string::npos) break;
-    p = slash == 0 ? "/" : p.substr(0, slash);
-    out.push_back(p);
-  }
-  return out;
-}
 
 bool ClearIsRecursive(const arrow::ListArray& list, int64_t row) {
   if (list.IsNull(row) || list.value_length(row) == 0) return false;
@@ -828,7 +817,7 @@ Result<std::shared_ptr<arrow::Table>> RunDataframeQuery(const store::Segment& se
       if (col->component != kClearComponent) col->tombstones = own.all;
       AddBundles(col->bundles, own.all, range_lo, range_hi);
     }
-    for (const auto& ancestor : StrictAncestors(col->entity_path)) {
+    for (const auto& ancestor : chunk::StrictAncestors(col->entity_path)) {
       auto it = clears.find(ancestor);
       if (it == clears.end()) continue;
       if (it->second.has_static) {
