@@ -24,6 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+# The Annex B -> length-prefixed conversion the video tests use (one copy of it).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "python"))
+from videoutil import to_avcc  # noqa: E402
+
 ENCODERS = {0: "libx264", 1: "libx265", 2: "libsvtav1"}
 
 
@@ -57,20 +61,6 @@ def _encode(av, codec: int, w: int, h: int, n: int, gop: int, bframes: int = 0) 
     return packets
 
 
-def _to_length_prefixed(sample: bytes) -> bytes:
-    nals, i, start = [], 0, None
-    while i + 3 <= len(sample):
-        if sample[i : i + 3] == b"\x00\x00\x01":
-            if start is not None:
-                nals.append(sample[start:i].rstrip(b"\x00"))
-            i += 3
-            start = i
-        else:
-            i += 1
-    nals.append(sample[start:])
-    return b"".join(struct.pack(">I", len(n)) + n for n in nals)
-
-
 def _seed(flags: int, packets: list[bytes]) -> bytes:
     return bytes([flags]) + b"".join(struct.pack("<H", len(p)) + p for p in packets)
 
@@ -94,8 +84,8 @@ def main(out_dir: str) -> None:
             seeds[f"{encoder}_{w}x{h}_sessions"] = _seed(codec | 32, gop)
         if codec == 0:
             gop = _encode(av, 0, 32, 32, 4, 12)
-            seeds["h264_length_prefixed_gop"] = _seed(4 | 8, [_to_length_prefixed(p) for p in gop])
-            seeds["h264_length_prefixed_key"] = bytes([0]) + _to_length_prefixed(gop[0])
+            seeds["h264_length_prefixed_gop"] = _seed(4 | 8, [to_avcc(p) for p in gop])
+            seeds["h264_length_prefixed_key"] = bytes([0]) + to_avcc(gop[0])
             idr = gop[0].find(b"\x00\x00\x01\x65")
             seeds["h264_idr_without_sps"] = _seed(4, [gop[0][idr:], *gop[1:]])
             seeds["h264_p_frame_first"] = _seed(4, gop[1:])

@@ -119,6 +119,14 @@ def _first_line(e: BaseException | None) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
+def _gave_up(what: str, timeout_s: float, attempts: int, detail: str | None) -> RrloaderIOError:
+    """The error after the last attempt: ``detail`` is the last failure's first line, or None
+    when the deadline ran out first."""
+    if detail is None:
+        return RrloaderIOError(f"{what}: no answer within {timeout_s:g} s (remote_timeout_s; {attempts} attempt(s))")
+    return RrloaderIOError(f"{what} failed after {attempts} attempt(s) (remote_timeout_s={timeout_s:g} s): {detail}")
+
+
 def _refused(url: str, timeout_s: float) -> bool:
     """True when nothing listens at the URL's explicit host:port (the kernel refuses the
     connection). Anything else — a listener, a timeout, no port in the URL — is left to
@@ -294,14 +302,7 @@ class _RemoteState:
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay *= 2
         prefix = f"{self.describe()}: " if named else ""
-        if last is None:
-            raise RrloaderIOError(
-                f"{prefix}{what}: no answer within {self.timeout_s:g} s (remote_timeout_s; {attempts} attempt(s))"
-            )
-        raise RrloaderIOError(
-            f"{prefix}{what} failed after {attempts} attempt(s) (remote_timeout_s={self.timeout_s:g} s): "
-            f"{_first_line(last)}"
-        )
+        raise _gave_up(prefix + what, self.timeout_s, attempts, None if last is None else _first_line(last))
 
     def entry(self) -> Any:
         """The live DatasetEntry (connected now in a fresh process)."""
@@ -411,14 +412,11 @@ class _RemoteState:
                     break
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay *= 2
-        if last is None:
-            raise RrloaderIOError(
-                f"{what}: no answer within {self.timeout_s:g} s (remote_timeout_s; {attempts} attempt(s))"
-            )
-        raise RrloaderIOError(
-            f"{what} failed after {attempts} attempt(s) (remote_timeout_s={self.timeout_s:g} s): "
-            f"{last.code().name}: {(last.details() or '').strip().splitlines()[0] if last.details() else ''}"
-        )
+        detail = None
+        if last is not None:
+            lines = (last.details() or "").strip().splitlines()
+            detail = f"{last.code().name}: {lines[0] if lines else ''}"
+        raise _gave_up(what, self.timeout_s, attempts, detail)
 
     # ----------------------------------------------------------------- native dataset
     def core(self) -> Any:

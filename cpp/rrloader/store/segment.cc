@@ -53,6 +53,21 @@ std::vector<rrd::ComponentStats> ComponentStatsOf(const chunk::Chunk& c) {
   return out;
 }
 
+namespace {
+
+// DescribeChunk: fills what a decoded chunk says of itself (the fields a footer's manifest
+// would otherwise give); location and chunk id are left to the caller.
+void DescribeChunk(const chunk::Chunk& c, ChunkInfo* info) {
+  info->entity_path = c.entity_path();
+  info->is_static = c.is_static();
+  info->num_rows = static_cast<uint64_t>(c.num_rows());
+  for (const auto& t : c.timelines()) info->ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
+  info->components = ComponentStatsOf(c);
+  info->has_component_stats = !c.is_static();
+}
+
+}  // namespace
+
 int64_t Segment::IndexBytes() const {
   int64_t bytes = static_cast<int64_t>(sizeof(Segment));
   for (const auto& c : chunks_) {
@@ -168,12 +183,7 @@ Result<std::shared_ptr<Segment>> Segment::FromChunks(std::string id, std::string
   for (auto& c : chunks) {
     if (c == nullptr) return Status::Internal(seg->source_name_ + ": null chunk in segment '" + seg->id_ + "'");
     ChunkInfo info;
-    info.entity_path = c->entity_path();
-    info.is_static = c->is_static();
-    info.num_rows = static_cast<uint64_t>(c->num_rows());
-    for (const auto& t : c->timelines()) info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
-    info.components = ComponentStatsOf(*c);
-    info.has_component_stats = !c->is_static();
+    DescribeChunk(*c, &info);
     seg->AddColumnsFromChunk(*c);
     seg->resident_bytes_ += c->ByteSize();
     seg->AddChunkInfo(std::move(info), false);  // a decoded empty chunk's range means nothing
@@ -241,12 +251,7 @@ Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdInd
         RRL_ASSIGN_OR_RETURN(auto ipc, rrd::ReadChunkIpc(*index.source, info.location));
         RRL_ASSIGN_OR_RETURN(auto c, chunk::Chunk::Decode(ipc, index.source->Name() + ": chunk at byte offset " +
                                                                    std::to_string(info.location.offset)));
-        info.entity_path = c->entity_path();
-        info.is_static = c->is_static();
-        info.num_rows = static_cast<uint64_t>(c->num_rows());
-        for (const auto& t : c->timelines()) info.ranges.push_back(rrd::TimeRange{t.name, t.kind, t.min, t.max});
-        info.components = ComponentStatsOf(*c);
-        info.has_component_stats = !c->is_static();
+        DescribeChunk(*c, &info);
         seg->AddColumnsFromChunk(*c);
         cache.Put(CacheKey(*index.source, info.location), c);
       }
