@@ -284,3 +284,13 @@ def write_misc_dataset(out_dir: str | Path, seg: str = "misc_seg") -> list[Path]
                     "/pts", rr.Points3D.from_fields(positions=np.array(PTS_POSITIONS[f], dtype=np.float32))
                 )
     return [path]
+
+
+def write_api_datasets(root: str | Path) -> Path:
+    """The numeric, image and misc datasets under ``root/num``, ``root/img`` and ``root/misc``
+    (the API tests read them embedded, the remote tests through a catalog server)."""
+    root = Path(root)
+    write_numeric_dataset(root / "num")
+    write_image_dataset(root / "img")
+    write_misc_dataset(root / "misc")
+    return root

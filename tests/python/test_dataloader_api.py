@@ -43,11 +43,7 @@ FRAME_SEGS = {"seg_a": (0, 11), "seg_b": (5, 9), "seg_c": (3, 3)}
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dlapi")
-    dlutil.write_numeric_dataset(root / "num")
-    dlutil.write_image_dataset(root / "img")
-    dlutil.write_misc_dataset(root / "misc")
-    return root
+    return dlutil.write_api_datasets(tmp_path_factory.mktemp("dlapi"))
 
 
 @pytest.fixture(scope="module")

@@ -53,11 +53,7 @@ PYTHON_DIR = Path(rrloader.__file__).resolve().parents[1]
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("remote")
-    dlutil.write_numeric_dataset(root / "num")
-    dlutil.write_image_dataset(root / "img")
-    dlutil.write_misc_dataset(root / "misc")
-    return root
+    return dlutil.write_api_datasets(tmp_path_factory.mktemp("remote"))
 
 
 @pytest.fixture(scope="module")
