@@ -67,4 +67,8 @@ void BindDecode(nanobind::module_& m);
 // BindVideo: registers the video decode entry points (video_bindings.cc).
 void BindVideo(nanobind::module_& m);
 
+// BindSample: registers the numpy-exact generator and emission buffer test entry points
+// (sample_bindings.cc).
+void BindSample(nanobind::module_& m);
+
 }  // namespace rrl_bindings

@@ -193,6 +193,7 @@ NB_MODULE(_core, m) {
 
   rrl_bindings::BindDecode(m);
   rrl_bindings::BindVideo(m);
+  rrl_bindings::BindSample(m);
 
   m.attr("DEFAULT_CHUNK_CACHE_BYTES") = rrl::store::kDefaultChunkCacheBytes;
 
