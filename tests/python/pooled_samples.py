@@ -63,3 +63,20 @@ def expected_order(n: int, batch: int, workers: int) -> list[list[int]]:
     for r in range(max(len(c) for c in chunks)):
         out += [c[r] for c in chunks if r < len(c)]
     return out
+
+
+class WithStats:
+    """collate_fn wrapper: (the wrapped collator's batch, its stats() right after collating it), so a
+    test can watch a worker's pool from the training process."""
+
+    def __init__(self, collator) -> None:
+        self.collator = collator
+
+    def __call__(self, samples):
+        batch = self.collator(samples)
+        return batch, self.collator.stats()
+
+
+def use_file_system_strategy(worker_id: int) -> None:
+    """worker_init_fn: PyTorch's other sharing strategy, which PooledBatchCollator refuses."""
+    torch.multiprocessing.set_sharing_strategy("file_system")
