@@ -89,6 +89,10 @@ bool IsDirectYuv420(int format) {
 
 // CopyPlane: `rows` rows of `width` bytes from a strided plane to a packed one.
 void CopyPlane(const uint8_t* src, int src_stride, int width, int rows, uint8_t* dst) {
+  if (src_stride == width) {
+    std::memcpy(dst, src, static_cast<size_t>(width) * rows);
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     std::memcpy(dst + static_cast<size_t>(r) * width, src + static_cast<ptrdiff_t>(r) * src_stride,
                 static_cast<size_t>(width));
@@ -758,14 +762,10 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
     if (target.data == nullptr || (yuv && target.uv == nullptr)) {
       return Status::Internal(where + ": frame sink returned no buffer");
     }
-    const std::string at = where + ", position " + std::to_string(position);
-    if (yuv) {
-      RRL_RETURN_IF_ERROR(session->CopyYuv420(frame, target.data, target.uv).WithPrefix(at));
-      if (!IsDirectYuv420(frame.format)) frames_reformatted_.fetch_add(1);
-    } else {
-      RRL_RETURN_IF_ERROR(
-          session->ConvertToRgb(frame, request.size, target.data, int64_t{3} * height * width).WithPrefix(at));
-    }
+    const Status copied = yuv ? session->CopyYuv420(frame, target.data, target.uv)
+                              : session->ConvertToRgb(frame, request.size, target.data, int64_t{3} * height * width);
+    if (!copied.ok()) return copied.WithPrefix(where + ", position " + std::to_string(position));
+    if (yuv && !IsDirectYuv420(frame.format)) frames_reformatted_.fetch_add(1);
     done[index] = true;
     --remaining;
     frames_delivered_.fetch_add(1);
