@@ -350,7 +350,11 @@ STREAMS = [
     ("h264", "yuv444p", 64, 48, {"color_range": 2}, "annexb"),  # yuvj444p, reformatted
     ("h264", "yuv422p", 34, 22, {"colorspace": 6}, "annexb"),
     ("h264", "yuv420p10le", 64, 48, {"colorspace": 9}, "annexb"),
+    ("h264", "yuv444p10le", 33, 21, {}, "annexb"),  # filtered and dithered down to 8 bits
+    ("h264", "yuv422p10le", 64, 48, {"colorspace": 1}, "annexb"),
     ("h265", "yuv420p", 66, 50, {}, "annexb"),
+    ("h265", "yuv422p", 64, 48, {}, "annexb"),
+    ("h265", "yuv444p10le", 65, 49, {}, "annexb"),
     ("h265", "yuv420p", 64, 48, {"colorspace": 9, "color_range": 2}, "annexb"),
     ("h265", "yuv444p", 65, 49, {}, "annexb"),  # odd size, reformatted
     ("h265", "yuv420p10le", 66, 50, {"colorspace": 1}, "annexb"),
