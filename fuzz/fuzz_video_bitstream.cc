@@ -1,6 +1,6 @@
 // libFuzzer target over rrloader/decode/bitstream.h (IsAnnexB, AvccToAnnexB, IsKeyframe),
 // the packet path of rrloader/decode/video.h (VideoFrameDecoder::DecodeGop feeding
-// libavcodec and converting frames to RGB; with a session cache, kept frames and B-frame
+// libavcodec and converting frames to RGB or copying YUV 4:2:0 planes; with a session cache, kept frames and B-frame
 // refusal, as the dataloader runs it) and the GOP planning of rrloader/engine/video_plan.h. Any input must produce a
 // value or a Status, never a crash, hang or sanitizer report; the target also checks the contracts callers rely on
 // (AvccToAnnexB keeps the size and writes only its output, delivered frames have the size the sink was asked for, every
@@ -10,7 +10,8 @@
 // packet path; bit 3 verify the keyframe; bit 4 resize to 12x16; bit 5 run the packet path
 // a second time on the same decoder as the dataloader configures it (sessions, 3 kept
 // frames, B-frames refused), wanting an earlier and a later part of the GOP; bit 6 run the
-// planner on a stream described by the bytes), then the sample for the bitstream functions,
+// planner on a stream described by the bytes; bit 7 the packet path asks for YUV 4:2:0
+// planes instead of RGB), then the sample for the bitstream functions,
 // which is also split into up to 8 packets for the packet path, each as [u16 little-endian
 // length][bytes] (a length past the end takes what is left). The planner reads the same
 // bytes as: per packet a time step (byte % 4, so ties happen) and a keyframe bit (byte & 4),
@@ -99,6 +100,27 @@ void FuzzPackets(rrl::decode::VideoCodec codec, uint8_t flags, const uint8_t* da
   options.session_cache_bytes = 0;
   rrl::decode::VideoFrameDecoder decoder(options);
   std::vector<std::vector<uint8_t>> frames;
+  if (flags & 128) {
+    // YUV 4:2:0: Y and UV in separate buffers, both guarded; no resize.
+    request.output_format = rrl::decode::VideoOutputFormat::kYuv420;
+    std::vector<std::vector<uint8_t>> chroma;
+    rrl::decode::FrameTargetSink sink =
+        [&](int64_t, const rrl::decode::VideoFrameInfo& info) -> rrl::Result<rrl::decode::FrameTarget> {
+      Check(info.height > 0 && info.width > 0 && int64_t{info.height} * info.width <= options.decoder.max_pixels);
+      frames.emplace_back(static_cast<size_t>(rrl::decode::Yuv420LumaBytes(info.height, info.width)) + kGuardBytes,
+                          kGuard);
+      chroma.emplace_back(static_cast<size_t>(rrl::decode::Yuv420ChromaBytes(info.height, info.width)) + kGuardBytes,
+                          kGuard);
+      return rrl::decode::FrameTarget{frames.back().data(), chroma.back().data()};
+    };
+    auto outcome = decoder.DecodeGop(request, sink);
+    if (request.size.resize()) Check(outcome.status().code() == rrl::StatusCode::kInvalidArgument);
+    CheckOutcome(request, outcome, frames);
+    for (const auto& f : chroma) {
+      for (size_t i = f.size() - kGuardBytes; i < f.size(); ++i) Check(f[i] == kGuard);
+    }
+    return;
+  }
   rrl::decode::FrameSink sink = [&](int64_t, int height, int width) -> rrl::Result<uint8_t*> {
     Check(height > 0 && width > 0 && int64_t{height} * width <= options.decoder.max_pixels);
     if (request.size.resize()) Check(height == 12 && width == 16);

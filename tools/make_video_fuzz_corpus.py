@@ -2,7 +2,7 @@
 
 Each seed is: one flags byte (bits 0-1 codec: 0 H.264, 1 H.265, 2 AV1; bit 2 run the packet
 path; bit 3 verify the keyframe; bit 4 resize; bit 5 the dataloader's session path; bit 6
-the GOP planner), then packets as [u16 LE length][bytes]
+the GOP planner; bit 7 YUV 4:2:0 planes instead of RGB), then packets as [u16 LE length][bytes]
 (the whole remainder is also what the bitstream functions see as one sample). Streams are
 encoded here with PyAV 18.1 (libx264, libx265, libsvtav1; each skipped when missing) at
 32x32 / 64x48, 3-4 frames, so seeds stay small (the fuzzer's -max_len is 64 KiB):
@@ -82,6 +82,7 @@ def main(out_dir: str) -> None:
             seeds[f"{encoder}_{w}x{h}_key_only"] = bytes([codec]) + gop[0]
             seeds[f"{encoder}_{w}x{h}_inter_only"] = bytes([codec]) + gop[1]
             seeds[f"{encoder}_{w}x{h}_sessions"] = _seed(codec | 32, gop)
+            seeds[f"{encoder}_{w}x{h}_gop_yuv"] = _seed(codec | 4 | 8 | 128, gop)
         if codec == 0:
             gop = _encode(av, 0, 32, 32, 4, 12)
             seeds["h264_length_prefixed_gop"] = _seed(4 | 8, [to_avcc(p) for p in gop])

@@ -6,13 +6,19 @@
 //   _core.video_to_annex_b(sample) -> bytes            (4-byte length prefixes -> start codes)
 //   _core.video_codec_name(codec) -> "h264" | "h265" | "av1"  (names or Rerun enum values)
 //   _core.decode_video_packets(codec, packets, wanted, *, size=None, threads=1,
-//                              verify_keyframe=True, reject_reordering=False)
-//       -> list[numpy uint8 [3, H, W] | None]
+//                              verify_keyframe=True, reject_reordering=False,
+//                              output_format="rgb")
+//       -> list[numpy uint8 [3, H, W] | None]                      (output_format="rgb")
+//       -> list[(y [1, H, W], uv [2, ceil(H/2), ceil(W/2)], color_space, color_range)
+//               | None]                                            (output_format="yuv420p")
 //       packets: the samples of one stream from a keyframe on, decode order, positions
 //       0..n-1; wanted: positions; None where no frame exists (see VideoFrameDecoder).
+//       color_space: "bt601" | "bt709" | "bt2020" | "unspecified"; color_range: "limited" |
+//       "full" | "unspecified" (rerun-sdk 0.41's Yuv420Frame metadata). yuv420p takes no size.
 //   _core.VideoFrameDecoder(*, session_cache_bytes=256 MiB, threads=1, max_pixels=2**26)
 //       .decode_gop(stream_key, codec, packets, positions, wanted, *, size=None,
-//                   verify_keyframe=True) -> list[ndarray | None]  (aligned with wanted)
+//                   verify_keyframe=True, output_format="rgb")
+//           -> list[ndarray | tuple | None]  (aligned with wanted, as above)
 //       .stats() -> dict, .clear_sessions()
 //
 // `codec` is a name ("h264", "hevc", "av1", ...) or a Rerun VideoCodec value (int).
@@ -42,7 +48,9 @@ namespace {
 
 using namespace nb::literals;
 using ImageArray = nb::ndarray<nb::numpy, uint8_t, nb::ndim<3>, nb::c_contig>;
+using rrl::decode::FrameTarget;
 using rrl::decode::VideoCodec;
+using rrl::decode::VideoOutputFormat;
 
 // SampleView: a read-only view of a bytes-like object's buffer, held (and the object kept
 // alive) until destruction. Construct and destroy with the GIL held.
@@ -80,14 +88,20 @@ rrl::decode::VideoOutputSize SizeOf(const std::optional<std::pair<int, int>>& si
   return out;
 }
 
-// DecodedFrames: frames collected by a sink, owned until handed to numpy.
+// DecodedFrame: a frame collected by a sink, owned until handed to numpy: planar RGB, or
+// the Y plane followed by the UV planes (one allocation).
 struct DecodedFrame {
   std::unique_ptr<uint8_t[]> pixels;
   int height = 0;
   int width = 0;
+  rrl::decode::VideoColor color;
 };
 
-nb::list ToList(const std::vector<int64_t>& wanted, std::map<int64_t, DecodedFrame>& frames) {
+VideoOutputFormat OutputFormatOf(const std::string& name) {
+  return Unwrap(rrl::decode::ParseVideoOutputFormat(name));
+}
+
+nb::list ToList(const std::vector<int64_t>& wanted, std::map<int64_t, DecodedFrame>& frames, VideoOutputFormat format) {
   nb::list out;
   for (int64_t w : wanted) {
     auto it = frames.find(w);
@@ -97,11 +111,23 @@ nb::list ToList(const std::vector<int64_t>& wanted, std::map<int64_t, DecodedFra
     }
     DecodedFrame& f = it->second;
     // Each request gets its own memory, even when a position is wanted twice.
-    const size_t bytes = size_t{3} * f.height * f.width;
+    const auto bytes = static_cast<size_t>(rrl::decode::VideoFrameBytes(format, f.height, f.width));
     uint8_t* ptr = new uint8_t[bytes];
     std::copy(f.pixels.get(), f.pixels.get() + bytes, ptr);
     nb::capsule owner(ptr, [](void* p) noexcept { delete[] static_cast<uint8_t*>(p); });
-    out.append(ImageArray(ptr, {3, static_cast<size_t>(f.height), static_cast<size_t>(f.width)}, owner));
+    const auto h = static_cast<size_t>(f.height);
+    const auto wd = static_cast<size_t>(f.width);
+    if (format == VideoOutputFormat::kRgb) {
+      out.append(ImageArray(ptr, {3, h, wd}, owner));
+      continue;
+    }
+    // Both planes are views of the one allocation (the capsule is their common owner).
+    uint8_t* uv = ptr + rrl::decode::Yuv420LumaBytes(f.height, f.width);
+    const auto ch = static_cast<size_t>(rrl::decode::Yuv420ChromaHeight(f.height));
+    const auto cw = static_cast<size_t>(rrl::decode::Yuv420ChromaWidth(f.width));
+    out.append(nb::make_tuple(ImageArray(ptr, {1, h, wd}, owner), ImageArray(uv, {2, ch, cw}, owner),
+                              rrl::decode::VideoColorSpaceName(f.color.space),
+                              rrl::decode::VideoColorRangeName(f.color.range)));
   }
   return out;
 }
@@ -109,7 +135,7 @@ nb::list ToList(const std::vector<int64_t>& wanted, std::map<int64_t, DecodedFra
 nb::list DecodeWith(rrl::decode::VideoFrameDecoder& decoder, const std::string& stream_key, nb::handle codec_obj,
                     const std::vector<nb::object>& packets, const std::vector<int64_t>& positions,
                     const std::vector<int64_t>& wanted, const std::optional<std::pair<int, int>>& size,
-                    bool verify_keyframe) {
+                    bool verify_keyframe, const std::string& output_format) {
   if (positions.size() != packets.size()) {
     Throw(rrl::Status::InvalidArgument("positions must have one entry per packet"));
   }
@@ -118,6 +144,8 @@ nb::list DecodeWith(rrl::decode::VideoFrameDecoder& decoder, const std::string& 
   request.codec = CodecOf(codec_obj);
   request.size = SizeOf(size);
   request.verify_keyframe = verify_keyframe;
+  request.output_format = OutputFormatOf(output_format);
+  const VideoOutputFormat format = request.output_format;
   std::vector<std::unique_ptr<SampleView>> views;
   views.reserve(packets.size());
   for (size_t i = 0; i < packets.size(); ++i) {
@@ -131,22 +159,27 @@ nb::list DecodeWith(rrl::decode::VideoFrameDecoder& decoder, const std::string& 
   rrl::Result<rrl::decode::GopOutcome> outcome = rrl::Status::Internal("not run");
   {
     nb::gil_scoped_release release;
-    rrl::decode::FrameSink sink = [&frames](int64_t position, int height, int width) -> rrl::Result<uint8_t*> {
+    rrl::decode::FrameTargetSink sink =
+        [&frames, format](int64_t position, const rrl::decode::VideoFrameInfo& info) -> rrl::Result<FrameTarget> {
       DecodedFrame& f = frames[position];
-      f.pixels.reset(new uint8_t[size_t{3} * height * width]);
-      f.height = height;
-      f.width = width;
-      return f.pixels.get();
+      f.pixels.reset(new uint8_t[static_cast<size_t>(rrl::decode::VideoFrameBytes(format, info.height, info.width))]);
+      f.height = info.height;
+      f.width = info.width;
+      f.color = info.color;
+      uint8_t* uv = format == VideoOutputFormat::kYuv420
+                        ? f.pixels.get() + rrl::decode::Yuv420LumaBytes(info.height, info.width)
+                        : nullptr;
+      return FrameTarget{f.pixels.get(), uv};
     };
     outcome = decoder.DecodeGop(request, sink);
   }
   Unwrap(std::move(outcome));
-  return ToList(wanted, frames);
+  return ToList(wanted, frames, format);
 }
 
 nb::list DecodeVideoPackets(nb::handle codec, const std::vector<nb::object>& packets,
                             const std::vector<int64_t>& wanted, std::optional<std::pair<int, int>> size, int threads,
-                            bool verify_keyframe, bool reject_reordering) {
+                            bool verify_keyframe, bool reject_reordering, const std::string& output_format) {
   rrl::decode::VideoFrameDecoderOptions options;
   options.decoder.threads = threads;
   options.decoder.reject_reordering = reject_reordering;
@@ -154,7 +187,8 @@ nb::list DecodeVideoPackets(nb::handle codec, const std::vector<nb::object>& pac
   rrl::decode::VideoFrameDecoder decoder(options);
   std::vector<int64_t> positions(packets.size());
   for (size_t i = 0; i < positions.size(); ++i) positions[i] = static_cast<int64_t>(i);
-  return DecodeWith(decoder, "decode_video_packets", codec, packets, positions, wanted, size, verify_keyframe);
+  return DecodeWith(decoder, "decode_video_packets", codec, packets, positions, wanted, size, verify_keyframe,
+                    output_format);
 }
 
 class PyVideoFrameDecoder {
@@ -169,8 +203,8 @@ class PyVideoFrameDecoder {
 
   nb::list decode_gop(const std::string& stream_key, nb::handle codec, const std::vector<nb::object>& packets,
                       const std::vector<int64_t>& positions, const std::vector<int64_t>& wanted,
-                      std::optional<std::pair<int, int>> size, bool verify_keyframe) {
-    return DecodeWith(*decoder_, stream_key, codec, packets, positions, wanted, size, verify_keyframe);
+                      std::optional<std::pair<int, int>> size, bool verify_keyframe, const std::string& output_format) {
+    return DecodeWith(*decoder_, stream_key, codec, packets, positions, wanted, size, verify_keyframe, output_format);
   }
 
   nb::dict stats() const {
@@ -178,6 +212,7 @@ class PyVideoFrameDecoder {
     nb::dict d;
     d["frames_decoded"] = s.frames_decoded;
     d["frames_delivered"] = s.frames_delivered;
+    d["frames_reformatted"] = s.frames_reformatted;
     d["gops_started"] = s.gops_started;
     d["sessions_recycled"] = s.sessions_recycled;
     d["session_hits"] = s.session_hits;
@@ -231,13 +266,15 @@ void BindVideo(nanobind::module_& m) {
       "codec"_a, "Canonical name of a codec name or Rerun VideoCodec value (internal).");
   m.def("decode_video_packets", &DecodeVideoPackets, "codec"_a, "packets"_a, "wanted"_a, nb::kw_only(),
         "size"_a = nb::none(), "threads"_a = 1, "verify_keyframe"_a = true, "reject_reordering"_a = false,
+        "output_format"_a = "rgb",
         "Decodes the wanted positions of one stream's packets (from a keyframe, decode order) into uint8 "
-        "[3, H, W] RGB arrays; None where no frame exists (internal; GIL released).");
+        "[3, H, W] RGB arrays, or with output_format='yuv420p' into (y [1, H, W], uv [2, ceil(H/2), "
+        "ceil(W/2)], color_space, color_range) tuples; None where no frame exists (internal; GIL released).");
   nb::class_<PyVideoFrameDecoder>(m, "VideoFrameDecoder")
       .def(nb::init<int64_t, int, int64_t>(), nb::kw_only(), "session_cache_bytes"_a = defaults.session_cache_bytes,
            "threads"_a = defaults.decoder.threads, "max_pixels"_a = defaults.decoder.max_pixels)
       .def("decode_gop", &PyVideoFrameDecoder::decode_gop, "stream_key"_a, "codec"_a, "packets"_a, "positions"_a,
-           "wanted"_a, nb::kw_only(), "size"_a = nb::none(), "verify_keyframe"_a = true)
+           "wanted"_a, nb::kw_only(), "size"_a = nb::none(), "verify_keyframe"_a = true, "output_format"_a = "rgb")
       .def("stats", &PyVideoFrameDecoder::stats)
       .def("clear_sessions", &PyVideoFrameDecoder::clear_sessions);
 }

@@ -40,14 +40,25 @@ def _pictures(w: int, h: int, n: int, seed: int) -> list[np.ndarray]:
 
 
 def encode(
-    codec: str, w: int, h: int, n: int, gop: int, *, bframes: int = 0, seed: int = 0, **color
+    codec: str,
+    w: int,
+    h: int,
+    n: int,
+    gop: int,
+    *,
+    bframes: int = 0,
+    seed: int = 0,
+    pix_fmt: str = "yuv420p",
+    **color,
 ) -> tuple[list[bytes], list[bool]]:
     """`n` frames as raw packets in decode order, and the encoder's keyframe flag of each.
 
-    `color`: codec context attributes to tag the stream with (e.g. `colorspace`, `color_range`).
+    `pix_fmt`: the encoder's input format (e.g. "yuv444p", "yuv420p10le"; 4:2:0 H.264/H.265 need even
+    sizes, x265 4:4:4 at least 64x64-ish). `color`: codec context attributes to tag the stream with
+    (e.g. `colorspace`, `color_range`).
     """
     cc = av.CodecContext.create(ENCODERS[codec], "w")
-    cc.width, cc.height, cc.pix_fmt = w, h, "yuv420p"
+    cc.width, cc.height, cc.pix_fmt = w, h, pix_fmt
     cc.time_base = fractions.Fraction(1, 30)
     cc.framerate = 30
     cc.gop_size = gop
@@ -73,7 +84,7 @@ def encode(
             keys.append(bool(p.is_keyframe))
 
     for i, img in enumerate(_pictures(w, h, n, seed)):
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt)
         frame.pts = i
         take(cc.encode(frame))
     take(cc.encode(None))

@@ -1,5 +1,5 @@
-// rrloader/decode/video.cc — libavcodec decoding sessions, RGB conversion, GOP planning
-// and the byte-bounded session cache (see video.h for the contracts).
+// rrloader/decode/video.cc — libavcodec decoding sessions, RGB conversion, YUV 4:2:0 plane
+// copies, GOP planning and the byte-bounded session cache (see video.h for the contracts).
 #include "rrloader/decode/video.h"
 
 #include <algorithm>
@@ -72,6 +72,93 @@ AVPixelFormat WithoutJpegRange(AVPixelFormat format, bool* was_jpeg) {
   }
 }
 
+// ReadEnumAsInt: an AVFrame enum field as the int it is (see SwsColorspace).
+template <typename Enum>
+int ReadEnumAsInt(const Enum& field) {
+  int value = 0;
+  static_assert(sizeof(value) == sizeof(field));
+  std::memcpy(&value, &field, sizeof(value));
+  return value;
+}
+
+// IsDirectYuv420: pictures whose planes are already 8-bit 4:2:0, copied without libswscale
+// (rerun-sdk 0.41 copies exactly these two formats and reformats the rest).
+bool IsDirectYuv420(int format) {
+  return format == AV_PIX_FMT_YUV420P || format == AV_PIX_FMT_YUVJ420P;
+}
+
+// CopyPlane: `rows` rows of `width` bytes from a strided plane to a packed one.
+void CopyPlane(const uint8_t* src, int src_stride, int width, int rows, uint8_t* dst) {
+  if (src_stride == width) {
+    std::memcpy(dst, src, static_cast<size_t>(width) * rows);
+    return;
+  }
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(dst + static_cast<size_t>(r) * width, src + static_cast<ptrdiff_t>(r) * src_stride,
+                static_cast<size_t>(width));
+  }
+}
+
+// ChromaSiting: the position of a chroma sample within its 2x2 block in 1/256 luma pixels
+// of a chroma location (FFmpeg's convention: x 0 = left, 128 = centre; y 0 = top, 256 =
+// bottom); unspecified and unknown values mean centre, libswscale's own default.
+void ChromaSiting(int location, int* x, int* y) {
+  *x = 128;
+  *y = 128;
+  switch (location) {
+    case AVCHROMA_LOC_LEFT: *x = 0; break;
+    case AVCHROMA_LOC_TOPLEFT:
+      *x = 0;
+      *y = 0;
+      break;
+    case AVCHROMA_LOC_TOP: *y = 0; break;
+    case AVCHROMA_LOC_BOTTOMLEFT:
+      *x = 0;
+      *y = 256;
+      break;
+    case AVCHROMA_LOC_BOTTOM: *y = 256; break;
+    default: break;
+  }
+}
+
+// MakeSitedScaler: a SWS_BILINEAR context whose source and destination chroma sit where
+// the frame's chroma location says (on each side, along an axis that side subsamples; the
+// destination inherits the source frame's location). PyAV 18's reformat (FFmpeg 8's
+// sws_scale_frame) places chroma this way, while a plain sws_getContext assumes centred
+// chroma: for 4:4:4 -> 4:2:0 with H.264's default "left" location the two differ by up to
+// 3 levels. Null when libswscale refuses.
+SwsContext* MakeSitedScaler(int src_w, int src_h, AVPixelFormat src_format, int dst_w, int dst_h,
+                            AVPixelFormat dst_format, int chroma_location) {
+  SwsContextPtr ctx(sws_alloc_context());
+  if (ctx == nullptr) return nullptr;
+  int x = 0;
+  int y = 0;
+  ChromaSiting(chroma_location, &x, &y);
+  const AVPixFmtDescriptor* src_desc = av_pix_fmt_desc_get(src_format);
+  const AVPixFmtDescriptor* dst_desc = av_pix_fmt_desc_get(dst_format);
+  if (src_desc == nullptr || dst_desc == nullptr) return nullptr;
+  // Positions scale with the subsampling grid (4:1:0 etc.); -513 = "not subsampled".
+  auto sited = [](int pos, int log2_sub) { return log2_sub > 0 ? pos * ((1 << log2_sub) - 1) : -513; };
+  const std::pair<const char*, int64_t> options[] = {
+      {"srcw", src_w},
+      {"srch", src_h},
+      {"src_format", src_format},
+      {"dstw", dst_w},
+      {"dsth", dst_h},
+      {"dst_format", dst_format},
+      {"sws_flags", SWS_BILINEAR},
+      {"src_h_chr_pos", sited(x, src_desc->log2_chroma_w)},
+      {"src_v_chr_pos", sited(y, src_desc->log2_chroma_h)},
+      {"dst_h_chr_pos", sited(x, dst_desc->log2_chroma_w)},
+      {"dst_v_chr_pos", sited(y, dst_desc->log2_chroma_h)},
+  };
+  for (const auto& [name, value] : options) {
+    if (av_opt_set_int(ctx.get(), name, value, 0) < 0) return nullptr;
+  }
+  if (sws_init_context(ctx.get(), nullptr, nullptr) < 0) return nullptr;
+  return ctx.release();
+}
+
 uint64_t Fnv1a(const uint8_t* data, size_t size) {
   uint64_t h = 14695981039346656037ull;
   for (size_t i = 0; i < size; ++i) {
@@ -91,8 +178,56 @@ std::string PositionText(VideoCodec codec, int64_t position) {
 
 VideoDecoder::VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options) : codec_(codec), options_(options) {}
 
-VideoDecoder::~VideoDecoder() {
-  sws_freeContext(sws_);
+VideoDecoder::~VideoDecoder() = default;
+
+const char* VideoOutputFormatName(VideoOutputFormat format) {
+  return format == VideoOutputFormat::kYuv420 ? "yuv420p" : "rgb";
+}
+
+Result<VideoOutputFormat> ParseVideoOutputFormat(std::string_view name) {
+  if (name == "rgb") return VideoOutputFormat::kRgb;
+  if (name == "yuv420p") return VideoOutputFormat::kYuv420;
+  return Status::InvalidArgument("video output_format must be 'rgb' or 'yuv420p', got '" + std::string(name) + "'");
+}
+
+const char* VideoColorSpaceName(VideoColorSpace space) {
+  switch (space) {
+    case VideoColorSpace::kBt601: return "bt601";
+    case VideoColorSpace::kBt709: return "bt709";
+    case VideoColorSpace::kBt2020: return "bt2020";
+    case VideoColorSpace::kUnspecified: break;
+  }
+  return "unspecified";
+}
+
+const char* VideoColorRangeName(VideoColorRange range) {
+  switch (range) {
+    case VideoColorRange::kLimited: return "limited";
+    case VideoColorRange::kFull: return "full";
+    case VideoColorRange::kUnspecified: break;
+  }
+  return "unspecified";
+}
+
+VideoColor FrameColor(const AVFrame& frame) {
+  VideoColor color;
+  switch (ReadEnumAsInt(frame.colorspace)) {
+    case AVCOL_SPC_BT709: color.space = VideoColorSpace::kBt709; break;
+    case AVCOL_SPC_BT470BG:
+    case AVCOL_SPC_SMPTE170M: color.space = VideoColorSpace::kBt601; break;
+    case AVCOL_SPC_BT2020_NCL: color.space = VideoColorSpace::kBt2020; break;
+    default: break;
+  }
+  switch (ReadEnumAsInt(frame.color_range)) {
+    case AVCOL_RANGE_MPEG: color.range = VideoColorRange::kLimited; break;
+    case AVCOL_RANGE_JPEG: color.range = VideoColorRange::kFull; break;
+    default: {
+      bool jpeg = false;
+      WithoutJpegRange(static_cast<AVPixelFormat>(frame.format), &jpeg);
+      if (jpeg) color.range = VideoColorRange::kFull;
+    }
+  }
+  return color;
 }
 
 Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const VideoDecoderOptions& options) {
@@ -273,49 +408,16 @@ Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& s
     return Status::InvalidArgument("video frame needs " + std::to_string(need) + " output bytes, got " +
                                    std::to_string(out_capacity));
   }
-  bool jpeg_format = false;
-  const auto format = WithoutJpegRange(static_cast<AVPixelFormat>(frame.format), &jpeg_format);
-  // Our own cache key: sws_getCachedContext re-creates a context for yuvj* formats on every
-  // call (it compares against the normalized format), and a new context at the old address
-  // would silently lose the colorspace details set below.
-  const SwsKey key{src_w, src_h, frame.format, out_w, out_h};
-  if (sws_ == nullptr || !(key == sws_key_)) {
-    sws_freeContext(sws_);
-    sws_ =
-        sws_getContext(src_w, src_h, format, out_w, out_h, AV_PIX_FMT_RGB24, SWS_BILINEAR, nullptr, nullptr, nullptr);
-    sws_colorspace_ = -1;
-    sws_src_full_range_ = -1;
-    if (sws_ == nullptr) {
-      const char* name = av_get_pix_fmt_name(format);
-      return Status::Unsupported(std::string("libswscale cannot convert pixel format ") + (name ? name : "unknown") +
-                                 " to RGB24");
-    }
-    sws_key_ = key;
-  }
-  const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format);
-  const bool yuv = desc != nullptr && (desc->flags & AV_PIX_FMT_FLAG_RGB) == 0 && desc->nb_components >= 3;
-  if (yuv) {
-    // The frame's own matrix and range (BT.601 limited when untagged), as PyAV does.
-    const int colorspace = SwsColorspace(frame.colorspace);
-    const int full_range = (frame.color_range == AVCOL_RANGE_JPEG || jpeg_format) ? 1 : 0;
-    if (colorspace != sws_colorspace_ || full_range != sws_src_full_range_) {
-      if (sws_setColorspaceDetails(sws_, sws_getCoefficients(colorspace), full_range,
-                                   sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16) < 0) {
-        return Status::Internal("libswscale refused the colorspace of the frame");
-      }
-      sws_colorspace_ = colorspace;
-      sws_src_full_range_ = full_range;
-    }
-  }
+  RRL_RETURN_IF_ERROR(rgb_scaler_.Prepare(frame, out_w, out_h, AV_PIX_FMT_RGB24));
   const int stride = (out_w * 3 + 63) & ~63;
   const size_t scratch = static_cast<size_t>(stride) * out_h + 64;
   // The packed RGB24 scratch is per thread, not per session: a session cache holds many
   // sessions, but only the threads converting need one.
-  uint8_t* rgb_scratch = RgbScratch(scratch);
+  uint8_t* rgb_scratch = Scratch(scratch);
   if (rgb_scratch == nullptr) return Status::Internal("out of memory for a video frame");
   uint8_t* dst[4] = {rgb_scratch, nullptr, nullptr, nullptr};
   int dst_stride[4] = {stride, 0, 0, 0};
-  const int rows = sws_scale(sws_, frame.data, frame.linesize, 0, src_h, dst, dst_stride);
+  const int rows = sws_scale(rgb_scaler_.ctx.get(), frame.data, frame.linesize, 0, src_h, dst, dst_stride);
   if (rows != out_h)
     return Status::Internal("libswscale converted " + std::to_string(rows) + " of " + std::to_string(out_h) + " rows");
   const size_t plane = static_cast<size_t>(out_w) * out_h;
@@ -329,7 +431,92 @@ Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& s
   return Status::OK();
 }
 
-uint8_t* VideoDecoder::RgbScratch(size_t bytes) {
+Status VideoDecoder::Scaler::Prepare(const AVFrame& frame, int out_w, int out_h, AVPixelFormat out_format) {
+  bool jpeg_format = false;
+  const auto format = WithoutJpegRange(static_cast<AVPixelFormat>(frame.format), &jpeg_format);
+  // Our own cache key: sws_getCachedContext re-creates a context for yuvj* formats on every
+  // call (it compares against the normalized format), and a new context at the old address
+  // would silently lose the colorspace details set below.
+  const bool to_rgb = out_format == AV_PIX_FMT_RGB24;
+  const int chroma_location = to_rgb ? 0 : ReadEnumAsInt(frame.chroma_location);
+  const Key want{frame.width, frame.height, frame.format, out_w, out_h, out_format, chroma_location};
+  if (ctx == nullptr || !(want == key)) {
+    colorspace = -1;
+    src_full_range = -1;
+    if (to_rgb) {
+      ctx.reset(sws_getContext(frame.width, frame.height, format, out_w, out_h, out_format, SWS_BILINEAR, nullptr,
+                               nullptr, nullptr));
+    } else {
+      ctx.reset(MakeSitedScaler(frame.width, frame.height, format, out_w, out_h, out_format, chroma_location));
+    }
+    if (ctx == nullptr) {
+      const char* name = av_get_pix_fmt_name(format);
+      return Status::Unsupported(std::string("libswscale cannot convert pixel format ") + (name ? name : "unknown") +
+                                 " to " + av_get_pix_fmt_name(out_format));
+    }
+    key = want;
+  }
+  const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(format);
+  const bool yuv = desc != nullptr && (desc->flags & AV_PIX_FMT_FLAG_RGB) == 0 && desc->nb_components >= 3;
+  if (!yuv) return Status::OK();
+  // The frame's own matrix and range (BT.601 limited when untagged), as PyAV does. RGB24
+  // output is full range; a YUV destination gets the source's matrix and range (PyAV's
+  // reformat tags the new frame with both), so libswscale changes neither.
+  const int space = SwsColorspace(frame.colorspace);
+  const int src_full = (frame.color_range == AVCOL_RANGE_JPEG || jpeg_format) ? 1 : 0;
+  if (space != colorspace || src_full != src_full_range) {
+    const int* table = sws_getCoefficients(space);
+    const int* dst_table = to_rgb ? sws_getCoefficients(SWS_CS_DEFAULT) : table;
+    const int dst_full = to_rgb ? 1 : src_full;
+    if (sws_setColorspaceDetails(ctx.get(), table, src_full, dst_table, dst_full, 0, 1 << 16, 1 << 16) < 0) {
+      return Status::Internal("libswscale refused the colorspace of the frame");
+    }
+    colorspace = space;
+    src_full_range = src_full;
+  }
+  return Status::OK();
+}
+
+Status VideoDecoder::CopyYuv420(const AVFrame& frame, uint8_t* y_dst, uint8_t* uv_dst) {
+  const int w = frame.width;
+  const int h = frame.height;
+  if (w <= 0 || h <= 0) return Status::Corrupt("decoded video frame has no pixels");
+  if (int64_t{w} * h > options_.max_pixels) {
+    return Status::Unsupported("video frame " + std::to_string(w) + "x" + std::to_string(h) + " exceeds max_pixels " +
+                               std::to_string(options_.max_pixels));
+  }
+  const int cw = Yuv420ChromaWidth(w);
+  const int ch = Yuv420ChromaHeight(h);
+  uint8_t* u_dst = uv_dst;
+  uint8_t* v_dst = uv_dst + static_cast<size_t>(ch) * cw;
+  if (IsDirectYuv420(frame.format)) {
+    CopyPlane(frame.data[0], frame.linesize[0], w, h, y_dst);
+    CopyPlane(frame.data[1], frame.linesize[1], cw, ch, u_dst);
+    CopyPlane(frame.data[2], frame.linesize[2], cw, ch, v_dst);
+    return Status::OK();
+  }
+  // libswscale writes an aligned yuv420p picture in the thread's scratch (the layout its
+  // SIMD paths expect, as in PyAV's frames), whose visible rows are then copied out.
+  RRL_RETURN_IF_ERROR(yuv_scaler_.Prepare(frame, w, h, AV_PIX_FMT_YUV420P));
+  const int y_stride = (w + 63) & ~63;
+  const int c_stride = (cw + 63) & ~63;
+  const size_t y_bytes = static_cast<size_t>(y_stride) * h;
+  const size_t c_bytes = static_cast<size_t>(c_stride) * ch;
+  uint8_t* scratch = Scratch(y_bytes + 2 * c_bytes + 64);
+  if (scratch == nullptr) return Status::Internal("out of memory for a video frame");
+  uint8_t* dst[4] = {scratch, scratch + y_bytes, scratch + y_bytes + c_bytes, nullptr};
+  int dst_stride[4] = {y_stride, c_stride, c_stride, 0};
+  const int rows = sws_scale(yuv_scaler_.ctx.get(), frame.data, frame.linesize, 0, h, dst, dst_stride);
+  if (rows != h) {
+    return Status::Internal("libswscale converted " + std::to_string(rows) + " of " + std::to_string(h) + " rows");
+  }
+  CopyPlane(dst[0], y_stride, w, h, y_dst);
+  CopyPlane(dst[1], c_stride, cw, ch, u_dst);
+  CopyPlane(dst[2], c_stride, cw, ch, v_dst);
+  return Status::OK();
+}
+
+uint8_t* VideoDecoder::Scratch(size_t bytes) {
   // One kept buffer per thread (up to kKeptBytes, like the image decoder's scratch); a larger
   // frame gets a buffer of its own, freed by the thread's next call.
   struct Scratch {
@@ -452,6 +639,7 @@ VideoStats VideoFrameDecoder::stats() const {
   VideoStats s;
   s.frames_decoded = frames_decoded_.load();
   s.frames_delivered = frames_delivered_.load();
+  s.frames_reformatted = frames_reformatted_.load();
   s.gops_started = gops_started_.load();
   s.sessions_recycled = sessions_recycled_.load();
   s.session_hits = session_hits_.load();
@@ -463,8 +651,21 @@ VideoStats VideoFrameDecoder::stats() const {
 }
 
 Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const FrameSink& sink) {
+  if (request.output_format != VideoOutputFormat::kRgb) {
+    return Status::InvalidArgument("video stream '" + request.stream_key +
+                                   "': a YUV 4:2:0 request needs a FrameTargetSink (Y and UV destinations)");
+  }
+  const FrameTargetSink target_sink = [&sink](int64_t position, const VideoFrameInfo& info) -> Result<FrameTarget> {
+    RRL_ASSIGN_OR_RETURN(uint8_t * out, sink(position, info.height, info.width));
+    return FrameTarget{out, nullptr};
+  };
+  return DecodeGop(request, target_sink);
+}
+
+Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const FrameTargetSink& sink) {
   GopOutcome outcome;
   const std::string where = "video stream '" + request.stream_key + "'";
+  const bool yuv = request.output_format == VideoOutputFormat::kYuv420;
   if (request.packets.empty()) return Status::InvalidArgument(where + ": a GOP needs at least its keyframe packet");
   for (size_t i = 1; i < request.packets.size(); ++i) {
     if (request.packets[i].position <= request.packets[i - 1].position) {
@@ -480,6 +681,11 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
   }
   if (request.size.resize() != (request.size.height != 0 || request.size.width != 0)) {
     return Status::InvalidArgument(where + ": output size must be both positive or both 0");
+  }
+  if (yuv && request.size.resize()) {
+    return Status::InvalidArgument(where + ": a resize (" + std::to_string(request.size.height) + "x" +
+                                   std::to_string(request.size.width) +
+                                   ") is supported for RGB output only, not for output_format yuv420p");
   }
   if (request.wanted.empty()) return outcome;
 
@@ -552,10 +758,14 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
                                  "x" + std::to_string(height) + " exceeds max_pixels " +
                                  std::to_string(options_.decoder.max_pixels));
     }
-    RRL_ASSIGN_OR_RETURN(uint8_t * out, sink(position, height, width));
-    if (out == nullptr) return Status::Internal(where + ": frame sink returned no buffer");
-    RRL_RETURN_IF_ERROR(session->ConvertToRgb(frame, request.size, out, int64_t{3} * height * width)
-                            .WithPrefix(where + ", position " + std::to_string(position)));
+    RRL_ASSIGN_OR_RETURN(FrameTarget target, sink(position, VideoFrameInfo{height, width, FrameColor(frame)}));
+    if (target.data == nullptr || (yuv && target.uv == nullptr)) {
+      return Status::Internal(where + ": frame sink returned no buffer");
+    }
+    const Status copied = yuv ? session->CopyYuv420(frame, target.data, target.uv)
+                              : session->ConvertToRgb(frame, request.size, target.data, int64_t{3} * height * width);
+    if (!copied.ok()) return copied.WithPrefix(where + ", position " + std::to_string(position));
+    if (yuv && !IsDirectYuv420(frame.format)) frames_reformatted_.fetch_add(1);
     done[index] = true;
     --remaining;
     frames_delivered_.fetch_add(1);

@@ -1,5 +1,6 @@
 // rrloader/decode/video.h — decoding frames of Rerun `VideoStream` fields (H.264, H.265,
-// AV1) into planar [3, H, W] uint8 RGB, with libavcodec and libswscale.
+// AV1) into planar [3, H, W] uint8 RGB (libavcodec + libswscale), or into YUV 4:2:0 planes
+// taken straight from libavcodec's picture (rerun-sdk 0.41's `output_format="yuv420p"`).
 //
 // Two levels:
 //   VideoDecoder       one libavcodec decoding session over one GOP: feed samples in
@@ -29,6 +30,14 @@
 // PyAV's (tests/python/test_video_decode.py). Resizing happens in the same libswscale call
 // (bilinear); PyAV 18 wheels bundle FFmpeg 8, whose scaler rounds differently, so resized
 // frames are close to, not identical with, PyAV's `to_ndarray(width=, height=)`.
+//
+// YUV 4:2:0 output (VideoOutputFormat::kYuv420, CopyYuv420): a yuv420p / yuvj420p picture's
+// visible rows are copied as they are (no libswscale, no RGB); any other pixel format (4:2:2,
+// 4:4:4, 10-bit, ...) is first converted to yuv420p by libswscale the way PyAV's
+// `frame.reformat(format="yuv420p")` (what rerun-sdk 0.41 calls) does: SWS_BILINEAR, the
+// frame's own matrix and range on both sides (so no range or matrix change, only chroma
+// resampling and bit depth), chroma sited at the frame's chroma location. The colour metadata goes with each frame
+// (VideoColor, with 0.41's mapping of FFmpeg's enums).
 #pragma once
 
 #include <atomic>
@@ -40,6 +49,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -48,6 +58,63 @@
 #include "rrloader/decode/ffmpeg.h"
 
 namespace rrl::decode {
+
+// VideoOutputFormat: the pixels DecodeGop hands to a sink.
+enum class VideoOutputFormat : uint8_t {
+  kRgb,     // planar [3, H, W] uint8 RGB (default)
+  kYuv420,  // Y [H, W] and UV [2, ceil(H/2), ceil(W/2)] (U then V) uint8, see CopyYuv420
+};
+
+// VideoOutputFormatName: "rgb" | "yuv420p" (rerun-sdk 0.41's `output_format` values).
+const char* VideoOutputFormatName(VideoOutputFormat format);
+// ParseVideoOutputFormat: "rgb" or "yuv420p"; kInvalidArgument naming the value otherwise.
+[[nodiscard]] Result<VideoOutputFormat> ParseVideoOutputFormat(std::string_view name);
+
+// Yuv420ChromaHeight / Yuv420ChromaWidth: the chroma plane size of a 4:2:0 frame,
+// ceil(H / 2) x ceil(W / 2) (odd sizes round up, as in FFmpeg and rerun-sdk 0.41).
+constexpr int Yuv420ChromaHeight(int height) {
+  return (height + 1) / 2;
+}
+constexpr int Yuv420ChromaWidth(int width) {
+  return (width + 1) / 2;
+}
+// Yuv420LumaBytes / Yuv420ChromaBytes: bytes of the Y plane [H, W] and of the UV planes
+// [2, ceil(H/2), ceil(W/2)] of one frame.
+constexpr int64_t Yuv420LumaBytes(int height, int width) {
+  return int64_t{height} * width;
+}
+constexpr int64_t Yuv420ChromaBytes(int height, int width) {
+  return int64_t{2} * Yuv420ChromaHeight(height) * Yuv420ChromaWidth(width);
+}
+// VideoFrameBytes: the output bytes of one H x W frame in `format` (RGB: 3 per pixel;
+// YUV 4:2:0: luma plus chroma, about 1.5 per pixel), for sizing buffers.
+constexpr int64_t VideoFrameBytes(VideoOutputFormat format, int height, int width) {
+  return format == VideoOutputFormat::kRgb ? int64_t{3} * height * width
+                                           : Yuv420LumaBytes(height, width) + Yuv420ChromaBytes(height, width);
+}
+
+// VideoColorSpace / VideoColorRange: a frame's colour metadata as rerun-sdk 0.41 reports it
+// (`Yuv420Frame.color_space` / `.color_range`).
+enum class VideoColorSpace : uint8_t { kUnspecified, kBt601, kBt709, kBt2020 };
+enum class VideoColorRange : uint8_t { kUnspecified, kLimited, kFull };
+// VideoColorSpaceName: "unspecified" | "bt601" | "bt709" | "bt2020".
+const char* VideoColorSpaceName(VideoColorSpace space);
+// VideoColorRangeName: "unspecified" | "limited" | "full".
+const char* VideoColorRangeName(VideoColorRange range);
+
+// VideoColor: the colour metadata of one frame.
+struct VideoColor {
+  VideoColorSpace space = VideoColorSpace::kUnspecified;
+  VideoColorRange range = VideoColorRange::kUnspecified;
+  bool operator==(const VideoColor&) const = default;
+};
+
+// FrameColor: `frame`'s metadata with 0.41's mapping: AVColorSpace BT709 -> bt709,
+// BT470BG and SMPTE170M -> bt601, BT2020_NCL -> bt2020, anything else (including
+// BT2020_CL, FCC, SMPTE240M, RGB) -> unspecified; AVColorRange MPEG -> limited, JPEG ->
+// full, else full for a deprecated "yuvj" pixel format (which means full range), else
+// unspecified. Read from the frame as libavcodec gave it (before any reformat).
+VideoColor FrameColor(const AVFrame& frame);
 
 // VideoDecoderOptions: settings of one decoding session.
 struct VideoDecoderOptions {
@@ -124,6 +191,16 @@ class VideoDecoder {
   [[nodiscard]] Status ConvertToRgb(const AVFrame& frame, const VideoOutputSize& size, uint8_t* out,
                                     int64_t out_capacity);
 
+  // CopyYuv420: writes `frame`'s visible Y rows to `y_dst` ([H, W], row stride W) and its
+  // U then V rows to `uv_dst` ([2, ceil(H/2), ceil(W/2)], U at uv_dst, V at uv_dst +
+  // ceil(H/2) * ceil(W/2)), H x W being the frame's own size (no resizing). yuv420p and
+  // yuvj420p pictures are copied as decoded; other pixel formats go through libswscale to
+  // yuv420p first (see the file comment; the session's scaler and the thread's scratch).
+  // The destinations may be anywhere (no alignment) and must not overlap. kUnsupported
+  // above max_pixels or for a pixel format libswscale cannot read; kCorrupt for a frame
+  // without pixels.
+  [[nodiscard]] Status CopyYuv420(const AVFrame& frame, uint8_t* y_dst, uint8_t* uv_dst);
+
   VideoCodec codec() const { return codec_; }
   // last_fed_position: the position of the last sample fed (INT64_MIN before the first).
   int64_t last_fed_position() const { return last_fed_position_; }
@@ -148,8 +225,9 @@ class VideoDecoder {
   explicit VideoDecoder(VideoCodec codec, const VideoDecoderOptions& options);
   Status Drain(const FrameCallback& on_frame, int64_t position_for_errors);
   Status SendAndDrain(const AVPacket* packet, int64_t position, const FrameCallback& on_frame);
-  // RgbScratch: this thread's packed RGB24 buffer of at least `bytes`, or null (no memory).
-  static uint8_t* RgbScratch(size_t bytes);
+  // Scratch: this thread's conversion buffer (packed RGB24, or a yuv420p picture) of at
+  // least `bytes`, or null (no memory). One at a time: valid until the thread's next call.
+  static uint8_t* Scratch(size_t bytes);
 
   VideoCodec codec_;
   VideoDecoderOptions options_;
@@ -166,15 +244,25 @@ class VideoDecoder {
   int64_t frame_bytes_ = 0;  // YUV bytes of the last frame seen
   bool flushed_ = false;
   std::vector<int64_t> pending_;
-  // RGB conversion state.
-  struct SwsKey {
-    int src_width = 0, src_height = 0, src_format = -1, out_width = 0, out_height = 0;
-    bool operator==(const SwsKey&) const = default;
+  // Scaler: one libswscale context with the key it was made for and the colour details
+  // last set on it (sws_getCachedContext is not used: see Prepare).
+  struct Scaler {
+    struct Key {
+      int src_width = 0, src_height = 0, src_format = -1, out_width = 0, out_height = 0, out_format = -1;
+      int chroma_location = 0;  // YUV destinations only (see MakeSitedScaler in video.cc)
+      bool operator==(const Key&) const = default;
+    };
+    SwsContextPtr ctx;
+    Key key;
+    int colorspace = -1;
+    int src_full_range = -1;
+    // Prepare: a context converting `frame` (its size and format) to out_w x out_h
+    // `out_format` (RGB24 or yuv420p) with SWS_BILINEAR and the frame's own matrix and
+    // range; made again only when the key changes.
+    [[nodiscard]] Status Prepare(const AVFrame& frame, int out_w, int out_h, AVPixelFormat out_format);
   };
-  SwsContext* sws_ = nullptr;  // owned; made for sws_key_
-  SwsKey sws_key_;
-  int sws_colorspace_ = -1;
-  int sws_src_full_range_ = -1;
+  Scaler rgb_scaler_;  // to RGB24
+  Scaler yuv_scaler_;  // to yuv420p (pixel formats other than yuv420p / yuvj420p)
 };
 
 // GopPacket: one sample of a GOP: its bytes (not owned; valid during the call) and its
@@ -199,6 +287,9 @@ struct GopRequest {
   // packets' positions (others are reported missing).
   std::vector<int64_t> wanted;
   VideoOutputSize size;
+  // output_format: RGB (default) or YUV 4:2:0 planes. YUV takes no resize (a size with
+  // kYuv420 is kInvalidArgument) and needs the FrameTargetSink form of DecodeGop.
+  VideoOutputFormat output_format = VideoOutputFormat::kRgb;
   // verify_keyframe: check packets[0] with IsKeyframe (default true, as Rerun does to cover
   // a mis-logged is_keyframe); when it is not a keyframe every wanted frame is missing.
   bool verify_keyframe = true;
@@ -209,8 +300,28 @@ struct GopRequest {
 
 // FrameSink: where the frame of `position` goes: a buffer of at least 3 * height * width
 // bytes that receives planar RGB, or an error (stops decoding). Called once per delivered
-// position, from the thread running DecodeGop.
+// position, from the thread running DecodeGop. RGB requests only.
 using FrameSink = std::function<Result<uint8_t*>(int64_t position, int height, int width)>;
+
+// VideoFrameInfo: what a FrameTargetSink learns of a frame before saying where it goes.
+struct VideoFrameInfo {
+  int height = 0;    // output height: the request's resize target, or the frame's own
+  int width = 0;     // output width
+  VideoColor color;  // the decoded frame's colour metadata (FrameColor)
+};
+
+// FrameTarget: where one frame goes. RGB: `data` receives planar [3, H, W] (3 * H * W
+// bytes), `uv` is unused. YUV 4:2:0: `data` receives Y [H, W] (Yuv420LumaBytes) and `uv`
+// receives [2, ceil(H/2), ceil(W/2)], U then V (Yuv420ChromaBytes); the two may be far
+// apart (e.g. a block's Y region and its UV region) but must not overlap.
+struct FrameTarget {
+  uint8_t* data = nullptr;
+  uint8_t* uv = nullptr;
+};
+
+// FrameTargetSink: the FrameTarget of `position`'s frame, or an error (stops decoding).
+// Called once per delivered position, from the thread running DecodeGop.
+using FrameTargetSink = std::function<Result<FrameTarget>(int64_t position, const VideoFrameInfo& info)>;
 
 // GopOutcome: what DecodeGop did.
 struct GopOutcome {
@@ -223,14 +334,15 @@ struct GopOutcome {
 
 // VideoStats: counters since construction (monotonic, except bytes_cached).
 struct VideoStats {
-  int64_t frames_decoded = 0;     // frames out of libavcodec
-  int64_t frames_delivered = 0;   // frames converted to RGB for a sink
-  int64_t gops_started = 0;       // GOPs decoded from their keyframe (a new or a reset session)
-  int64_t sessions_recycled = 0;  // of those: on a reset cached session instead of a new one
-  int64_t session_hits = 0;       // DecodeGop calls that continued a cached session
-  int64_t session_misses = 0;     // DecodeGop calls that needed a new session
-  int64_t bytes_cached = 0;       // EstimatedBytes of the sessions in the cache now
-  int64_t sessions_cached = 0;    // sessions in the cache now
+  int64_t frames_decoded = 0;      // frames out of libavcodec
+  int64_t frames_delivered = 0;    // frames written to a sink (RGB or YUV)
+  int64_t frames_reformatted = 0;  // of the YUV ones: not 4:2:0 8-bit, converted by libswscale
+  int64_t gops_started = 0;        // GOPs decoded from their keyframe (a new or a reset session)
+  int64_t sessions_recycled = 0;   // of those: on a reset cached session instead of a new one
+  int64_t session_hits = 0;        // DecodeGop calls that continued a cached session
+  int64_t session_misses = 0;      // DecodeGop calls that needed a new session
+  int64_t bytes_cached = 0;        // EstimatedBytes of the sessions in the cache now
+  int64_t sessions_cached = 0;     // sessions in the cache now
 };
 
 // VideoFrameDecoderOptions: decoder settings plus the session cache bound.
@@ -263,7 +375,12 @@ class VideoFrameDecoder {
   // picture after a CRA it cannot decode). Errors: kInvalidArgument for an empty packet
   // list or unordered positions; kUnsupported for a codec this build lacks; kCorrupt from
   // the packets (naming the stream key and position); the sink's errors.
+  // This form delivers RGB only (kInvalidArgument for a kYuv420 request).
   [[nodiscard]] Result<GopOutcome> DecodeGop(const GopRequest& request, const FrameSink& sink);
+  // DecodeGop (FrameTargetSink): the same for either output format; the sink sees each
+  // frame's size and colour metadata and returns where its pixels (or planes) go. A kYuv420
+  // request with a resize is kInvalidArgument.
+  [[nodiscard]] Result<GopOutcome> DecodeGop(const GopRequest& request, const FrameTargetSink& sink);
 
   // stats: a snapshot of the counters.
   VideoStats stats() const;
@@ -292,6 +409,7 @@ class VideoFrameDecoder {
   int64_t bytes_cached_ = 0;
   std::atomic<int64_t> frames_decoded_{0};
   std::atomic<int64_t> frames_delivered_{0};
+  std::atomic<int64_t> frames_reformatted_{0};
   std::atomic<int64_t> gops_started_{0};
   std::atomic<int64_t> sessions_recycled_{0};
   std::atomic<int64_t> session_hits_{0};

@@ -6,8 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <random>
 #include <string>
@@ -15,6 +17,10 @@
 
 #include "rrloader/decode/bitstream.h"
 #include "rrloader/decode/ffmpeg.h"
+
+extern "C" {
+#include <libavutil/pixdesc.h>
+}
 
 // LeakSanitizer hook (read only under ASan): libx265 leaks the strings of its parameter
 // parsing when an encoder opens (x265_copy_params / x265_param_parse); the encoder is only
@@ -44,12 +50,61 @@ struct EncodeSpec {
   int frames = 24;
   int gop = 12;
   int bframes = 0;
+  // The encoder's input pixel format (4:2:0, 4:2:2, 4:4:4, 8 or 10 bits), colour tags, and
+  // lossless coding (x264 qp=0: decoded pictures equal the input exactly).
+  AVPixelFormat pix_fmt = AV_PIX_FMT_YUV420P;
+  AVColorSpace colorspace = AVCOL_SPC_UNSPECIFIED;
+  AVColorRange color_range = AVCOL_RANGE_UNSPECIFIED;
+  bool lossless = false;
+  // flat_chroma: U and V constant over each frame (a different pair per frame), so a
+  // resampling filter of any width gives exactly those values.
+  bool flat_chroma = false;
 };
 
 // FrameLuma: the mean luma of source frame i (distinct per frame, so a decoded frame can be
 // matched to the source frame it shows).
 int FrameLuma(int i) {
   return 20 + 6 * (i % 33);
+}
+
+// SourceLuma / SourceChroma: the 8-bit sample values of source frame i at luma pixel (x, y)
+// and of chroma plane p (1 = U, 2 = V) at chroma block (cx, cy) = (x / 2, y / 2): whatever
+// the input's chroma subsampling, chroma is constant over each 2x2 luma block, so its 4:2:0
+// form (without resampling) is exactly these values.
+uint8_t SourceLuma(int i, int x, int y) {
+  return static_cast<uint8_t>(FrameLuma(i) + ((x / 8 + y / 8) % 2) * 6);
+}
+uint8_t SourceChroma(const EncodeSpec& spec, int i, int p, int cx, int cy) {
+  if (spec.flat_chroma) return static_cast<uint8_t>(p == 1 ? 100 + 3 * i : 160 - 2 * i);
+  return static_cast<uint8_t>(p == 1 ? 118 + cx / 4 : 138 - cy / 4);
+}
+
+// FillFrame: source frame i in `frame`'s pixel format (8 or 16-bit samples; 10-bit ones are
+// the 8-bit values times 4).
+void FillFrame(const EncodeSpec& spec, AVFrame* frame, int i) {
+  const AVPixFmtDescriptor* desc = av_pix_fmt_desc_get(static_cast<AVPixelFormat>(frame->format));
+  const int depth = desc->comp[0].depth;
+  const int sx = desc->log2_chroma_w;
+  const int sy = desc->log2_chroma_h;
+  auto put = [&](int plane, int x, int y, uint8_t value) {
+    uint8_t* row = frame->data[plane] + static_cast<ptrdiff_t>(y) * frame->linesize[plane];
+    if (depth > 8) {
+      const auto v = static_cast<uint16_t>(value << (depth - 8));
+      std::memcpy(row + 2 * x, &v, 2);
+    } else {
+      row[x] = value;
+    }
+  };
+  for (int y = 0; y < frame->height; ++y) {
+    for (int x = 0; x < frame->width; ++x) put(0, x, y, SourceLuma(i, x, y));
+  }
+  const int cw = -((-frame->width) >> sx);
+  const int ch = -((-frame->height) >> sy);
+  for (int p = 1; p <= 2; ++p) {
+    for (int y = 0; y < ch; ++y) {
+      for (int x = 0; x < cw; ++x) put(p, x, y, SourceChroma(spec, i, p, (x << sx) / 2, (y << sy) / 2));
+    }
+  }
 }
 
 // Encode: a synthetic YUV 4:2:0 clip (flat luma level per frame plus texture) through an
@@ -63,7 +118,9 @@ Stream Encode(const EncodeSpec& spec) {
   AvCodecContextPtr ctx(avcodec_alloc_context3(enc));
   ctx->width = spec.width;
   ctx->height = spec.height;
-  ctx->pix_fmt = AV_PIX_FMT_YUV420P;
+  ctx->pix_fmt = spec.pix_fmt;
+  ctx->colorspace = spec.colorspace;
+  ctx->color_range = spec.color_range;
   ctx->time_base = {1, 30};
   ctx->framerate = {30, 1};
   ctx->gop_size = spec.gop;
@@ -74,6 +131,7 @@ Stream Encode(const EncodeSpec& spec) {
     s.codec = VideoCodec::kH264;
     av_opt_set(ctx->priv_data, "preset", "veryfast", 0);
     av_opt_set(ctx->priv_data, "x264-params", "scenecut=0:log=-1", 0);
+    if (spec.lossless) av_opt_set(ctx->priv_data, "qp", "0", 0);
   } else if (name == "libx265") {
     s.codec = VideoCodec::kH265;
     const std::string params = "keyint=" + std::to_string(spec.gop) + ":min-keyint=" + std::to_string(spec.gop) +
@@ -90,7 +148,7 @@ Stream Encode(const EncodeSpec& spec) {
   }
   if (avcodec_open2(ctx.get(), enc, nullptr) < 0) return s;
   AvFramePtr frame = MakeAvFrame();
-  frame->format = AV_PIX_FMT_YUV420P;
+  frame->format = spec.pix_fmt;
   frame->width = spec.width;
   frame->height = spec.height;
   EXPECT_GE(av_frame_get_buffer(frame.get(), 0), 0);
@@ -105,18 +163,7 @@ Stream Encode(const EncodeSpec& spec) {
   };
   for (int i = 0; i < spec.frames; ++i) {
     EXPECT_GE(av_frame_make_writable(frame.get()), 0);
-    for (int y = 0; y < spec.height; ++y) {
-      for (int x = 0; x < spec.width; ++x) {
-        frame->data[0][y * frame->linesize[0] + x] = static_cast<uint8_t>(FrameLuma(i) + ((x / 8 + y / 8) % 2) * 6);
-      }
-    }
-    for (int p = 1; p <= 2; ++p) {
-      for (int y = 0; y < spec.height / 2; ++y) {
-        for (int x = 0; x < spec.width / 2; ++x) {
-          frame->data[p][y * frame->linesize[p] + x] = static_cast<uint8_t>(p == 1 ? 118 + x / 4 : 138 - y / 4);
-        }
-      }
-    }
+    FillFrame(spec, frame.get(), i);
     frame->pts = i;
     EXPECT_GE(avcodec_send_frame(ctx.get(), frame.get()), 0);
     drain();
@@ -582,6 +629,310 @@ TEST(VideoDecodeTest, LowLevelSessionTagsFramesWithPositions) {
   }
   EXPECT_EQ((*session)->frames_decoded(), int64_t(s.packets.size()));
   EXPECT_GT((*session)->EstimatedBytes(), 0);
+}
+
+// --- YUV 4:2:0 output -------------------------------------------------------------------
+
+static_assert(Yuv420ChromaHeight(5) == 3 && Yuv420ChromaWidth(4) == 2);
+static_assert(VideoFrameBytes(VideoOutputFormat::kYuv420, 48, 64) == 48 * 64 * 3 / 2);
+static_assert(VideoFrameBytes(VideoOutputFormat::kYuv420, 21, 33) == 21 * 33 + 2 * 11 * 17);
+static_assert(VideoFrameBytes(VideoOutputFormat::kRgb, 21, 33) == 3 * 21 * 33);
+
+// YuvFrames: position -> (Y [H, W], UV [2, ceil(H/2), ceil(W/2)]) and what the sink was told.
+struct YuvFrames {
+  std::map<int64_t, Bytes> y;
+  std::map<int64_t, Bytes> uv;
+  std::map<int64_t, VideoFrameInfo> info;
+  FrameTargetSink Sink() {
+    return [this](int64_t position, const VideoFrameInfo& i) -> Result<FrameTarget> {
+      // Poisoned, so rows the decoder fails to write show up.
+      y[position].assign(static_cast<size_t>(Yuv420LumaBytes(i.height, i.width)), 0xAB);
+      uv[position].assign(static_cast<size_t>(Yuv420ChromaBytes(i.height, i.width)), 0xCD);
+      info[position] = i;
+      return FrameTarget{y[position].data(), uv[position].data()};
+    };
+  }
+};
+
+GopRequest YuvRequest(const Stream& s, size_t first, size_t end, std::vector<int64_t> wanted) {
+  GopRequest r = Request(s, first, end, std::move(wanted));
+  r.output_format = VideoOutputFormat::kYuv420;
+  return r;
+}
+
+std::vector<int64_t> AllPositions(const Stream& s) {
+  std::vector<int64_t> all;
+  for (size_t i = 0; i < s.packets.size(); ++i) all.push_back(int64_t(i));
+  return all;
+}
+
+// DecodedPlanes: what libavcodec itself hands out for every packet of a one-GOP stream
+// (through the low-level session, planes read row by row past their padding), with the
+// pixel format and colour metadata of each picture.
+struct DecodedPicture {
+  int format = -1;
+  Bytes y;
+  Bytes uv;
+  VideoColor color;
+};
+std::map<int64_t, DecodedPicture> DecodedPlanes(const Stream& s) {
+  std::map<int64_t, DecodedPicture> out;
+  auto session = VideoDecoder::Open(s.codec, {});
+  EXPECT_TRUE(session.ok());
+  if (!session.ok()) return out;
+  auto take = [&](const AVFrame& f, int64_t position) {
+    DecodedPicture& pic = out[position];
+    pic.format = f.format;
+    pic.color = FrameColor(f);
+    const int cw = Yuv420ChromaWidth(f.width);
+    const int ch = Yuv420ChromaHeight(f.height);
+    for (int r = 0; r < f.height; ++r) {
+      pic.y.insert(pic.y.end(), f.data[0] + r * f.linesize[0], f.data[0] + r * f.linesize[0] + f.width);
+    }
+    for (int p = 1; p <= 2; ++p) {
+      for (int r = 0; r < ch; ++r) {
+        pic.uv.insert(pic.uv.end(), f.data[p] + r * f.linesize[p], f.data[p] + r * f.linesize[p] + cw);
+      }
+    }
+    return Status::OK();
+  };
+  for (size_t i = 0; i < s.packets.size(); ++i) {
+    EXPECT_TRUE((*session)->Feed(s.packets[i].data(), s.packets[i].size(), int64_t(i), take).ok());
+  }
+  EXPECT_TRUE((*session)->Flush(take).ok());
+  return out;
+}
+
+TEST(VideoYuvTest, Yuv420PlanesAreLibavcodecsPictures) {
+  // H.264 (Annex B and length-prefixed) and AV1 at an odd size (AV1 codes any size; H.264
+  // and H.265 4:2:0 sizes are even by construction of their cropping units).
+  struct Case {
+    const char* encoder;
+    int width;
+    int height;
+    bool avcc;
+  };
+  for (const Case& c : {Case{"libx264", 64, 48, false}, Case{"libx264", 64, 48, true}, Case{"libx265", 66, 50, false},
+                        Case{"libaom-av1", 33, 21, false}}) {
+    EncodeSpec spec;
+    spec.encoder = c.encoder;
+    spec.width = c.width;
+    spec.height = c.height;
+    spec.gop = 24;
+    Stream s = Encode(spec);
+    if (s.packets.empty()) {
+      ADD_FAILURE() << c.encoder << " missing";
+      continue;
+    }
+    if (c.avcc) {
+      for (auto& p : s.packets) p = ToLengthPrefixed(p);
+    }
+    const std::map<int64_t, DecodedPicture> reference = DecodedPlanes(s);
+    ASSERT_EQ(reference.size(), s.packets.size()) << c.encoder;
+    VideoFrameDecoder decoder;
+    YuvFrames f;
+    auto out = decoder.DecodeGop(YuvRequest(s, 0, s.packets.size(), AllPositions(s)), f.Sink());
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    EXPECT_EQ(out->delivered, AllPositions(s));
+    for (const auto& [position, pic] : reference) {
+      ASSERT_EQ(pic.format, AV_PIX_FMT_YUV420P) << c.encoder;
+      EXPECT_EQ(f.info[position].height, c.height);
+      EXPECT_EQ(f.info[position].width, c.width);
+      EXPECT_EQ(f.info[position].color, pic.color);
+      EXPECT_EQ(f.y[position], pic.y) << c.encoder << " position " << position;
+      EXPECT_EQ(f.uv[position], pic.uv) << c.encoder << " position " << position;
+    }
+    const VideoStats st = decoder.stats();
+    EXPECT_EQ(st.frames_delivered, int64_t(s.packets.size()));
+    EXPECT_EQ(st.frames_reformatted, 0);
+  }
+}
+
+// Lossless H.264 in 4:2:0, 4:2:2 and 4:4:4, 8 and 10 bits: the 4:2:0 planes delivered equal
+// the encoder's input exactly (4:2:0 8-bit: copied; the rest: libswscale, whose filters of
+// a flat chroma plane and exact 10-bit values keep them), except that libswscale dithers
+// when it both filters and drops bits (10-bit 4:4:4 chroma: within 1 level).
+TEST(VideoYuvTest, OtherPixelFormatsAreReformattedToYuv420) {
+  struct Case {
+    AVPixelFormat format;
+    int width;
+    int height;
+    bool flat_chroma;
+  };
+  const Case cases[] = {
+      {AV_PIX_FMT_YUV420P, 64, 48, false},     {AV_PIX_FMT_YUV444P, 64, 48, true},
+      {AV_PIX_FMT_YUV444P, 65, 49, true},      {AV_PIX_FMT_YUV422P, 64, 48, false},
+      {AV_PIX_FMT_YUV420P10LE, 64, 48, false}, {AV_PIX_FMT_YUV444P10LE, 33, 21, true},
+  };
+  for (const Case& c : cases) {
+    EncodeSpec spec;
+    spec.pix_fmt = c.format;
+    spec.width = c.width;
+    spec.height = c.height;
+    spec.lossless = true;
+    spec.flat_chroma = c.flat_chroma;
+    spec.frames = 6;
+    spec.gop = 6;
+    const char* name = av_get_pix_fmt_name(c.format);
+    Stream s = Encode(spec);
+    if (s.packets.empty()) {
+      ADD_FAILURE() << "libx264 cannot encode " << name;
+      continue;
+    }
+    const std::map<int64_t, DecodedPicture> reference = DecodedPlanes(s);
+    ASSERT_EQ(reference.size(), s.packets.size());
+    VideoFrameDecoder decoder;
+    YuvFrames f;
+    auto out = decoder.DecodeGop(YuvRequest(s, 0, s.packets.size(), AllPositions(s)), f.Sink());
+    ASSERT_TRUE(out.ok()) << name << ": " << out.status().ToString();
+    const int cw = Yuv420ChromaWidth(c.width);
+    const int ch = Yuv420ChromaHeight(c.height);
+    for (int64_t p : AllPositions(s)) {
+      EXPECT_EQ(reference.at(p).format, c.format) << name;
+      const int i = int(s.source[size_t(p)]);
+      Bytes y;
+      Bytes uv;
+      for (int row = 0; row < c.height; ++row) {
+        for (int x = 0; x < c.width; ++x) y.push_back(SourceLuma(i, x, row));
+      }
+      for (int plane = 1; plane <= 2; ++plane) {
+        for (int row = 0; row < ch; ++row) {
+          for (int x = 0; x < cw; ++x) uv.push_back(SourceChroma(spec, i, plane, x, row));
+        }
+      }
+      EXPECT_EQ(f.y[p], y) << name << " position " << p;
+      const bool dithered = c.format == AV_PIX_FMT_YUV444P10LE;
+      if (!dithered) {
+        EXPECT_EQ(f.uv[p], uv) << name << " position " << p;
+        continue;
+      }
+      ASSERT_EQ(f.uv[p].size(), uv.size());
+      int worst = 0;
+      for (size_t k = 0; k < uv.size(); ++k) worst = std::max(worst, std::abs(int(f.uv[p][k]) - int(uv[k])));
+      EXPECT_LE(worst, 1) << name << " position " << p;
+    }
+    const bool direct = c.format == AV_PIX_FMT_YUV420P;
+    EXPECT_EQ(decoder.stats().frames_reformatted, direct ? 0 : int64_t(s.packets.size())) << name;
+  }
+}
+
+TEST(VideoYuvTest, ColourMetadataFollowsRerun041) {
+  struct Case {
+    AVColorSpace space;
+    AVColorRange range;
+    VideoColor want;
+  };
+  const Case cases[] = {
+      {AVCOL_SPC_UNSPECIFIED, AVCOL_RANGE_UNSPECIFIED, {VideoColorSpace::kUnspecified, VideoColorRange::kUnspecified}},
+      {AVCOL_SPC_BT709, AVCOL_RANGE_JPEG, {VideoColorSpace::kBt709, VideoColorRange::kFull}},
+      {AVCOL_SPC_BT709, AVCOL_RANGE_MPEG, {VideoColorSpace::kBt709, VideoColorRange::kLimited}},
+      {AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG, {VideoColorSpace::kBt601, VideoColorRange::kLimited}},
+      // x264 writes the range flag with any colour description: limited when not asked.
+      {AVCOL_SPC_BT470BG, AVCOL_RANGE_UNSPECIFIED, {VideoColorSpace::kBt601, VideoColorRange::kLimited}},
+      {AVCOL_SPC_BT2020_NCL, AVCOL_RANGE_JPEG, {VideoColorSpace::kBt2020, VideoColorRange::kFull}},
+      {AVCOL_SPC_SMPTE240M, AVCOL_RANGE_MPEG, {VideoColorSpace::kUnspecified, VideoColorRange::kLimited}},
+  };
+  for (const Case& c : cases) {
+    EncodeSpec spec;
+    spec.colorspace = c.space;
+    spec.color_range = c.range;
+    spec.frames = 2;
+    ENCODE_OR_SKIP(s, spec);
+    VideoFrameDecoder decoder;
+    YuvFrames f;
+    auto out = decoder.DecodeGop(YuvRequest(s, 0, 2, {0, 1}), f.Sink());
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    for (int64_t p : {0, 1}) {
+      EXPECT_EQ(f.info[p].color, c.want) << av_color_space_name(c.space) << "/" << av_color_range_name(c.range)
+                                         << ": got " << VideoColorSpaceName(f.info[p].color.space) << "/"
+                                         << VideoColorRangeName(f.info[p].color.range);
+    }
+  }
+  // The rules themselves, on frames libavcodec does not make: a yuvj format means full
+  // range when the range is unspecified (not when it says limited); unknown enum values
+  // and BT.2020 constant luminance are unspecified.
+  AvFramePtr frame = MakeAvFrame();
+  frame->format = AV_PIX_FMT_YUVJ420P;
+  frame->color_range = AVCOL_RANGE_UNSPECIFIED;
+  EXPECT_EQ(FrameColor(*frame).range, VideoColorRange::kFull);
+  frame->color_range = AVCOL_RANGE_MPEG;
+  EXPECT_EQ(FrameColor(*frame).range, VideoColorRange::kLimited);
+  frame->format = AV_PIX_FMT_YUV420P;
+  frame->color_range = AVCOL_RANGE_UNSPECIFIED;
+  EXPECT_EQ(FrameColor(*frame).range, VideoColorRange::kUnspecified);
+  frame->colorspace = AVCOL_SPC_BT2020_CL;
+  EXPECT_EQ(FrameColor(*frame).space, VideoColorSpace::kUnspecified);
+  const int bogus = 977;
+  std::memcpy(&frame->colorspace, &bogus, sizeof(bogus));
+  std::memcpy(&frame->color_range, &bogus, sizeof(bogus));
+  EXPECT_EQ(FrameColor(*frame), VideoColor{});
+  EXPECT_STREQ(VideoColorSpaceName(VideoColorSpace::kBt2020), "bt2020");
+  EXPECT_STREQ(VideoColorRangeName(VideoColorRange::kLimited), "limited");
+}
+
+TEST(VideoYuvTest, FullRangeStreamsComeOutAsYuvj420Planes) {
+  EncodeSpec spec;
+  spec.color_range = AVCOL_RANGE_JPEG;
+  spec.frames = 4;
+  ENCODE_OR_SKIP(s, spec);
+  const std::map<int64_t, DecodedPicture> reference = DecodedPlanes(s);
+  ASSERT_EQ(reference.at(0).format, AV_PIX_FMT_YUVJ420P);
+  VideoFrameDecoder decoder;
+  YuvFrames f;
+  ASSERT_TRUE(decoder.DecodeGop(YuvRequest(s, 0, 4, {0, 3}), f.Sink()).ok());
+  for (int64_t p : {0, 3}) {
+    EXPECT_EQ(f.y[p], reference.at(p).y);
+    EXPECT_EQ(f.uv[p], reference.at(p).uv);
+    EXPECT_EQ(f.info[p].color.range, VideoColorRange::kFull);
+  }
+  EXPECT_EQ(decoder.stats().frames_reformatted, 0);
+}
+
+TEST(VideoYuvTest, RgbAndYuvRequestsShareSessions) {
+  EncodeSpec spec;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoder decoder;
+  Frames rgb;
+  YuvFrames yuv;
+  ASSERT_TRUE(decoder.DecodeGop(Request(s, 0, 12, {3}), rgb.Sink()).ok());
+  auto r = decoder.DecodeGop(YuvRequest(s, 0, 12, {3, 7}), yuv.Sink());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->session_hit);
+  EXPECT_EQ(r->packets_fed, 4);
+  VideoFrameDecoder fresh;
+  YuvFrames g;
+  ASSERT_TRUE(fresh.DecodeGop(YuvRequest(s, 0, 12, {3, 7}), g.Sink()).ok());
+  EXPECT_EQ(yuv.y, g.y);
+  EXPECT_EQ(yuv.uv, g.uv);
+}
+
+TEST(VideoYuvTest, BadYuvRequestsAreRefused) {
+  EncodeSpec spec;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoder decoder;
+  YuvFrames f;
+  GopRequest resized = YuvRequest(s, 0, 12, {1});
+  resized.size = {24, 32};
+  auto out = decoder.DecodeGop(resized, f.Sink());
+  EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status().message().find("yuv420p"), std::string::npos) << out.status().message();
+  Frames rgb;
+  EXPECT_EQ(decoder.DecodeGop(YuvRequest(s, 0, 12, {1}), rgb.Sink()).status().code(), StatusCode::kInvalidArgument);
+  FrameTargetSink no_uv = [&f](int64_t position, const VideoFrameInfo& info) -> Result<FrameTarget> {
+    Result<FrameTarget> t = f.Sink()(position, info);
+    if (t.ok()) t->uv = nullptr;
+    return t;
+  };
+  EXPECT_EQ(decoder.DecodeGop(YuvRequest(s, 0, 12, {1}), no_uv).status().code(), StatusCode::kInternal);
+  EXPECT_EQ(ParseVideoOutputFormat("yuv420p").value(), VideoOutputFormat::kYuv420);
+  EXPECT_EQ(ParseVideoOutputFormat("rgb").value(), VideoOutputFormat::kRgb);
+  EXPECT_EQ(ParseVideoOutputFormat("nv12").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_STREQ(VideoOutputFormatName(VideoOutputFormat::kYuv420), "yuv420p");
+  // Above max_pixels: refused as for RGB (by libavcodec, before any copy).
+  VideoFrameDecoderOptions limited;
+  limited.decoder.max_pixels = 1000;
+  VideoFrameDecoder small(limited);
+  EXPECT_FALSE(small.DecodeGop(YuvRequest(s, 0, 12, {0}), f.Sink()).ok());
 }
 
 }  // namespace
