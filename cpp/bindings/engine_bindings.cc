@@ -28,9 +28,9 @@ using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::dev
 using NumpyArray = nb::ndarray<nb::numpy>;
 // VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads).
 using VideoTuple = std::tuple<std::string, int, int, int64_t, int>;
-// FieldTuple: (key, path, kind, window or None, select, join, video options).
-using FieldTuple = std::tuple<std::string, std::string, std::string, std::optional<std::pair<int64_t, int64_t>>,
-                              std::string, std::vector<std::string>, VideoTuple>;
+// FieldTuple: (key, path, kind, window offsets or None, select, join, video options, semantics).
+using FieldTuple = std::tuple<std::string, std::string, std::string, std::optional<std::vector<int64_t>>, std::string,
+                              std::vector<std::string>, VideoTuple, std::string>;
 
 std::vector<int64_t> ToVec(const Int64Array& a) {
   return std::vector<int64_t>(a.data(), a.data() + a.shape(0));
@@ -98,8 +98,23 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
       continue;
     }
     const nb::dlpack::dtype dt = ToDlpack(fo.dtype);
+    if (!fo.sample_data.empty()) {  // gathered by the emit stage: every sample owns its bytes
+      nb::list items;
+      for (size_t i = 0; i < n; ++i) {
+        if (!fo.valid[i]) {
+          items.append(nb::none());
+          continue;
+        }
+        std::vector<size_t> shape;
+        for (int64_t s : fo.shapes[i]) shape.push_back(static_cast<size_t>(s));
+        items.append(
+            NumpyArray(fo.sample_data[i].get(), shape.size(), shape.data(), OwnerOf(fo.sample_data[i]), nullptr, dt));
+      }
+      d["items"] = items;
+      fields.append(d);
+      continue;
+    }
     nb::capsule owner = OwnerOf(fo.data);
-    const int64_t esize = rrl::decode::DTypeSize(fo.dtype);
     if (fo.uniform) {
       std::vector<size_t> shape{n};
       for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0])
@@ -118,7 +133,6 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
       }
       d["items"] = items;
     }
-    (void)esize;
     fields.append(d);
   }
   nb::dict stats;
@@ -134,10 +148,22 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["video_gops"] = b.stats.video_gops;
   stats["video_frames_decoded"] = b.stats.video_frames_decoded;
   stats["video_frames_delivered"] = b.stats.video_frames_delivered;
+  stats["undecodable"] = b.stats.undecodable;
   stats["samples"] = static_cast<int64_t>(n);
+  const rrl::engine::EmitStats& e = b.emitted;
+  stats["skipped"] = e.skipped;
+  stats["skipped_by_field"] = e.skipped_by_field;
+  stats["skip_limit_exceeded"] = e.skip_limit_exceeded;
+  stats["consecutive_skipped"] = e.consecutive_skipped;
+  stats["total_skipped"] = e.total_skipped;
+  stats["total_skipped_by_field"] = e.total_skipped_by_field;
+  stats["buffered"] = e.buffered;
+  stats["buffered_bytes"] = e.buffered_bytes;
+  nb::object emit = nb::none();
+  if (b.emit.size() != n) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
   return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
                         VecArray(std::move(b.segment_pos), nb::dtype<int32_t>()),
-                        VecArray(std::move(b.values), nb::dtype<int64_t>()), fields, stats);
+                        VecArray(std::move(b.values), nb::dtype<int64_t>()), fields, stats, emit);
 }
 
 class PyPipeline {
@@ -178,7 +204,7 @@ class PyEngine {
     }
     auto samples = Unwrap(rrl::sample::SampleIndex::Make(std::move(segs), step));
     std::vector<rrl::engine::FieldSpec> specs;
-    for (const auto& [key, path, kind, window, select, join, video] : fields) {
+    for (const auto& [key, path, kind, window, select, join, video, semantics] : fields) {
       rrl::engine::FieldSpec f;
       f.key = key;
       f.path = path;
@@ -202,6 +228,13 @@ class PyEngine {
       f.window = window;
       f.select = select;
       f.join = join;
+      if (semantics == "seed") {
+        f.semantics = rrl::engine::Semantics::kSeed;
+      } else if (semantics == "rerun-0.41") {
+        f.semantics = rrl::engine::Semantics::kRerun041;
+      } else {
+        Throw(rrl::Status::InvalidArgument("unknown field semantics '" + semantics + "'"));
+      }
       specs.push_back(std::move(f));
     }
     rrl::engine::EngineOptions o;
@@ -228,14 +261,28 @@ class PyEngine {
     return BlockToPython(Unwrap(std::move(r)));
   }
 
-  PyPipeline* iterate(const Int64Array& order, int64_t block_size, int fetch_ahead, int64_t max_ready_bytes) {
+  // iterate: a Pipeline over `order`; `block_ends` (cumulative) or, when empty, blocks of
+  // `block_size`; the emit stage's options (max_consecutive_skips -1 and buffer_size 0: none).
+  PyPipeline* iterate(const Int64Array& order, int64_t block_size, const Int64Array& block_ends, int fetch_ahead,
+                      int64_t max_ready_bytes, bool skip_incomplete, int64_t max_consecutive_skips, int64_t buffer_size,
+                      int64_t min_fill, std::vector<uint64_t> buffer_seed) {
     rrl::engine::PipelineOptions o;
     o.block_size = block_size;
+    o.block_ends = ToVec(block_ends);
     o.fetch_ahead = fetch_ahead;
     o.max_ready_bytes = max_ready_bytes;
+    o.emit.skip_incomplete = skip_incomplete;
+    o.emit.max_consecutive_skips = max_consecutive_skips;
+    o.emit.buffer_size = buffer_size;
+    o.emit.min_fill = min_fill;
+    o.emit.buffer_seed = std::move(buffer_seed);
     std::vector<int64_t> ids = ToVec(order);
-    nb::gil_scoped_release release;
-    return new PyPipeline(std::make_unique<rrl::engine::Pipeline>(engine_, std::move(ids), o));
+    rrl::Result<std::unique_ptr<rrl::engine::Pipeline>> p = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      p = rrl::engine::Pipeline::Make(engine_, std::move(ids), std::move(o));
+    }
+    return new PyPipeline(Unwrap(std::move(p)));
   }
 
   int64_t total() const { return engine_->samples().total(); }
@@ -277,8 +324,9 @@ void BindEngine(nb::module_& m) {
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
            "index"_a, "num_threads"_a, "thread_nice"_a)
       .def("run", &PyEngine::run, "global_indices"_a)
-      .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "fetch_ahead"_a, "max_ready_bytes"_a,
-           nb::rv_policy::take_ownership)
+      .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
+           "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
+           "buffer_seed"_a, nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
       .def("video_stats", &PyEngine::video_stats, "field"_a);
   m.def(

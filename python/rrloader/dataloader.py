@@ -1,13 +1,15 @@
-"""PyTorch datasets over Rerun recordings: the API of ``rerun.experimental.dataloader``.
+"""PyTorch datasets over Rerun recordings: the seed API generation.
 
-Code written for Rerun's dataloader runs on rrloader by changing the import::
+This is the API of the seed documents (``../shared/seeds/dataloader-api.txt``); rerun-sdk 0.41's
+newer generation is ``rrloader.experimental.dataloader``. Code written for the seed API runs on
+rrloader by changing the import::
 
     from rrloader.dataloader import DataSource, Field, NumericDecoder, RerunIterableDataset
 
 Everything per sample — locating index values, fetching (latest-at queries), decoding
-numbers and images, assembling blocks — runs in the native engine (``rrloader._core``);
-this module plans epochs (order, shards), wraps the engine's arrays as tensors and calls
-user-written Python decoders.
+numbers, images and video, dropping incomplete samples — runs in the native engine
+(``rrloader._core``); this module describes fields, plans epochs (order, shards) and calls
+user-written Python decoders, over the machinery both generations share (``rrloader._loader``).
 
 Conventions (the seed API's):
 
@@ -25,11 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,17 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from . import _core, tracing
+from ._loader._collate import collate_samples
+from ._loader._config import SEED, DataSourceBase, EngineField, VideoOptions, check_generation, native_kind
+from ._loader._datasets import (
+    DEFAULT_MAX_READY_BYTES,
+    EngineDataset,
+    Iteration,
+    live_ddp_topology,
+    worker_topology,
+)
+from ._loader._sample_index import FixedRateSampling, IndexValue, SampleIndex, SegmentMetadata
+from ._loader._shuffle import seed_shard_order
 from .errors import InvalidArgumentError, RrloaderError
 
 __all__ = [
@@ -60,15 +71,10 @@ __all__ = [
 tracing_scope = tracing.tracing_scope
 with_tracing = tracing.with_tracing
 
-IndexValue = Any  # int, np.datetime64[ns] or np.timedelta64[ns]
-
-# Decoded blocks waiting for the consumer are bounded in bytes (the engine's ready queue).
-DEFAULT_MAX_READY_BYTES = 256 << 20
-
 
 # --------------------------------------------------------------------------- decoders
 class ColumnDecoder(ABC):
-    """Base class for column decoders.
+    """Base class for column decoders (the seed API's contract).
 
     Subclasses convert raw Arrow data into tensors. A Python subclass is called by the
     dataset once per sample with the GIL held, from the iterating thread: ``raw`` is a
@@ -76,6 +82,8 @@ class ColumnDecoder(ABC):
     window), ``index_value`` the sample's index value and ``segment_id`` its segment.
     The built-in decoders run natively inside the engine instead.
     """
+
+    _rrl_generation = SEED
 
     def context_range(self, index_value: IndexValue) -> tuple[IndexValue, IndexValue] | None:
         """Extra index-value range needed to decode ``index_value``: ``(start, end)`` inclusive, or None."""
@@ -267,22 +275,6 @@ class VideoFrameDecoder(ColumnDecoder):
         return None if frame is None else torch.from_numpy(frame)
 
 
-def _native_kind(decoder: ColumnDecoder) -> str:
-    """'numeric'/'image'/'video' when the engine can run `decoder` natively, else 'raw' (Python)."""
-    for base in (NumericDecoder, ImageDecoder, VideoFrameDecoder):
-        if isinstance(decoder, base) and type(decoder).decode is base.decode:
-            return base._native_kind
-    return "raw"
-
-
-def _video_options(decoder: ColumnDecoder) -> tuple[str, int, int, int, int]:
-    """The engine's video settings of a field: (codec, height, width, session cache bytes, threads)."""
-    if _native_kind(decoder) != "video":
-        return ("", 0, 0, 0, 1)
-    h, w = decoder.size or (0, 0)
-    return (decoder.codec or "", h, w, decoder.session_cache_bytes, decoder.threads)
-
-
 # --------------------------------------------------------------------------- fields
 class Selector:
     """A jq-like path into a component's cell: ``.name``, ``.[i]`` (``.[-1]`` from the end), chains.
@@ -329,9 +321,12 @@ class Field:
     window: tuple[int, int] | None = None
     join: tuple[str, ...] | None = None
 
+    _rrl_generation: ClassVar[str] = SEED
+
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or self.path.count(":") < 2:
             raise InvalidArgumentError(f"Field path must be 'entity:Archetype:component', got {self.path!r}")
+        check_generation(self.decode, SEED, f"Field {self.path!r}: the decoder")
         if not isinstance(self.decode, ColumnDecoder):
             raise InvalidArgumentError(f"Field {self.path!r}: decode must be a ColumnDecoder, got {self.decode!r}")
         if isinstance(self.select, str):
@@ -349,22 +344,40 @@ class Field:
         if self.join is not None:
             object.__setattr__(self, "join", tuple(self.join) if not isinstance(self.join, str) else (self.join,))
 
+    # How the shared sample index and the engine read the seed's window: an inclusive range
+    # in the index's native unit; on a time timeline, the grid values walking down from v + end.
+    def _native_extent(self, kind: str) -> tuple[int, int] | None:
+        return self.window
+
+    def _native_window(self, kind: str, step: int | None) -> tuple[int, ...] | None:
+        if self.window is None:
+            return None
+        lo, hi = self.window
+        step = step or 1
+        return tuple(range(hi - (hi - lo) // step * step, hi + 1, step))
+
+    def _engine_field(self, key: str, kind: str, step: int | None) -> EngineField:
+        native = native_kind(self.decode)
+        video = VideoOptions()
+        if native == "video":
+            h, w = self.decode.size or (0, 0)
+            video = VideoOptions(self.decode.codec or "", h, w, self.decode.session_cache_bytes, self.decode.threads)
+        return EngineField(
+            key=key,
+            path=self.path,
+            kind=native,
+            window=self._native_window(kind, step),
+            select=self.select.query if self.select is not None else "",
+            join=tuple(self.join or ()),
+            video=video,
+            semantics=SEED,
+            decoder=self.decode,
+            context_range=native == "raw" and type(self.decode).context_range is not ColumnDecoder.context_range,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
-class FixedRateSampling:
-    """Sample timestamp (or duration) timelines on a grid ``index_start + k * ns_per_sample``."""
-
-    rate_hz: float
-
-    @property
-    def ns_per_sample(self) -> int:
-        if not self.rate_hz > 0 or not math.isfinite(self.rate_hz):
-            raise InvalidArgumentError(f"FixedRateSampling.rate_hz must be a positive number, got {self.rate_hz!r}")
-        return max(1, round(1e9 / self.rate_hz))
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSource:
+class DataSource(DataSourceBase):
     """An immutable reference to a dataset with an optional segment filter.
 
     ``dataset`` is an ``rrloader.LocalDataset`` (or a view of one), or a dataset on a Rerun
@@ -379,443 +392,42 @@ class DataSource:
     segments: list[str] | None = None
 
     def __post_init__(self) -> None:
-        from ._remote import as_dataset
-
-        wrapped = as_dataset(self.dataset)
-        if wrapped is not self.dataset:
-            object.__setattr__(self, "dataset", wrapped)
-
-    def filter_segments(self, segment_ids: Sequence[str]) -> DataSource:
-        return dataclasses.replace(self, segments=list(segment_ids))
-
-    def segment_ids(self) -> list[str]:
-        ids = list(self.dataset.segment_ids())
-        if self.segments is not None:
-            keep = set(self.segments)
-            ids = [s for s in ids if s in keep]
-        return ids
-
-
-# --------------------------------------------------------------------------- sample index
-@dataclasses.dataclass(frozen=True)
-class SegmentMetadata:
-    """Per-segment sampling metadata: inclusive ``[index_start, index_end]`` (window-trimmed)."""
-
-    segment_id: str
-    index_start: int
-    index_end: int
-    num_samples: int
-
-
-class SampleIndex:
-    """The complete sample space: every segment's valid index values, in segment order.
-
-    Integer timelines step by 1 (every integer of ``[index_start, index_end]`` is a sample);
-    timestamp and duration timelines use a fixed-rate grid from each segment's trimmed start.
-    """
-
-    def __init__(
-        self,
-        segments: list[SegmentMetadata],
-        ns_per_sample: int | None = None,
-        is_timestamp: bool = False,
-        *,
-        is_duration: bool = False,
-    ):
-        self._segments = list(segments)
-        self._ns_per_sample = ns_per_sample
-        self._is_timestamp = bool(is_timestamp)
-        self._is_duration = bool(is_duration)
-        counts = np.array([s.num_samples for s in self._segments], dtype=np.int64)
-        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    @property
-    def segments(self) -> list[SegmentMetadata]:
-        return self._segments
-
-    @property
-    def total_samples(self) -> int:
-        return int(self._offsets[-1])
-
-    @property
-    def ns_per_sample(self) -> int | None:
-        return self._ns_per_sample
-
-    @property
-    def is_timestamp(self) -> bool:
-        return self._is_timestamp
-
-    @property
-    def is_duration(self) -> bool:
-        return self._is_duration
-
-    @property
-    def segment_offsets(self) -> np.ndarray:
-        return self._offsets
-
-    @property
-    def step(self) -> int:
-        return self._ns_per_sample or 1
-
-    def _typed(self, value: int) -> IndexValue:
-        if self._is_timestamp:
-            return np.datetime64(int(value), "ns")
-        if self._is_duration:
-            return np.timedelta64(int(value), "ns")
-        return int(value)
-
-    def resolve_local_index(self, seg: SegmentMetadata, pos: int) -> IndexValue:
-        """The index value of sample ``pos`` of ``seg`` (datetime64/timedelta64 on time timelines)."""
-        return self._typed(seg.index_start + int(pos) * self.step)
-
-    def global_to_local(self, idx: int) -> tuple[SegmentMetadata, IndexValue]:
-        """Map a global index in ``[0, total_samples)`` to ``(segment, index value)``."""
-        idx = int(idx)
-        if idx < 0 or idx >= self.total_samples:
-            raise IndexError(f"Index {idx} out of range [0, {self.total_samples})")
-        k = int(np.searchsorted(self._offsets[1:], idx, side="right"))
-        seg = self._segments[k]
-        return seg, self.resolve_local_index(seg, idx - int(self._offsets[k]))
-
-    def indices_in_range(self, lo: int, hi: int) -> list[int]:
-        """Valid index values in ``[lo, hi]``: every integer, or the grid walking down from ``hi``."""
-        lo, hi = int(lo), int(hi)
-        if hi < lo:
-            return []
-        if self._ns_per_sample is None:
-            return list(range(lo, hi + 1))
-        return list(range(hi, lo - 1, -self._ns_per_sample))
-
-    @staticmethod
-    def build(
-        source: DataSource,
-        index: str,
-        fields: Mapping[str, Field],
-        *,
-        timeline_sampling: FixedRateSampling | None = None,
-    ) -> SampleIndex:
-        """Build from the catalog's per-segment index ranges (no data is read).
-
-        Every window stays inside its segment: the start is trimmed by the most negative
-        window offset, the end by the most positive; a segment left empty is dropped.
-        """
-        with tracing.tracing_scope("SampleIndex.build"):
-            ids = source.segment_ids()
-            if not ids:
-                return SampleIndex([])
-            kinds = dict(source.dataset.timelines())
-            if index not in kinds:
-                raise InvalidArgumentError(
-                    f"index {index!r} is not a timeline of the dataset (timelines: {sorted(kinds)})"
-                )
-            kind = kinds[index]
-            ranges = source.dataset.filter_segments(ids).get_index_ranges(index)
-            start_col, end_col = f"{index}:start", f"{index}:end"
-            seg_col = ranges["rerun_segment_id"].to_pylist()
-
-            def ints(col: str) -> list[int | None]:
-                arr = ranges[col]
-                if pa.types.is_timestamp(arr.type) or pa.types.is_duration(arr.type):
-                    arr = arr.cast(pa.int64())
-                return arr.to_pylist()
-
-            starts = dict(zip(seg_col, ints(start_col), strict=True))
-            ends = dict(zip(seg_col, ints(end_col), strict=True))
-            offsets = [o for f in fields.values() if f.window is not None for o in f.window]
-            neg = max(0, -min(offsets)) if offsets else 0
-            pos = max(0, max(offsets)) if offsets else 0
-            if kind == "sequence":
-                if timeline_sampling is not None:
-                    warnings.warn(
-                        f"timeline_sampling is ignored for the integer timeline {index!r}", UserWarning, stacklevel=3
-                    )
-                step = None
-            else:
-                if timeline_sampling is None:
-                    raise TypeError(
-                        f"{index!r} is a {kind} timeline: pass timeline_sampling=FixedRateSampling(rate_hz) "
-                        "to sample it on a fixed-rate grid"
-                    )
-                step = timeline_sampling.ns_per_sample
-            segments = []
-            for sid in ids:
-                lo, hi = starts.get(sid), ends.get(sid)
-                if lo is None or hi is None:
-                    continue  # the segment has no data on this timeline
-                lo, hi = lo + neg, hi - pos
-                if lo > hi:
-                    continue
-                n = hi - lo + 1 if step is None else (hi - lo) // step + 1
-                end = lo + (n - 1) * (step or 1)
-                segments.append(SegmentMetadata(sid, int(lo), int(end), int(n)))
-            return SampleIndex(
-                segments, ns_per_sample=step, is_timestamp=kind == "timestamp", is_duration=kind == "duration"
-            )
+        native = self.native_dataset()
+        if native is not self.dataset:
+            object.__setattr__(self, "dataset", native)
 
 
 # --------------------------------------------------------------------------- datasets
-_KEEP_ALIVE_AFTER_FORK: list[Any] = []  # native objects inherited through fork: never destroyed
-
-
 def _distributed() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    """``(rank, world_size)`` of this process's DDP process group; ``(0, 1)`` outside one."""
+    return live_ddp_topology() or (0, 1)
 
 
 def _worker() -> tuple[int, int]:
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
-    return (0, 1) if info is None else (info.id, info.num_workers)
+    """``(worker id, number of workers)`` of this DataLoader worker; ``(0, 1)`` outside one."""
+    return worker_topology()
 
 
-class _RerunDataset:
-    """What both datasets share: the sample index, the native engine, sample assembly."""
-
-    def __init__(
-        self,
-        source: DataSource,
-        index: str,
-        fields: Mapping[str, Field],
-        timeline_sampling: FixedRateSampling | None,
-        decode_threads: int | None,
-        thread_nice: int = 10,
-    ):
-        if not isinstance(source, DataSource):
-            source = DataSource(source)
-        if not fields:
-            raise InvalidArgumentError("a dataset needs at least one field")
-        self._source = source
-        self._index = index
-        self._fields = dict(fields)
-        self._timeline_sampling = timeline_sampling
-        if decode_threads is not None and decode_threads < 1:
-            raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
-        self._decode_threads = decode_threads
-        if not 0 <= int(thread_nice) <= 19:
-            raise InvalidArgumentError(f"thread_nice must be in 0..19, got {thread_nice}")
-        self._thread_nice = int(thread_nice)
-        self._sample_index = SampleIndex.build(source, index, self._fields, timeline_sampling=timeline_sampling)
-        self._engine_obj: Any = None
-        self._engine_pid: int | None = None
-        self._carrier = tracing.current_carrier()
-        self._engine()  # validates fields against the schema now, not at the first sample
-
-    # pickling (spawned DataLoader workers): the engine is rebuilt in the new process.
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_engine_obj"] = None
-        state["_engine_pid"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        tracing.attach_carrier(self._carrier)
-
-    @property
-    def sample_index(self) -> SampleIndex:
-        return self._sample_index
-
-    def __len__(self) -> int:
-        return self._sample_index.total_samples
-
-    def _engine(self) -> Any:
-        pid = os.getpid()
-        if self._engine_obj is not None and self._engine_pid == pid:
-            return self._engine_obj
-        dataset = self._source.dataset
-        if self._engine_obj is not None:
-            # Inherited through fork: the parent's threads do not exist here and its locks may
-            # be held, so the native objects are neither used nor destroyed; reopen the files.
-            _KEEP_ALIVE_AFTER_FORK.append((self._engine_obj, dataset))
-            dataset = dataset._reopened()
-            self._source = dataclasses.replace(self._source, dataset=dataset)
-        segs = self._sample_index.segments
-        specs = []
-        for key, f in self._fields.items():
-            specs.append(
-                (
-                    key,
-                    f.path,
-                    _native_kind(f.decode),
-                    f.window,
-                    f.select.query if f.select is not None else "",
-                    list(f.join or ()),
-                    _video_options(f.decode),
-                )
-            )
-        threads = self._decode_threads
-        if threads is None:
-            threads = 1 if _worker()[1] > 1 else (os.cpu_count() or 1)
-        self._engine_obj = _core.Engine(
-            dataset._core,
-            [s.segment_id for s in segs],
-            np.arange(len(segs), dtype=np.int64),
-            np.array([s.index_start for s in segs], dtype=np.int64),
-            np.array([s.num_samples for s in segs], dtype=np.int64),
-            int(self._sample_index.step),
-            specs,
-            self._index,
-            int(threads),
-            self._thread_nice,
-        )
-        self._engine_pid = pid
-        return self._engine_obj
-
-    def video_stats(self) -> dict[str, dict[str, int]]:
-        """Per video field (``VideoFrameDecoder`` run natively): what its decoding cost so far.
-
-        Counters since this process built its engine (a DataLoader worker has its own):
-        ``frames_decoded`` (frames out of libavcodec), ``frames_delivered`` (distinct frames
-        converted to RGB for blocks), ``slots_filled`` (frames handed to samples, repeats
-        included), ``gops_started`` (of which ``sessions_recycled`` reused an idle decoder's
-        memory), ``gop_requests``, ``session_hits`` / ``session_misses``,
-        ``missing_no_keyframe`` (samples without a keyframe at or before their packet,
-        ``missing_before_first_packet`` of them before the stream's first packet),
-        ``missing_not_decoded``, ``streams_indexed`` (stream indexes created),
-        ``clusters_loaded`` (parts of streams read: groups of chunks that overlap in time, one
-        per GOP chunk on GOP-chunked data), ``keyframes_rejected`` (``is_keyframe`` marks the
-        bitstream refuted, in the parts read); and now: ``bytes_cached`` / ``sessions_cached`` (open
-        decoder sessions). ``frames_decoded / frames_delivered`` is the decoding overhead:
-        1.0 when nothing is decoded that is not delivered.
-        """
-        engine = self._engine()
-        return {
-            key: dict(engine.video_stats(i))
-            for i, (key, f) in enumerate(self._fields.items())
-            if _native_kind(f.decode) == "video"
-        }
-
-    def _record_spans(self, stats: Mapping[str, int]) -> None:
-        if not tracing.enabled():
-            return
-        common = {"rrloader.samples": stats["samples"]}
-        tracing.record_span(
-            "rrloader.fetch",
-            stats["fetch_start_ns"],
-            stats["fetch_end_ns"],
-            {
-                **common,
-                "rrloader.fetch.queries": stats["queries"],
-                "rrloader.fetch.rows": stats["rows_fetched"],
-                "rrloader.fetch.chunks_loaded": stats["chunks_loaded"],
-            },
-        )
-        tracing.record_span(
-            "rrloader.decode",
-            stats["decode_start_ns"],
-            stats["decode_end_ns"],
-            {
-                **common,
-                "rrloader.decode.bytes": stats["bytes_out"],
-                "rrloader.decode.missing": stats["missing"],
-                "rrloader.decode.video_gops": stats["video_gops"],
-                "rrloader.decode.video_frames_decoded": stats["video_frames_decoded"],
-                "rrloader.decode.video_frames_delivered": stats["video_frames_delivered"],
-            },
-        )
-
-    def _assemble(self, block: tuple) -> list[dict[str, Any]]:
-        """Per-sample dicts from one engine block (tensors view the engine's buffers)."""
-        global_ids, seg_pos, values, fields, stats = block
-        self._record_spans(stats)
-        n = len(global_ids)
-        samples: list[dict[str, Any]] = [{} for _ in range(n)]
-        for (key, field), out in zip(self._fields.items(), fields, strict=True):
-            if "raw_slots" in out:
-                if field.window is None and _overrides_context_range(field.decode):
-                    self._context_decode(key, field, seg_pos, values, samples)
-                else:
-                    self._python_decode(key, field, out, seg_pos, values, samples)
-                continue
-            valid = out["valid"].tolist()
-            # unbind: all per-sample views of the [B, ...] buffer in one native call.
-            items = torch.from_numpy(out["batch"]).unbind(0) if "batch" in out else out["items"]
-            for sample, item, ok in zip(samples, items, valid, strict=True):
-                sample[key] = None if not ok or item is None else item
-            if "batch" not in out:
-                for sample in samples:
-                    if sample[key] is not None:
-                        sample[key] = torch.from_numpy(sample[key])
-        return samples
-
-    def _python_decode(self, key, field, out, seg_pos, values, samples) -> None:
-        column = out["raw_column"]
-        slots = int(out["raw_slots"])
-        rows = out["raw_rows"]
-        col = pa.ChunkedArray._import_from_c_capsule(column) if column is not None else None
-        segs = self._sample_index.segments
-        for i in range(len(samples)):
-            r = rows[i * slots : (i + 1) * slots]
-            seg_id = segs[int(seg_pos[i])].segment_id
-            value = self._sample_index._typed(int(values[i]))
-            if col is None:
-                raw = pa.chunked_array([], type=pa.null())
-            else:
-                raw = col.take(pa.array(r, mask=r < 0, type=pa.int64()))
-            samples[i][key] = field.decode.decode(raw, value, seg_id)
+def _prepare(source: Any, index: str, fields: Mapping[str, Field], timeline_sampling) -> tuple:
+    if not isinstance(source, DataSourceBase):
+        source = DataSource(source)
+    for key, f in fields.items():
+        check_generation(f, SEED, f"field {key!r}")
+        if not isinstance(f, Field):
+            raise InvalidArgumentError(f"field {key!r} must be an rrloader.dataloader.Field, got {f!r}")
+    si = SampleIndex.build(source, index, fields, timeline_sampling=timeline_sampling)
+    engine_fields = [f._engine_field(key, si.kind, si.ns_per_sample) for key, f in fields.items()]
+    return source, si, engine_fields
 
 
-    def _context_decode(self, key, field, seg_pos, values, samples) -> None:
-        """A Python decoder with a ``context_range``: it gets every row in its inclusive range.
-
-        As in the seed API, the block's query asks for the union of the ranges' index values
-        (``indices_in_range``) with latest-at fill, and each sample's decoder receives the
-        rows of its own segment whose index lies in its range (a window takes precedence
-        over ``context_range``).
-        """
-        si = self._sample_index
-        segs = si.segments
-        ranges: list[tuple[int, int]] = []
-        wanted: dict[str, set[int]] = {}
-        for i in range(len(samples)):
-            v = int(values[i])
-            r = field.decode.context_range(si._typed(v))
-            lo, hi = (v, v) if r is None else (_as_ns_int(r[0]), _as_ns_int(r[1]))
-            ranges.append((lo, hi))
-            bucket = wanted.setdefault(segs[int(seg_pos[i])].segment_id, set())
-            bucket.update(si.indices_in_range(lo, hi))
-            bucket.add(v)
-        entity = field.path.split(":", 1)[0]
-        table = self._source.dataset.reader(
-            self._index,
-            using_index_values={sid: np.array(sorted(vs), dtype=np.int64) for sid, vs in wanted.items()},
-            fill_latest_at=True,
-            contents=["/**" if entity == "/" else f"{entity}/**"],
-        )
-        column = table[field.path] if field.path in table.column_names else None
-        index_col = table[self._index]
-        if pa.types.is_timestamp(index_col.type) or pa.types.is_duration(index_col.type):
-            index_col = index_col.cast(pa.int64())
-        index_np = index_col.to_numpy(zero_copy_only=False)
-        seg_np = np.asarray(table["rerun_segment_id"].to_pylist(), dtype=object)
-        for i, (lo, hi) in enumerate(ranges):
-            sid = segs[int(seg_pos[i])].segment_id
-            rows = np.flatnonzero((seg_np == sid) & (index_np >= lo) & (index_np <= hi))
-            raw = column.take(pa.array(rows, type=pa.int64())) if column is not None else pa.chunked_array([], pa.null())
-            samples[i][key] = field.decode.decode(raw, si._typed(int(values[i])), sid)
-
-
-def _overrides_context_range(decoder: ColumnDecoder) -> bool:
-    return type(decoder).context_range is not ColumnDecoder.context_range
-
-
-def _as_ns_int(value: Any) -> int:
-    if isinstance(value, (np.datetime64, np.timedelta64)):
-        return int(value.astype(f"{value.dtype.kind}8[ns]").view(np.int64))
-    return int(value)
-
-
-class RerunIterableDataset(_RerunDataset, IterableDataset):
+class RerunIterableDataset(EngineDataset, IterableDataset):
     """Iterable dataset: fetches ``fetch_size`` samples per engine block and yields them one by one.
 
     The index list is partitioned across DDP ranks (when ``torch.distributed`` is
-    initialized) and DataLoader workers inside the dataset. With ``shuffle=True`` the whole
-    list is permuted once per epoch from ``(seed, epoch)`` before partitioning; call
-    ``set_epoch`` between epochs. The engine fetches block N+1 while block N decodes.
+    initialized; in spawned DataLoader workers, the rank of the process that made them) and
+    DataLoader workers inside the dataset. With ``shuffle=True`` the whole list is permuted
+    once per epoch from ``(seed, epoch)`` before partitioning; call ``set_epoch`` between
+    epochs. The engine fetches block N+1 while block N decodes.
 
     ``skip_incomplete=True`` drops samples with a missing field; more than
     ``max_consecutive_skips`` in a row raises (a field that is never present would
@@ -846,7 +458,13 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
     ):
         if int(fetch_size) < 1:
             raise InvalidArgumentError(f"fetch_size must be >= 1, got {fetch_size}")
-        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
+        source, si, engine_fields = _prepare(source, index, fields, timeline_sampling)
+        self._source = source
+        self._fields = dict(fields)
+        self._timeline_sampling = timeline_sampling
+        self._setup(
+            source.native_dataset(), index, engine_fields, si, decode_threads=decode_threads, thread_nice=thread_nice
+        )
         self._fetch_size = int(fetch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
@@ -864,51 +482,32 @@ class RerunIterableDataset(_RerunDataset, IterableDataset):
 
     def shard_order(self) -> np.ndarray:
         """This process's global sample numbers for the current epoch, in iteration order."""
-        total = self._sample_index.total_samples
-        order = _core.epoch_order(total, self._seed, int(self._epoch.item()), self._shuffle)
         rank, world = _distributed()
-        b, e = _core.shard_bounds(len(order), rank, world)
-        order = order[b:e]
+        if (rank, world) == (0, 1) and self._parent_ddp_topology is not None:
+            rank, world = self._parent_ddp_topology  # a spawned worker of a DDP rank
         wid, nw = _worker()
-        b, e = _core.shard_bounds(len(order), wid, nw)
-        return np.ascontiguousarray(order[b:e])
+        return seed_shard_order(
+            self._sample_index.total_samples,
+            shuffle=self._shuffle,
+            seed=self._seed,
+            epoch=int(self._epoch.item()),
+            rank=rank,
+            world_size=world,
+            worker=wid,
+            num_workers=nw,
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        order = self.shard_order()
-        engine = self._engine()
-        pipe = engine.iterate(order, self._fetch_size, self._prefetch_blocks, self._max_ready_bytes)
-        skipped = 0
-        try:
-            while True:
-                # Nothing here may keep a block alive while the next one is asked for: the
-                # engine decodes the block after next as soon as this call takes one, and a
-                # block still referenced then is one more block in memory (354 MB of three
-                # 640x480 cameras at fetch_size 128).
-                block = pipe.next()
-                if block is None:
-                    break
-                samples = self._assemble(block)
-                del block
-                samples.reverse()
-                while samples:
-                    sample = samples.pop()
-                    if self._skip_incomplete and any(v is None for v in sample.values()):
-                        skipped += 1
-                        if skipped > self._max_consecutive_skips:
-                            missing = [k for k, v in sample.items() if v is None]
-                            raise RrloaderError(
-                                f"more than {self._max_consecutive_skips} consecutive samples were incomplete "
-                                f"(the last one misses {missing}); check the fields or raise max_consecutive_skips"
-                            )
-                        continue
-                    skipped = 0
-                    yield sample
-                    del sample
-        finally:
-            pipe.close()
+        it = Iteration(
+            order=self.shard_order(),
+            block_size=self._fetch_size,
+            skip_incomplete=self._skip_incomplete,
+            max_consecutive_skips=self._max_consecutive_skips,
+        )
+        return self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
 
 
-class RerunMapDataset(_RerunDataset, Dataset):
+class RerunMapDataset(EngineDataset, Dataset):
     """Map-style dataset: random access by global index; ``__getitems__`` is one engine request per batch."""
 
     def __init__(
@@ -921,87 +520,17 @@ class RerunMapDataset(_RerunDataset, Dataset):
         decode_threads: int | None = None,
         thread_nice: int = 10,
     ):
-        super().__init__(source, index, fields, timeline_sampling, decode_threads, thread_nice)
+        source, si, engine_fields = _prepare(source, index, fields, timeline_sampling)
+        self._source = source
+        self._fields = dict(fields)
+        self._timeline_sampling = timeline_sampling
+        self._setup(
+            source.native_dataset(), index, engine_fields, si, decode_threads=decode_threads, thread_nice=thread_nice
+        )
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         return self.__getitems__([idx])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        ids = np.asarray(indices, dtype=np.int64).reshape(-1)
-        total = self._sample_index.total_samples
-        bad = ids[(ids < 0) | (ids >= total)]
-        if bad.size:
-            raise IndexError(f"Index {int(bad[0])} out of range [0, {total})")
         with tracing.tracing_scope("RerunMapDataset.__getitems__"):
-            return self._assemble(self._engine().run(np.ascontiguousarray(ids)))
-
-
-# --------------------------------------------------------------------------- collate
-def _consecutive_view(values: Sequence[Any]) -> Any:
-    """``values`` stacked as a view, when they already lie back to back in one buffer; else None.
-
-    The engine decodes a block's samples of a field into one ``[B, ...]`` buffer and yields
-    views of it, so the samples of a batch taken in order from one block are consecutive
-    there and need no copy.
-    """
-    first = values[0]
-    if not first.is_contiguous():
-        return None
-    ptr, step, offset = first.untyped_storage().data_ptr(), first.numel(), first.storage_offset()
-    for k, v in enumerate(values):
-        if (
-            v.untyped_storage().data_ptr() != ptr
-            or v.storage_offset() != offset + k * step
-            or v.shape != first.shape
-            or v.dtype != first.dtype
-            or not v.is_contiguous()
-        ):
-            return None
-    return torch.as_strided(first, (len(values), *first.shape), (step, *first.stride()), offset)
-
-
-def _stack(values: Sequence[Any]) -> Any:
-    from torch.utils.data import default_collate, get_worker_info
-
-    if get_worker_info() is not None:
-        # In a DataLoader worker, torch's own collate stacks straight into shared memory, so
-        # the batch crosses to the main process without another copy.
-        return default_collate(list(values))
-    view = _consecutive_view(values)
-    return view if view is not None else torch.stack(list(values))
-
-
-def collate_samples(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stack a list of samples into batch tensors: ``(batch, missing)``.
-
-    ``batch[name]`` is ``[B, ...]``; a missing value (``None``) is a zero-filled slot and
-    ``missing[name]`` is a ``[B]`` bool tensor that is True there. A field missing in every
-    sample is ``None`` in ``batch``. Shapes must agree across present samples (ragged
-    fields: collate them yourself).
-
-    No copy where none is needed: in the iterating process, a batch of consecutive samples
-    of one engine block (an iterable dataset's batch, usually) is a view of the block's
-    buffer; in a DataLoader worker the batch is stacked into shared memory, as torch's
-    ``default_collate`` does.
-    """
-    if not samples:
-        return {}, {}
-    batch: dict[str, Any] = {}
-    missing: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        mask = torch.tensor([v is None for v in values], dtype=torch.bool)
-        missing[key] = mask
-        present = [v for v in values if v is not None]
-        if not present:
-            batch[key] = None
-            continue
-        shapes = {tuple(v.shape) for v in present}
-        if len(shapes) > 1:
-            raise InvalidArgumentError(f"field {key!r} has samples of different shapes {sorted(shapes)}; cannot stack")
-        if len(present) == len(values):
-            batch[key] = _stack(values)
-        else:
-            zero = torch.zeros_like(present[0])
-            batch[key] = _stack([zero if v is None else v for v in values])
-    return batch, missing
+            return self._run(indices)

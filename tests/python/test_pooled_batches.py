@@ -191,6 +191,9 @@ def test_pool_policy_matches_rerun041_step_by_step(as_worker):
             assert got["v"]["b"].dtype == torch.float64 and got["v"]["a"].dtype == torch.float32
             if keep:
                 held[name].append(got)
+            del got
+        if not keep:  # nothing else is held then: wait for both release threads to see this batch go
+            settle([ours, theirs], busy_total=0)
         assert ours.stats() == theirs.stats()
 
     step([0, 1])  # allocate

@@ -13,7 +13,9 @@
 //         are never applied (Pillow does not apply them either).
 // Our own choices, where Pillow differs or has no answer:
 //   - palette PNGs are expanded to RGB, or RGBA when they carry tRNS (Pillow returns
-//     palette indices; we equal its .convert("RGB") / .convert("RGBA"));
+//     palette indices; we equal its .convert("RGB") / .convert("RGBA")), unless
+//     ImageLimits::palette_indices asks for Pillow's indices (one byte per pixel, 1/2/4-bit
+//     indices unpacked);
 //   - 16-bit PNGs, 12-bit and lossless/hierarchical JPEGs are kUnsupported;
 //   - a JPEG without its end-of-image marker, or a PNG without IEND, is kTruncated (Pillow
 //     accepts a PNG missing IEND; we never hand out an image from a blob cut short);
@@ -30,6 +32,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "rrloader/decode/pixels.h"
 #include "rrloader/decode/spng.h"
@@ -405,7 +408,8 @@ struct PngPlan {
   ImageShape shape;
   int spng_format = 0;
   int decode_flags = 0;
-  std::string what;  // "PNG 17x9 RGB 8-bit", for messages
+  int unpack_bits = 0;  // palette indices of 1/2/4 bits, packed by libspng: unpack them
+  std::string what;     // "PNG 17x9 RGB 8-bit", for messages
 };
 
 Result<PngPlan> PlanPng(spng_ctx* ctx, const uint8_t* data, size_t size, const ImageLimits& limits) {
@@ -441,6 +445,12 @@ Result<PngPlan> PlanPng(spng_ctx* ctx, const uint8_t* data, size_t size, const I
       plan.spng_format = SPNG_FMT_RGBA8;
       break;
     case SPNG_COLOR_TYPE_INDEXED: {
+      if (limits.palette_indices) {
+        channels = 1;
+        plan.spng_format = SPNG_FMT_PNG;  // the indices as stored
+        if (ihdr.bit_depth < 8) plan.unpack_bits = ihdr.bit_depth;
+        break;
+      }
       spng_trns trns{};
       err = spng_get_trns(ctx, &trns);
       if (err == 0) {
@@ -482,6 +492,36 @@ Status CheckPngEnd(const uint8_t* data, size_t size, const std::string& what) {
   return Status::Truncated(what + ": no IEND chunk before the end of the data (truncated)");
 }
 
+// DecodePackedIndices: a 1/2/4-bit palette PNG as one byte per pixel (its indices,
+// most significant bits first within a byte, as PNG packs them).
+Result<ImageShape> DecodePackedIndices(spng_ctx* ctx, const PngPlan& plan, size_t decoded_size, const uint8_t* data,
+                                       size_t size, uint8_t* out) {
+  const ImageShape shape = plan.shape;
+  const int bits = plan.unpack_bits;
+  const size_t row_bytes = (static_cast<size_t>(shape.width) * static_cast<size_t>(bits) + 7) / 8;
+  if (decoded_size != row_bytes * static_cast<size_t>(shape.height)) {
+    return Status::Internal(plan.what + ": libspng decodes " + std::to_string(decoded_size) + " bytes, expected " +
+                            std::to_string(row_bytes * static_cast<size_t>(shape.height)));
+  }
+  std::vector<uint8_t> packed(decoded_size);
+  int err = spng_decode_image(ctx, packed.data(), decoded_size, plan.spng_format, plan.decode_flags);
+  if (err != 0) return PngError(plan.what, err);
+  err = spng_decode_chunks(ctx);
+  if (err != 0) return PngError(plan.what + " (after the image data)", err);
+  RRL_RETURN_IF_ERROR(CheckPngEnd(data, size, plan.what));
+  const int per_byte = 8 / bits;
+  const auto mask = static_cast<uint8_t>((1 << bits) - 1);
+  for (int y = 0; y < shape.height; ++y) {
+    const uint8_t* row = packed.data() + static_cast<size_t>(y) * row_bytes;
+    uint8_t* dst = out + static_cast<int64_t>(y) * shape.width;
+    for (int x = 0; x < shape.width; ++x) {
+      const int shift = 8 - bits * (x % per_byte + 1);
+      dst[x] = static_cast<uint8_t>((row[x / per_byte] >> shift) & mask);
+    }
+  }
+  return shape;
+}
+
 Result<ImageShape> DecodePng(const uint8_t* data, size_t size, const ImageLimits& limits, uint8_t* out,
                              int64_t out_capacity) {
   SpngCtx ctx = MakeSpngDecoder();
@@ -492,6 +532,7 @@ Result<ImageShape> DecodePng(const uint8_t* data, size_t size, const ImageLimits
   size_t decoded_size = 0;
   int err = spng_decoded_image_size(ctx.get(), plan.spng_format, &decoded_size);
   if (err != 0) return PngError(plan.what, err);
+  if (plan.unpack_bits != 0) return DecodePackedIndices(ctx.get(), plan, decoded_size, data, size, out);
   if (decoded_size != static_cast<size_t>(shape.num_bytes())) {
     return Status::Internal(plan.what + ": libspng decodes " + std::to_string(decoded_size) + " bytes, expected " +
                             std::to_string(shape.num_bytes()));

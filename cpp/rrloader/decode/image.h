@@ -20,11 +20,15 @@
 
 namespace rrl::decode {
 
-// ImageLimits: safety limits applied before any pixel is decoded.
+// ImageLimits: safety limits applied before any pixel is decoded, and the one output choice.
 struct ImageLimits {
   // max_pixels: width * height above this is rejected as unsupported (default 2^28, i.e.
   // ~268 MP, ~805 MB as RGB), so a hostile header cannot make us allocate gigabytes.
   int64_t max_pixels = int64_t{1} << 28;
+  // palette_indices: a palette PNG gives its palette indices as one channel (Pillow's mode
+  // "P", what rerun-sdk 0.41's ImageDecoder returns) instead of the colours as RGB/RGBA
+  // (default false, the seed API's rule).
+  bool palette_indices = false;
 };
 
 // ImageShape: channels, height and width of a decoded image.

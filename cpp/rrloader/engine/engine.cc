@@ -142,8 +142,9 @@ struct Engine::Prepared {
   decode::DType dtype = decode::DType::kFloat32;  // numeric output type
   std::vector<std::string> join_paths;            // full column names
   std::vector<decode::DType> join_dtypes;
-  bool raw_image = false;   // Image:buffer + Image:format
-  std::string format_path;  // for raw_image
+  bool raw_image = false;            // Image:buffer + Image:format
+  std::string format_path;           // for raw_image
+  decode::ImageLimits image_limits;  // the engine's, with the field's palette rule
   std::set<std::string> entities;
 };
 
@@ -177,9 +178,10 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
     p->entities.insert(EntityOf(f.path));
     p->column = refs[f.path];
     p->column_type = *type_r;
-    if (f.window && f.window->first > f.window->second) {
-      return Status::InvalidArgument("field '" + f.key + "': window (" + std::to_string(f.window->first) + ", " +
-                                     std::to_string(f.window->second) + ") has start > end");
+    p->image_limits = options.image_limits;
+    p->image_limits.palette_indices = f.semantics == Semantics::kRerun041;
+    if (f.window && f.window->empty()) {
+      return Status::InvalidArgument("field '" + f.key + "': a window needs at least one offset");
     }
     if (!f.select.empty()) {
       auto sel = decode::Selector::Parse(f.select);
@@ -196,6 +198,9 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
         p->dtype = *dt;
         if (!f.join.empty() && p->selector) {
           return Status::InvalidArgument("field '" + f.key + "': join and select cannot be combined");
+        }
+        if (!f.join.empty() && f.semantics != Semantics::kSeed) {
+          return Status::InvalidArgument("field '" + f.key + "': join is an rrloader.dataloader (seed API) option");
         }
         for (const auto& j : f.join) {
           const std::string jp = SiblingPath(f.path, j);
@@ -291,11 +296,15 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
     vo.session_cache_bytes = fields[fi].video.session_cache_bytes;
     vo.decoder.threads = fields[fi].video.threads;
     vo.decoder.reject_reordering = true;  // see VideoDecoderOptions: samples sorted by time
-    // A window's frames overlap the previous block's by up to T - 1 frames: keep that many,
-    // so sequential windows decode each frame once.
+    // A window's frames overlap the previous block's by up to its span in grid steps: keep
+    // that many, so sequential windows decode each frame once.
     const auto& window = fields[fi].window;
-    const int64_t slots = window ? (window->second - window->first) / std::max<int64_t>(options.grid_step, 1) + 1 : 1;
-    vo.decoder.kept_frames = static_cast<int>(std::clamp<int64_t>(slots, 1, 1024));
+    int64_t span = 1;
+    if (window) {
+      const auto [lo, hi] = std::minmax_element(window->begin(), window->end());
+      span = (*hi - *lo) / std::max<int64_t>(options.grid_step, 1) + 1;
+    }
+    vo.decoder.kept_frames = static_cast<int>(std::clamp<int64_t>(span, 1, 1024));
     engine->video_decoders_[fi] = std::make_unique<decode::VideoFrameDecoder>(vo);
     engine->video_counters_[fi] = std::make_unique<VideoFieldCounters>();
   }
@@ -326,11 +335,6 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
     return Status::Internal("segment number " + std::to_string(seg) + " out of range");
   }
   return dataset_->EntitySegment(segment_ids_[static_cast<size_t>(seg)], entity_path);
-}
-
-int64_t Engine::Slots(const FieldSpec& f) const {
-  if (!f.window) return 1;
-  return (f.window->second - f.window->first) / std::max<int64_t>(options_.grid_step, 1) + 1;
 }
 
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
@@ -378,15 +382,16 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     if (!segments.ok()) return segments.status();
     for (size_t k = 0; k < wanted.size(); ++k) block_segments[wanted[k]] = (*segments)[k];
   }
-  const int64_t step = std::max<int64_t>(options_.grid_step, 1);
-  // The index values slot t of sample i of field f reads: (v + hi) - (T - 1 - t) * step.
+  // The index values the slots of field f read for `members`, sample-major.
   auto slot_values = [&](const FieldSpec& f, const std::vector<size_t>& members) {
-    const int64_t T = Slots(f);
-    const int64_t hi = f.window ? f.window->second : 0;
     std::vector<int64_t> vals;
-    vals.reserve(members.size() * static_cast<size_t>(T));
+    vals.reserve(members.size() * static_cast<size_t>(Slots(f)));
     for (size_t i : members) {
-      for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
+      if (!f.window) {
+        vals.push_back(fb.values[i]);
+        continue;
+      }
+      for (int64_t off : *f.window) vals.push_back(fb.values[i] + off);
     }
     return vals;
   };
@@ -474,6 +479,7 @@ namespace {
 // SampleResult: phase-1 outcome of one (sample, field).
 struct SampleResult {
   bool valid = false;
+  bool undecodable = false;  // kRerun041: missing because its data did not decode
   std::vector<int64_t> shape;
   Status error;
 };
@@ -534,16 +540,22 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       return true;
     };
     auto where = [&](int64_t i, int64_t t) {
-      const int64_t step = std::max<int64_t>(options_.grid_step, 1);
-      const int64_t hi = f.window ? f.window->second : 0;
+      const int64_t off = f.window ? (*f.window)[static_cast<size_t>(t)] : 0;
       return "field '" + f.key + "' (column '" + f.path + "') at segment '" +
              segment_ids_[static_cast<size_t>(out.segment_pos[static_cast<size_t>(i)])] + "', " + options_.index + "=" +
-             FormatValue(out.values[static_cast<size_t>(i)] + hi - (T - 1 - t) * step);
+             FormatValue(out.values[static_cast<size_t>(i)] + off);
     };
-    // Slot cell (after the selector), or false when missing.
+    const bool r041 = f.semantics == Semantics::kRerun041;
+    // Slot cell (after the selector), or false when missing. Under kRerun041 a tombstone (a
+    // Clear at exactly this value) reads as the empty batch rerun's query returns there.
     auto slot_cell = [&](int64_t i, int64_t t, decode::Span* cell) -> bool {
+      const CellRef& ref = fc.cells[static_cast<size_t>(i * T + t)];
       decode::Span c;
-      if (!cell_span(fc.cells[static_cast<size_t>(i * T + t)], &c)) return false;
+      if (r041 && ref.list == nullptr && ref.tombstone) {
+        *cell = decode::Span{nullptr, 0, 0, false};
+        return true;
+      }
+      if (!cell_span(ref, &c)) return false;
       if (p.selector) {
         decode::Span s;
         if (!p.selector->Apply(c, &s)) return false;
@@ -578,9 +590,13 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         if (!slot_cell(i, t, &cell)) return;
         std::vector<int64_t> shape;
         if (f.kind == FieldKind::kNumeric && p.join_paths.empty()) {
-          const auto fs = decode::MeasureFlat(cell);
-          if (fs.has_null || fs.count == 0) return;
-          shape = {fs.count};
+          if (cell.array == nullptr) {
+            shape = {0};  // kRerun041: an empty batch is a present [0]
+          } else {
+            const auto fs = decode::MeasureFlat(cell);
+            if (fs.has_null || (fs.count == 0 && !r041)) return;
+            shape = {fs.count};
+          }
         } else if (f.kind == FieldKind::kNumeric) {
           // Instance join: the primary's instance count; every component's per-instance width.
           const int64_t num = cell.scalar ? 1 : cell.length;
@@ -613,16 +629,21 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         } else {
           const uint8_t* data = nullptr;
           int64_t size = 0;
+          if (cell.array == nullptr) return;  // kRerun041: a cleared image is missing
           if (!CellBlob(cell, &scratch[static_cast<size_t>(worker)].blob, &data, &size)) return;
           Result<decode::ImageShape> sh = Status::Internal("unset");
           if (p.raw_image) {
             decode::RawImageFormat rf;
             if (!raw_format(i, t, &rf)) return;
-            sh = decode::ProbeRawImage(static_cast<size_t>(size), rf, options_.image_limits);
+            sh = decode::ProbeRawImage(static_cast<size_t>(size), rf, p.image_limits);
           } else {
-            sh = decode::ProbeEncodedImage(data, static_cast<size_t>(size), options_.image_limits);
+            sh = decode::ProbeEncodedImage(data, static_cast<size_t>(size), p.image_limits);
           }
           if (!sh.ok()) {
+            if (r041) {
+              r.undecodable = true;
+              return;
+            }
             r.error = sh.status().WithPrefix(where(i, t));
             return;
           }
@@ -631,6 +652,10 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         if (t == 0) {
           slot_shape = shape;
         } else if (shape != slot_shape) {
+          if (r041) {  // rerun 0.41's decoders return None for a window they cannot stack
+            r.undecodable = true;
+            return;
+          }
           r.error = Status::InvalidArgument(
               where(i, t) + ": varying " +
               std::string(f.kind == FieldKind::kImage ? "image shapes" : "numeric row widths") + " within the window");
@@ -677,6 +702,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
       const auto& r = res[static_cast<size_t>(i)];
       fo.valid[static_cast<size_t>(i)] = r.valid ? 1 : 0;
       if (!r.valid) ++out.stats.missing;
+      if (r.undecodable) ++out.stats.undecodable;
       fo.shapes[static_cast<size_t>(i)] = r.valid ? r.shape : (fo.uniform ? *common : std::vector<int64_t>{});
       int64_t count = fo.shapes[static_cast<size_t>(i)].empty() ? 0 : 1;
       for (int64_t d : fo.shapes[static_cast<size_t>(i)]) count *= d;
@@ -688,6 +714,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     out.stats.bytes_out += total;
     // Phase 2: decode into place.
     std::vector<Status> errs(static_cast<size_t>(n));
+    std::vector<uint8_t> undecodable(static_cast<size_t>(n), 0);
     pool_->ParallelFor(n, [&](int64_t i, int worker) {
       const size_t si = static_cast<size_t>(i);
       uint8_t* dst = fo.data.get() + fo.offsets[si];
@@ -707,7 +734,7 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
         }
         uint8_t* slot_dst = dst + t * per_slot;
         if (f.kind == FieldKind::kNumeric && p.join_paths.empty()) {
-          decode::FlattenInto(cell, p.dtype, slot_dst);
+          if (cell.array != nullptr) decode::FlattenInto(cell, p.dtype, slot_dst);
         } else if (f.kind == FieldKind::kNumeric) {
           const int64_t num = cell.scalar ? 1 : cell.length;
           const int64_t width = fo.shapes[si].back();
@@ -737,11 +764,16 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
           if (p.raw_image) {
             decode::RawImageFormat rf;
             (void)raw_format(i, t, &rf);
-            sh = decode::DecodeRawImage(data, static_cast<size_t>(size), rf, options_.image_limits, slot_dst, per_slot);
+            sh = decode::DecodeRawImage(data, static_cast<size_t>(size), rf, p.image_limits, slot_dst, per_slot);
           } else {
-            sh = decode::DecodeEncodedImage(data, static_cast<size_t>(size), options_.image_limits, slot_dst, per_slot);
+            sh = decode::DecodeEncodedImage(data, static_cast<size_t>(size), p.image_limits, slot_dst, per_slot);
           }
           if (!sh.ok()) {
+            if (r041) {  // rerun 0.41: an image that does not decode is None
+              undecodable[si] = 1;
+              std::memset(dst, 0, static_cast<size_t>(bytes));
+              return;
+            }
             errs[si] = sh.status().WithPrefix(where(i, t));
             return;
           }
@@ -751,8 +783,16 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     for (const auto& e : errs) {
       if (!e.ok()) return e;
     }
+    for (int64_t i = 0; i < n; ++i) {
+      if (!undecodable[static_cast<size_t>(i)]) continue;
+      fo.valid[static_cast<size_t>(i)] = 0;
+      ++out.stats.missing;
+      ++out.stats.undecodable;
+    }
   }
   RRL_RETURN_IF_ERROR(DecodeVideo(fb, &out));
+  out.emit.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out.emit[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   out.stats.decode_end_ns = NowNs();
   return out;
 }

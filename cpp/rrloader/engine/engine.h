@@ -6,14 +6,24 @@
 // that can hold an answer, (3) decodes every (sample, field) on the thread pool straight
 // into one buffer per field.
 //
-// Windows are inclusive offsets (lo, hi) in the index's native unit. On integer timelines
-// a window has hi - lo + 1 slots; on time timelines the slots walk down from v + hi in
-// grid steps while >= v + lo (the seed API's indices_in_range), returned ascending.
+// Windows are explicit offset lists in the index's native unit (integer steps; ns on time
+// timelines): slot t of a sample at index value v reads v + offsets[t], in the order given,
+// repeats allowed. Both front ends normalise their own spelling to this (the seed API's
+// inclusive range becomes every step of it, or the grid walk-down from v + end; rerun 0.41's
+// offsets in seconds become rounded ns) before the engine sees it.
 //
-// Missing values: a slot is missing when no value is logged at or before it, when it was
-// cleared (an empty batch), when a null sits anywhere in it, or when a selector finds
-// nothing there. A field with any missing slot is missing for that sample (its `valid`
-// byte is 0); a missing sample's bytes are zero.
+// Missing values follow the field's Semantics (one per API generation):
+//  * kSeed: a slot is missing when no value is logged at or before it, when it was cleared
+//    (an empty batch), when a null sits anywhere in it, or when a selector finds nothing
+//    there; a window whose slots differ in shape, and a corrupt image or video, are errors.
+//  * kRerun041 (rerun-sdk 0.41's decoders): a null (nothing at or before, or a null cell) is
+//    missing, but an empty or cleared numeric cell is a present [0] (a window of them [T, 0]);
+//    an empty or cleared image is missing; a window whose slots differ in shape, an image
+//    that does not decode and a video GOP that does not decode are missing (counted in
+//    BlockStats::undecodable), never an error; a palette PNG gives its palette indices
+//    ([1, H, W], Pillow's mode "P").
+// A field with any missing slot is missing for that sample (its `valid` byte is 0); a
+// missing sample's bytes are zero.
 //
 // Thread safety: an Engine is immutable after Make (apart from its internally synchronized
 // video caches and counters); Fetch/Decode/Run may be called from several threads at once,
@@ -49,15 +59,24 @@ enum class FieldKind : uint8_t {
   kRaw,      // a Python decoder: the engine only resolves rows; Python decodes
 };
 
+// Semantics: which API generation's rules a field follows where they differ (see above).
+enum class Semantics : uint8_t {
+  kSeed,      // rrloader.dataloader (the seed API)
+  kRerun041,  // rrloader.experimental.dataloader (rerun-sdk 0.41)
+};
+
 // FieldSpec: one output field of a sample.
 struct FieldSpec {
   std::string key;   // output name
   std::string path;  // component column, "/entity:Archetype:component"
   FieldKind kind = FieldKind::kNumeric;
-  std::optional<std::pair<int64_t, int64_t>> window;  // inclusive offsets, native unit
-  std::string select;                                 // "" = none
-  std::vector<std::string> join;                      // kNumeric only: components joined instance by instance
-  VideoFieldOptions video;                            // kVideo only
+  // window: explicit offsets in the index's native unit (see above), at least one; nullopt:
+  // no window (one slot and no leading T axis; a window of one offset has T = 1).
+  std::optional<std::vector<int64_t>> window;
+  std::string select;             // "" = none
+  std::vector<std::string> join;  // kNumeric only: components joined instance by instance
+  VideoFieldOptions video;        // kVideo only
+  Semantics semantics = Semantics::kSeed;
 };
 
 struct EngineOptions {
@@ -86,6 +105,9 @@ struct FieldOutput {
   std::vector<std::vector<int64_t>> shapes;
   std::vector<uint8_t> valid;
   bool uniform = false;
+  // sample_data: when not empty, sample i's bytes are at sample_data[i] (offset 0) instead of
+  // in `data`: a block the emit stage gathered from samples of several decoded blocks.
+  std::vector<std::shared_ptr<uint8_t[]>> sample_data;
   // kRaw: the fetched column and, per sample, `raw_slots` row numbers into it (-1: missing).
   std::shared_ptr<arrow::ChunkedArray> raw_column;
   std::vector<int64_t> raw_rows;
@@ -97,6 +119,24 @@ struct BlockStats {
   int64_t fetch_start_ns = 0, fetch_end_ns = 0, decode_start_ns = 0, decode_end_ns = 0;
   int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;  // queries: column lookups
   int64_t video_gops = 0, video_frames_decoded = 0, video_frames_delivered = 0;          // all video fields
+  // undecodable: (sample, field) values missing because their data did not decode (kRerun041
+  // fields only: a corrupt image, a video GOP libavcodec rejects, a window of mixed shapes).
+  int64_t undecodable = 0;
+};
+
+// EmitStats: what the emit stage dropped while making one output block.
+struct EmitStats {
+  int64_t skipped = 0;                    // incomplete samples dropped
+  std::vector<int64_t> skipped_by_field;  // per field (spec order): dropped samples missing it
+  // skip_limit_exceeded: more than EmitOptions::max_consecutive_skips incomplete samples came
+  // in a row; this is the last block, `consecutive_skipped` and `total_skipped` (since the
+  // iteration began, per field in `total_skipped_by_field`) say how many.
+  bool skip_limit_exceeded = false;
+  int64_t consecutive_skipped = 0;
+  int64_t total_skipped = 0;
+  std::vector<int64_t> total_skipped_by_field;
+  int64_t buffered = 0;        // samples in the emission buffer after this block
+  int64_t buffered_bytes = 0;  // and their bytes
 };
 
 // FetchedBlock: a block after the fetch stage (internal to the pipeline).
@@ -124,6 +164,11 @@ struct Block {
   std::vector<int64_t> values;
   std::vector<FieldOutput> fields;  // in spec order
   BlockStats stats;
+  // emit: the positions of the samples to hand out, in order: every position from
+  // Engine::Decode; a Pipeline's emit stage (emitter.h) leaves out the samples it dropped.
+  // emitted: what the emit stage did (zero from Engine::Decode).
+  std::vector<int32_t> emit;
+  EmitStats emitted;
 };
 
 class Engine {
@@ -143,8 +188,10 @@ class Engine {
   const std::vector<FieldSpec>& fields() const { return fields_; }
   const sample::SampleIndex& samples() const { return samples_; }
   const std::vector<std::string>& segment_ids() const { return segment_ids_; }
-  int64_t Slots(const FieldSpec& f) const;  // T of the field's window (1 without)
+  static int64_t Slots(const FieldSpec& f) { return f.window ? static_cast<int64_t>(f.window->size()) : 1; }
   const EngineOptions& options() const { return options_; }
+  // buffers: the pool every output buffer comes from (shared with a Pipeline's emit stage).
+  const std::shared_ptr<BufferPool>& buffers() const { return buffers_; }
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;

@@ -187,7 +187,6 @@ VideoStreamBlock BuildStreamBlock(const VideoIndex& index, const std::set<size_t
 Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
                           const BlockSegments& segments, FetchedBlock* fb) const {
   const size_t n = fb->global.size();
-  const int64_t step = std::max<int64_t>(options_.grid_step, 1);
   std::vector<VideoStreamWork> streams;
   std::vector<std::vector<int32_t>> field_streams(fields_.size());  // per field: streams of its segments
   std::vector<std::vector<int64_t>> field_slot_values(fields_.size());
@@ -199,13 +198,13 @@ Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_
     const VideoPrepared& vp = video_prepared_[fi];
     VideoFieldCounters& counters = *video_counters_[fi];
     const int64_t T = fb->fields[fi].slots;
-    const int64_t hi = f.window ? f.window->second : 0;
     auto& slot_values = field_slot_values[fi];
     slot_values.resize(n * static_cast<size_t>(T));
     for (const auto& [seg, members] : samples_by_segment) {
       for (size_t i : members) {
         for (int64_t t = 0; t < T; ++t) {
-          slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)] = fb->values[i] + hi - (T - 1 - t) * step;
+          slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)] =
+              fb->values[i] + (f.window ? (*f.window)[static_cast<size_t>(t)] : 0);
         }
       }
       const std::string& segment_id = segment_ids_[static_cast<size_t>(seg)];
@@ -523,8 +522,16 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     int count = 0;
     Status first;
     for (const auto& st : states) {
+      // rerun 0.41 leaves a GOP whose data libavcodec rejects unresolved (its samples are
+      // None); our own failures (kInternal, kIoError) are errors under every semantics.
+      const bool r041 = fields_[st.field].semantics == Semantics::kRerun041;
       for (const auto& gs : st.gops) {
         if (gs.error.ok()) continue;
+        const StatusCode code = gs.error.code();
+        if (r041 &&
+            (code == StatusCode::kCorrupt || code == StatusCode::kTruncated || code == StatusCode::kUnsupported)) {
+          continue;
+        }
         if (count == 0) first = gs.error;
         if (count < 3) errors += (errors.empty() ? "" : "; ") + gs.error.message();
         ++count;
@@ -585,6 +592,10 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
         } else if (t == 0) {
           common = shape;
         } else if (shape != common) {
+          if (f.semantics == Semantics::kRerun041) {  // rerun 0.41: a window it cannot stack is None
+            ok = false;
+            break;
+          }
           return Status::InvalidArgument(
               "field '" + f.key + "' (column '" + f.path + "') at segment '" +
               segment_ids_[static_cast<size_t>(out->segment_pos[static_cast<size_t>(i)])] + "', " + options_.index +
@@ -594,6 +605,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       if (!ok) {
         ++missing;
         counters.missing_not_decoded.fetch_add(1);
+        if (f.semantics == Semantics::kRerun041) ++out->stats.undecodable;
         continue;
       }
       valid[static_cast<size_t>(i)] = 1;

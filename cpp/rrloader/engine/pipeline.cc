@@ -7,11 +7,48 @@
 
 namespace rrl::engine {
 
-Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, PipelineOptions options)
-    : engine_(std::move(engine)), order_(std::move(order)), options_(options) {
-  options_.block_size = std::max<int64_t>(options_.block_size, 1);
-  options_.first_block_size = std::clamp<int64_t>(options_.first_block_size, 1, options_.block_size);
-  options_.fetch_ahead = std::max(options_.fetch_ahead, 1);
+Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> engine, std::vector<int64_t> order,
+                                                 PipelineOptions options) {
+  options.block_size = std::max<int64_t>(options.block_size, 1);
+  options.first_block_size = std::max<int64_t>(options.first_block_size, 1);
+  options.fetch_ahead = std::max(options.fetch_ahead, 1);
+  const auto total = static_cast<int64_t>(order.size());
+  std::vector<int64_t> ends = options.block_ends;
+  if (ends.empty()) {
+    for (int64_t e = options.block_size; e < total + options.block_size; e += options.block_size) {
+      ends.push_back(std::min(e, total));
+    }
+    if (total == 0) ends.clear();
+  }
+  for (size_t k = 0; k < ends.size(); ++k) {
+    if (ends[k] <= (k == 0 ? 0 : ends[k - 1]) || ends[k] > total) {
+      return Status::InvalidArgument("fetch block ends must increase strictly within the order's " +
+                                     std::to_string(total) + " samples (end " + std::to_string(k) + " is " +
+                                     std::to_string(ends[k]) + ")");
+    }
+  }
+  if (!ends.empty() && ends.back() != total) {
+    return Status::InvalidArgument("the last fetch block must end at the order's length " + std::to_string(total));
+  }
+  // The ramp: the first fetch block is cut at first_block_size, 2x, 4x, ...
+  std::vector<int64_t> cuts;
+  if (!ends.empty()) {
+    for (int64_t c = options.first_block_size; c < ends.front(); c *= 2) cuts.push_back(c);
+  }
+  cuts.insert(cuts.end(), ends.begin(), ends.end());
+  auto emitter = Emitter::Make(options.emit, engine->fields().size(), engine->buffers());
+  if (!emitter.ok()) return emitter.status();
+  return std::unique_ptr<Pipeline>(
+      new Pipeline(std::move(engine), std::move(order), std::move(cuts), std::move(options), std::move(*emitter)));
+}
+
+Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, std::vector<int64_t> cuts,
+                   PipelineOptions options, std::unique_ptr<Emitter> emitter)
+    : engine_(std::move(engine)),
+      order_(std::move(order)),
+      cuts_(std::move(cuts)),
+      options_(std::move(options)),
+      emitter_(std::move(emitter)) {
   owner_pid_ = getpid();
   fetch_thread_ = std::thread([this] { FetchLoop(); });
   decode_thread_ = std::thread([this] { DecodeLoop(); });
@@ -40,20 +77,15 @@ void Pipeline::Cancel() {
 
 void Pipeline::FetchLoop() {
   LowerThreadPriority(engine_->options().thread_nice);
-  const auto total = static_cast<int64_t>(order_.size());
-  // Block ends: first_block_size, then doubling (16, 32, 64, ...) until the next multiple of
-  // block_size, then every block_size — so after the ramp, blocks start at multiples of
-  // block_size and batches of a divisor of it never straddle two blocks.
-  const int64_t bs = options_.block_size;
-  auto next_end = [&](int64_t end) { return std::min(2 * end, (end / bs + 1) * bs); };
-  for (int64_t begin = 0, end = options_.first_block_size; begin < total; begin = end, end = next_end(end)) {
+  int64_t begin = 0;
+  for (int64_t end : cuts_) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return cancelled_ || static_cast<int>(fetched_.size()) < options_.fetch_ahead; });
       if (cancelled_) break;
     }
-    end = std::min(end, total);
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
+    begin = end;
     Result<FetchedBlock> fb = engine_->Fetch(ids);
     const bool failed = !fb.ok();
     {
@@ -70,10 +102,24 @@ void Pipeline::FetchLoop() {
   cv_.notify_all();
 }
 
+bool Pipeline::Queue(Result<Block> block) {
+  const int64_t bytes = block.ok() ? block->stats.bytes_out : 0;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return cancelled_ || ready_.empty() || ready_bytes_ + bytes <= options_.max_ready_bytes; });
+    if (cancelled_) return false;
+    ready_.push_back(std::move(block));
+    ready_bytes_ += bytes;
+  }
+  cv_.notify_all();
+  return true;
+}
+
 void Pipeline::DecodeLoop() {
   LowerThreadPriority(engine_->options().thread_nice);
   int64_t last_bytes = 0;  // the previous block's size: the estimate of the next one's
-  while (true) {
+  bool failed = false;
+  while (!failed && !emitter_->stopped()) {
     Result<FetchedBlock> fb = Status::Internal("unset");
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -88,18 +134,36 @@ void Pipeline::DecodeLoop() {
     }
     cv_.notify_all();  // the fetcher may go on
     Result<Block> block = fb.ok() ? engine_->Decode(std::move(*fb)) : Result<Block>(fb.status());
-    const bool failed = !block.ok();
-    const int64_t bytes = block.ok() ? block->stats.bytes_out : 0;
-    last_bytes = bytes;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return cancelled_ || ready_.empty() || ready_bytes_ + bytes <= options_.max_ready_bytes; });
-      if (cancelled_) break;
-      ready_.push_back(std::move(block));
-      ready_bytes_ += bytes;
+    if (!block.ok()) {
+      failed = true;
+      (void)Queue(block.status());
+      break;
     }
-    cv_.notify_all();
-    if (failed) break;
+    last_bytes = block->stats.bytes_out;
+    std::vector<Block> out;
+    Status st = emitter_->Process(std::move(*block), &out);
+    bool cancelled = false;
+    for (auto& b : out) cancelled = cancelled || !Queue(std::move(b));
+    if (!st.ok()) {
+      failed = true;
+      (void)Queue(st);
+    }
+    if (cancelled) break;
+  }
+  if (!failed) {
+    bool cancelled = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled = cancelled_;
+    }
+    if (!cancelled) {
+      std::vector<Block> out;
+      Status st = emitter_->Finish(&out);
+      for (auto& b : out) {
+        if (!Queue(std::move(b))) break;
+      }
+      if (!st.ok()) (void)Queue(st);
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -1,11 +1,13 @@
 // rrloader/engine/pipeline.h — fetch ahead of decode, decode ahead of the consumer.
 //
-// A Pipeline walks a list of global sample numbers in blocks of `block_size`, except that
-// the first blocks ramp up: they end at `first_block_size`, then at twice that, and so on
-// up to the first multiple of `block_size` (16, 16, 32, 64, then 128s). The first samples
-// then wait for a small block's fetch and decode, not a full one's (a block of 128 samples
-// with two 640x480 JPEGs each is ~0.6 s of decoding on one core), and later blocks still
-// start at multiples of `block_size` (a batch never straddles two blocks). One thread
+// A Pipeline walks a list of global sample numbers in fetch blocks: the caller's explicit
+// `block_ends` (rerun 0.41's fetch blocks, which follow its shuffle strategy's blocks), or
+// else blocks of `block_size`. The first blocks ramp up: the first fetch block is cut at
+// `first_block_size`, then at twice that, and so on (16, 16, 32, 64, then the 128s that
+// follow). The first samples then wait for a small block's fetch and decode, not a full
+// one's (a block of 128 samples with two 640x480 JPEGs each is ~0.6 s of decoding on one
+// core), and later blocks still start where the caller's do (a batch never straddles two
+// blocks). Cutting a block never changes the samples or their order. One thread
 // fetches blocks (dataframe queries) into a queue of at most `fetch_ahead` blocks; another
 // decodes them on the engine's pool into a queue bounded by `max_ready_bytes` (at least one
 // block is always admitted, so a single huge block cannot stall the pipeline). The decode
@@ -13,7 +15,9 @@
 // no finished block waits outside it: at most the consumer's block, the queued ones and one
 // being decoded are in memory. Both threads run at the engine's thread_nice. Next() hands
 // blocks out in order. So the fetch of block N+1 runs while block N decodes, and both run
-// while the consumer (Python) works on block N-1.
+// while the consumer (Python) works on block N-1. The decode thread also runs the emit stage
+// (emitter.h: incomplete samples dropped, the emission buffer) on every decoded block, so
+// what Next() hands out are the emit stage's blocks.
 //
 // Errors travel in order: the block that failed is where Next() reports the error, after the
 // blocks before it. Destruction (or Cancel) stops both threads promptly and joins them.
@@ -32,35 +36,49 @@
 #include <thread>
 #include <vector>
 
+#include "rrloader/engine/emitter.h"
 #include "rrloader/engine/engine.h"
 
 namespace rrl::engine {
 
 struct PipelineOptions {
-  int64_t block_size = 128;                      // the steady-state block (the datasets' fetch_size)
-  int64_t first_block_size = 16;                 // the first block's size (at most block_size), see above
+  int64_t block_size = 128;  // the steady-state block (the datasets' fetch size) without block_ends
+  // block_ends: explicit fetch blocks, as their cumulative ends within the order (strictly
+  // increasing, the last one the order's length); empty: blocks of block_size.
+  std::vector<int64_t> block_ends;
+  int64_t first_block_size = 16;                 // the first block's first cut (see above)
   int fetch_ahead = 2;                           // fetched blocks waiting for decode
   int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
+  EmitOptions emit;                              // the emit stage
 };
 
 class Pipeline {
  public:
-  Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, PipelineOptions options);
+  // Make: kInvalidArgument for block ends that do not cut the order, or emit options the
+  // Emitter refuses; the threads start here.
+  [[nodiscard]] static Result<std::unique_ptr<Pipeline>> Make(std::shared_ptr<const Engine> engine,
+                                                              std::vector<int64_t> order, PipelineOptions options);
   ~Pipeline();
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
 
-  // Next: the next decoded block; nullopt-valued Result when the list is exhausted.
+  // Next: the next block to hand out; nullopt-valued Result when the list is exhausted.
   [[nodiscard]] Result<std::optional<Block>> Next();
   void Cancel();
 
  private:
+  Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, std::vector<int64_t> cuts,
+           PipelineOptions options, std::unique_ptr<Emitter> emitter);
   void FetchLoop();
   void DecodeLoop();
+  // Queue: appends emit-stage output to ready_ (waiting for room); false when cancelled.
+  bool Queue(Result<Block> block);
 
   std::shared_ptr<const Engine> engine_;
   std::vector<int64_t> order_;
+  std::vector<int64_t> cuts_;  // every fetch block's end (the caller's, cut further by the ramp)
   PipelineOptions options_;
+  std::unique_ptr<Emitter> emitter_;  // the decode thread's
 
   std::mutex mu_;
   std::condition_variable cv_;

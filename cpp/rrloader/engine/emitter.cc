@@ -1,0 +1,167 @@
+// rrloader/engine/emitter.cc
+#include "rrloader/engine/emitter.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace rrl::engine {
+
+namespace {
+
+int64_t NumElements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Emitter>> Emitter::Make(const EmitOptions& options, size_t num_fields,
+                                               std::shared_ptr<BufferPool> buffers) {
+  auto e = std::unique_ptr<Emitter>(new Emitter(options, num_fields, std::move(buffers)));
+  if (options.buffer_size != 0) {
+    std::optional<int64_t> min_fill;
+    if (options.min_fill >= 0) min_fill = options.min_fill;
+    auto buffer = sample::EmissionBuffer::Make(options.buffer_size, min_fill,
+                                               sample::NumpyGenerator::FromInts(options.buffer_seed));
+    if (!buffer.ok()) return buffer.status().WithPrefix("emission buffer");
+    e->buffer_.emplace(std::move(*buffer));
+  }
+  return e;
+}
+
+Emitter::Emitter(const EmitOptions& options, size_t num_fields, std::shared_ptr<BufferPool> buffers)
+    : options_(options), num_fields_(num_fields), buffers_(std::move(buffers)), total_by_field_(num_fields, 0) {}
+
+bool Emitter::Drop(const Block& block, size_t i, EmitStats* stats) {
+  ++stats->skipped;
+  ++total_skipped_;
+  ++consecutive_;
+  for (size_t f = 0; f < num_fields_; ++f) {
+    if (block.fields[f].valid[i]) continue;
+    ++stats->skipped_by_field[f];
+    ++total_by_field_[f];
+  }
+  if (options_.max_consecutive_skips >= 0 && consecutive_ > options_.max_consecutive_skips) {
+    stats->skip_limit_exceeded = true;
+    stats->consecutive_skipped = consecutive_;
+    stats->total_skipped = total_skipped_;
+    stats->total_skipped_by_field = total_by_field_;
+    stopped_ = true;
+    return false;
+  }
+  return true;
+}
+
+Status Emitter::Admit(const Block& block, size_t i, std::vector<int64_t>* emitted) {
+  const int64_t id = next_id_++;
+  Stored s = Store(block, i);
+  stored_bytes_ += s.bytes;
+  stored_.emplace(id, std::move(s));
+  auto picked = buffer_->Push(id);
+  if (!picked.ok()) return picked.status();
+  if (picked->has_value()) emitted->push_back(**picked);
+  return Status::OK();
+}
+
+Status Emitter::Process(Block block, std::vector<Block>* out) {
+  if (stopped_) return Status::OK();
+  const size_t n = block.global.size();
+  if (block.fields.size() != num_fields_) return Status::Internal("emit stage: field count mismatch");
+  if (dtypes_.empty()) {
+    for (const auto& fo : block.fields) dtypes_.push_back(fo.dtype);
+  }
+  EmitStats stats;
+  stats.skipped_by_field.assign(num_fields_, 0);
+  std::vector<int32_t> emit;     // without a buffer: positions in `block`
+  std::vector<int64_t> emitted;  // with one: the stored samples it let out
+  emit.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    bool complete = true;
+    for (size_t f = 0; f < num_fields_ && complete; ++f) complete = block.fields[f].valid[i] != 0;
+    if (!complete && options_.skip_incomplete) {
+      if (!Drop(block, i, &stats)) break;
+      continue;
+    }
+    consecutive_ = 0;
+    if (buffer_) {
+      RRL_RETURN_IF_ERROR(Admit(block, i, &emitted));
+    } else {
+      emit.push_back(static_cast<int32_t>(i));
+    }
+  }
+  stats.total_skipped = total_skipped_;
+  stats.total_skipped_by_field = total_by_field_;
+  if (buffer_) {
+    // The decoded block is released here: every sample it contributed now has bytes of its own.
+    out->push_back(Gather(emitted, std::move(stats)));
+    return Status::OK();
+  }
+  block.emit = std::move(emit);
+  block.emitted = std::move(stats);
+  out->push_back(std::move(block));
+  return Status::OK();
+}
+
+Status Emitter::Finish(std::vector<Block>* out) {
+  if (stopped_ || !buffer_ || buffer_->finished()) return Status::OK();
+  auto rest = buffer_->Finish();
+  if (!rest.ok()) return rest.status();
+  if (rest->empty()) return Status::OK();
+  EmitStats stats;
+  stats.skipped_by_field.assign(num_fields_, 0);
+  stats.total_skipped = total_skipped_;
+  stats.total_skipped_by_field = total_by_field_;
+  out->push_back(Gather(*rest, std::move(stats)));
+  return Status::OK();
+}
+
+Emitter::Stored Emitter::Store(const Block& block, size_t i) {
+  Stored s;
+  s.global = block.global[i];
+  s.segment_pos = block.segment_pos[i];
+  s.value = block.values[i];
+  for (size_t f = 0; f < num_fields_; ++f) {
+    const FieldOutput& fo = block.fields[f];
+    const int64_t bytes = NumElements(fo.shapes[i]) * decode::DTypeSize(fo.dtype) * (fo.valid[i] ? 1 : 0);
+    auto data = buffers_->Allocate(std::max<int64_t>(bytes, 1));
+    const uint8_t* src = fo.sample_data.empty() ? fo.data.get() + fo.offsets[i] : fo.sample_data[i].get();
+    if (bytes > 0) std::memcpy(data.get(), src, static_cast<size_t>(bytes));
+    s.data.push_back(std::move(data));
+    s.shapes.push_back(fo.valid[i] ? fo.shapes[i] : std::vector<int64_t>{});
+    s.valid.push_back(fo.valid[i]);
+    s.bytes += bytes;
+  }
+  return s;
+}
+
+Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
+  Block b;
+  b.fields.resize(num_fields_);
+  for (size_t f = 0; f < num_fields_; ++f) b.fields[f].dtype = dtypes_[f];
+  for (int64_t id : ids) {
+    auto it = stored_.find(id);
+    Stored s = std::move(it->second);
+    stored_.erase(it);
+    stored_bytes_ -= s.bytes;
+    b.global.push_back(s.global);
+    b.segment_pos.push_back(s.segment_pos);
+    b.values.push_back(s.value);
+    for (size_t f = 0; f < num_fields_; ++f) {
+      FieldOutput& fo = b.fields[f];
+      fo.offsets.push_back(0);
+      fo.shapes.push_back(std::move(s.shapes[f]));
+      fo.valid.push_back(s.valid[f]);
+      fo.sample_data.push_back(std::move(s.data[f]));
+    }
+    b.stats.bytes_out += s.bytes;
+  }
+  for (size_t i = 0; i < b.global.size(); ++i) b.emit.push_back(static_cast<int32_t>(i));
+  stats.buffered = static_cast<int64_t>(stored_.size());
+  stats.buffered_bytes = stored_bytes_;
+  b.emitted = std::move(stats);
+  return b;
+}
+
+}  // namespace rrl::engine

@@ -1,0 +1,97 @@
+// rrloader/engine/emitter.h — the last stage of an iteration: which decoded samples are
+// handed out, and in which order.
+//
+// Between the decoder and the consumer, per sample and natively:
+//  1. Incomplete samples (a field missing) are dropped when `skip_incomplete` is set
+//     (rerun-sdk 0.41's iterable always drops them; the seed API's `skip_incomplete=True`).
+//     More than `max_consecutive_skips` in a row stops the iteration: the block that saw it
+//     is the last one and says so (the front ends raise their own error: a field that is
+//     never present would otherwise silently empty the epoch).
+//  2. With an emission buffer (rerun 0.41's `BlockShuffle(buffer_size=...)`), the samples
+//     that remain pass through rerun 0.41's shuffle buffer (sample/emission_buffer.h),
+//     driven by numpy's generator seeded like 0.41's (`default_rng([epoch, rank, worker])`),
+//     so the order equals 0.41's sample for sample. A buffered sample's bytes are copied out
+//     of its decoded block into buffers of its own when it enters the buffer, so a decoded
+//     block is freed as soon as it has been read, and the buffer costs exactly the bytes of
+//     the samples it holds (reported in EmitStats::buffered_bytes; bounded by buffer_size
+//     samples); emitted samples are handed out from those buffers without another copy.
+// Without a buffer and with nothing dropped, blocks pass through untouched.
+//
+// Thread safety: not thread-safe; the Pipeline's decode thread owns it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "rrloader/engine/buffer_pool.h"
+#include "rrloader/engine/engine.h"
+#include "rrloader/sample/emission_buffer.h"
+
+namespace rrl::engine {
+
+struct EmitOptions {
+  bool skip_incomplete = false;
+  int64_t max_consecutive_skips = -1;  // -1: no limit
+  int64_t buffer_size = 0;             // 0: no emission buffer; else >= 2
+  int64_t min_fill = -1;               // -1: buffer_size / 2 (0.41's default)
+  // buffer_seed: the numpy SeedSequence entropy of the buffer's generator (0.41: [epoch,
+  // rank, worker id]).
+  std::vector<uint64_t> buffer_seed;
+};
+
+class Emitter {
+ public:
+  // Make: kInvalidArgument for a buffer_size of 1 or below 0, or a min_fill outside
+  // [1, buffer_size] (0.41's rules).
+  [[nodiscard]] static Result<std::unique_ptr<Emitter>> Make(const EmitOptions& options, size_t num_fields,
+                                                             std::shared_ptr<BufferPool> buffers);
+
+  // Process: one decoded block in (in iteration order); the blocks to hand out now are
+  // appended to `out` (none, one, or with a buffer the samples it emitted meanwhile).
+  [[nodiscard]] Status Process(Block block, std::vector<Block>* out);
+  // Finish: the input ended; what the buffer still holds, in its drain order.
+  [[nodiscard]] Status Finish(std::vector<Block>* out);
+  // stopped: the skip limit was exceeded; Process and Finish hand out nothing more.
+  bool stopped() const { return stopped_; }
+
+ private:
+  Emitter(const EmitOptions& options, size_t num_fields, std::shared_ptr<BufferPool> buffers);
+
+  // Admit: sample i of `block` into the buffer (copied out); what the buffer emits, if any,
+  // goes to `emitted`.
+  [[nodiscard]] Status Admit(const Block& block, size_t i, std::vector<int64_t>* emitted);
+
+  // Stored: one buffered sample, its bytes copied out of its block.
+  struct Stored {
+    int64_t global = 0;
+    int32_t segment_pos = 0;
+    int64_t value = 0;
+    int64_t bytes = 0;
+    std::vector<std::shared_ptr<uint8_t[]>> data;  // per field
+    std::vector<std::vector<int64_t>> shapes;      // per field
+    std::vector<uint8_t> valid;                    // per field
+  };
+  Stored Store(const Block& block, size_t i);
+  // Gather: an output block of the stored samples `ids`, in that order (they leave the store).
+  Block Gather(const std::vector<int64_t>& ids, EmitStats stats);
+  // Drop: counts sample i of `block` as incomplete; false when that exceeds the limit.
+  bool Drop(const Block& block, size_t i, EmitStats* stats);
+
+  EmitOptions options_;
+  size_t num_fields_;
+  std::shared_ptr<BufferPool> buffers_;
+  std::optional<sample::EmissionBuffer> buffer_;
+  std::vector<decode::DType> dtypes_;  // per field, from the first block
+  std::unordered_map<int64_t, Stored> stored_;
+  int64_t stored_bytes_ = 0;
+  int64_t next_id_ = 0;
+  int64_t consecutive_ = 0;
+  int64_t total_skipped_ = 0;
+  std::vector<int64_t> total_by_field_;
+  bool stopped_ = false;
+};
+
+}  // namespace rrl::engine

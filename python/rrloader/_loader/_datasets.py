@@ -1,0 +1,342 @@
+"""The datasets' shared machinery: the native engine's lifecycle, topology, iteration, assembly (internal).
+
+Both front ends' ``RerunIterableDataset`` / ``RerunMapDataset`` subclass :class:`EngineDataset`
+and only describe their generation's choices (field normalisation, the order, what happens
+to incomplete samples, error messages). Here, once:
+
+* the engine (``_core.Engine``) is built lazily in the process that iterates; a forked
+  DataLoader worker reopens the files and builds its own (the parent's native objects are
+  neither used nor destroyed there), a spawned one unpickles the dataset without them;
+* the DDP topology: the live process group, else the one captured when the dataset was
+  pickled into a spawned worker (which has no process group of its own), so ranks x workers
+  shards are disjoint under every start method;
+* iteration: ``engine.iterate`` runs fetch, decode and the emit stage (dropping incomplete
+  samples, the emission buffer) natively; Python turns each handed-out block into sample
+  dicts (tensors view the engine's buffers) and calls Python decoders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import _core, tracing
+from ..errors import InvalidArgumentError, RrloaderError
+from . import _decoders
+from ._config import EngineField
+from ._sample_index import SampleIndex
+
+# Decoded blocks waiting for the consumer are bounded in bytes (the engine's ready queue).
+DEFAULT_MAX_READY_BYTES = 256 << 20
+
+_KEEP_ALIVE_AFTER_FORK: list[Any] = []  # native objects inherited through fork: never destroyed
+
+
+def live_ddp_topology() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of this process's default process group, or None outside DDP."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def worker_topology() -> tuple[int, int]:
+    """``(worker id, number of workers)`` of this DataLoader worker; ``(0, 1)`` outside one."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+@dataclasses.dataclass
+class Iteration:
+    """What one iterator reads: its samples in fetch order, cut into fetch blocks, and the emit stage."""
+
+    order: np.ndarray
+    block_ends: np.ndarray | None = None  # cumulative; None: blocks of block_size
+    block_size: int = 128
+    skip_incomplete: bool = False
+    max_consecutive_skips: int | None = None
+    buffer_size: int = 0
+    min_fill: int | None = None
+    buffer_seed: tuple[int, ...] = ()
+
+
+class EngineDataset:
+    """Sample index, native engine and sample assembly of one dataset (see the module docstring).
+
+    Subclasses call :meth:`_setup` from their constructor. Not thread-safe: iterate a dataset
+    from one thread at a time per process (as DataLoader does).
+    """
+
+    def _setup(
+        self,
+        dataset: Any,
+        index: str,
+        fields: Sequence[EngineField],
+        sample_index: SampleIndex,
+        *,
+        decode_threads: int | None,
+        thread_nice: int = 10,
+        key_order: Sequence[str] | None = None,
+    ) -> None:
+        if not fields:
+            raise InvalidArgumentError("a dataset needs at least one field")
+        if decode_threads is not None and decode_threads < 1:
+            raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
+        if not 0 <= int(thread_nice) <= 19:
+            raise InvalidArgumentError(f"thread_nice must be in 0..19, got {thread_nice}")
+        self._dataset = dataset
+        self._index = index
+        self._engine_fields = list(fields)
+        self._sample_index = sample_index
+        self._decode_threads = decode_threads
+        self._thread_nice = int(thread_nice)
+        # The order of the keys of a sample dict (positions into the fields).
+        keys = [f.key for f in self._engine_fields]
+        self._key_positions = [keys.index(k) for k in (key_order if key_order is not None else keys)]
+        self._engine_obj: Any = None
+        self._engine_pid: int | None = None
+        self._parent_ddp_topology: tuple[int, int] | None = None
+        self._carrier = tracing.current_carrier()
+        self._engine()  # validates fields against the schema now, not at the first sample
+
+    # Pickling (spawned DataLoader workers): the engine is rebuilt in the new process, and the
+    # parent's DDP rank travels along (a spawned worker has no process group of its own).
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_engine_obj"] = None
+        state["_engine_pid"] = None
+        state["_parent_ddp_topology"] = live_ddp_topology() or self._parent_ddp_topology
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        tracing.attach_carrier(self._carrier)
+
+    def _ddp_topology(self) -> tuple[int, int]:
+        """``(rank, world_size)`` to shard by: this process's group, else the one captured when pickled."""
+        return live_ddp_topology() or self._parent_ddp_topology or (0, 1)
+
+    @property
+    def sample_index(self) -> SampleIndex:
+        return self._sample_index
+
+    def __len__(self) -> int:
+        return self._sample_index.total_samples
+
+    def _engine(self) -> Any:
+        pid = os.getpid()
+        if self._engine_obj is not None and self._engine_pid == pid:
+            return self._engine_obj
+        if self._engine_obj is not None:
+            # Inherited through fork: the parent's threads do not exist here and its locks may
+            # be held, so the native objects are neither used nor destroyed; reopen the files.
+            _KEEP_ALIVE_AFTER_FORK.append((self._engine_obj, self._dataset))
+            self._dataset = self._dataset._reopened()
+        segs = self._sample_index.segments
+        threads = self._decode_threads
+        if threads is None:
+            threads = 1 if worker_topology()[1] > 1 else (os.cpu_count() or 1)
+        self._engine_obj = _core.Engine(
+            self._dataset._core,
+            [s.segment_id for s in segs],
+            np.arange(len(segs), dtype=np.int64),
+            np.array([s.index_start for s in segs], dtype=np.int64),
+            np.array([s.num_samples for s in segs], dtype=np.int64),
+            int(self._sample_index.step),
+            [f.spec() for f in self._engine_fields],
+            self._index,
+            int(threads),
+            self._thread_nice,
+        )
+        self._engine_pid = pid
+        return self._engine_obj
+
+    def video_stats(self) -> dict[str, dict[str, int]]:
+        """Per native video field: what its decoding cost so far in this process.
+
+        ``frames_decoded`` (frames out of libavcodec), ``frames_delivered`` (distinct frames
+        converted for blocks), ``slots_filled`` (frames handed to samples, repeats included),
+        ``gops_started`` (of which ``sessions_recycled`` reused an idle decoder's memory),
+        ``gop_requests``, ``session_hits`` / ``session_misses``, ``missing_no_keyframe``
+        (``missing_before_first_packet`` of them before the stream's first packet),
+        ``missing_not_decoded``, ``streams_indexed``, ``clusters_loaded``,
+        ``keyframes_rejected`` (``is_keyframe`` marks the bitstream refuted), ``bytes_cached`` /
+        ``sessions_cached`` (open decoder sessions now). ``frames_decoded / frames_delivered``
+        is the decoding overhead: 1.0 when nothing is decoded that is not delivered.
+        """
+        engine = self._engine()
+        return {
+            f.key: dict(engine.video_stats(i)) for i, f in enumerate(self._engine_fields) if f.kind == "video"
+        }
+
+    # ------------------------------------------------------------------ reading
+    def _run(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """The samples of global indices ``ids`` (one engine request), missing fields as None."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        total = self._sample_index.total_samples
+        bad = ids[(ids < 0) | (ids >= total)]
+        if bad.size:
+            raise IndexError(f"Index {int(bad[0])} out of range [0, {total})")
+        return self._assemble(self._engine().run(np.ascontiguousarray(ids)))
+
+    def _blocks(self, it: Iteration, *, prefetch_blocks: int = 2, max_ready_bytes: int = DEFAULT_MAX_READY_BYTES):
+        """The engine's handed-out blocks of one iteration: ``(samples, stats)`` per block.
+
+        Nothing here keeps a block alive while the next one is asked for: the engine decodes
+        the block after next as soon as this takes one, and a block still referenced then is
+        one more block in memory (354 MB of three 640x480 cameras at 128 samples).
+        """
+        engine = self._engine()
+        ends = np.empty(0, dtype=np.int64) if it.block_ends is None else np.ascontiguousarray(it.block_ends, np.int64)
+        limit = -1 if it.max_consecutive_skips is None else int(it.max_consecutive_skips)
+        pipe = engine.iterate(
+            np.ascontiguousarray(it.order, dtype=np.int64),
+            int(it.block_size),
+            ends,
+            int(prefetch_blocks),
+            int(max_ready_bytes),
+            bool(it.skip_incomplete),
+            limit,
+            int(it.buffer_size),
+            -1 if it.min_fill is None else int(it.min_fill),
+            [int(x) for x in it.buffer_seed],
+        )
+        try:
+            while True:
+                block = pipe.next()
+                if block is None:
+                    break
+                stats = block[4]
+                samples = self._assemble(block)
+                del block
+                yield samples, stats
+        finally:
+            pipe.close()
+
+    def _iterate(
+        self, it: Iteration, *, prefetch_blocks: int = 2, max_ready_bytes: int = DEFAULT_MAX_READY_BYTES
+    ) -> Iterator[dict[str, Any]]:
+        """The samples of one iteration, after the emit stage (see :class:`Iteration`).
+
+        Incomplete samples are dropped and the emission buffer runs natively, unless a field
+        has a Python decoder (its values are only known after the engine's block is handed
+        out): then both happen here, after decoding, with the same rules. Front ends say how
+        a drop is reported through ``_on_skipped_fields`` and ``_skip_limit_error``.
+        """
+        python_stage = any(f.kind == "raw" for f in self._engine_fields)
+        native = dataclasses.replace(it, skip_incomplete=False, buffer_size=0) if python_stage else it
+        samples = self._native_samples(native, prefetch_blocks, max_ready_bytes)
+        if python_stage and it.skip_incomplete:
+            samples = self._python_skip(samples, it.max_consecutive_skips)
+        if python_stage and it.buffer_size:
+            from ._shuffle import ShuffleBuffer
+
+            buffer = ShuffleBuffer(it.buffer_size, min_fill=it.min_fill)
+            samples = buffer.shuffle(samples, rng=np.random.default_rng(list(it.buffer_seed)))
+        return samples
+
+    def _native_samples(self, it: Iteration, prefetch_blocks: int, max_ready_bytes: int) -> Iterator[dict[str, Any]]:
+        keys = [f.key for f in self._engine_fields]
+        for samples, stats in self._blocks(it, prefetch_blocks=prefetch_blocks, max_ready_bytes=max_ready_bytes):
+            dropped = [k for k, c in zip(keys, stats["skipped_by_field"], strict=True) if c]
+            if dropped:
+                self._on_skipped_fields(dropped)
+            samples.reverse()
+            while samples:
+                yield samples.pop()
+            if stats["skip_limit_exceeded"]:
+                by_field = dict(zip(keys, stats["total_skipped_by_field"], strict=True))
+                raise self._skip_limit_error(
+                    it.max_consecutive_skips, stats["consecutive_skipped"], stats["total_skipped"], by_field
+                )
+
+    def _python_skip(self, samples: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
+        consecutive = total = 0
+        by_field: dict[str, int] = {}
+        try:
+            for sample in samples:
+                missing = [k for k, v in sample.items() if v is None]
+                if not missing:
+                    consecutive = 0
+                    yield sample
+                    continue
+                consecutive += 1
+                total += 1
+                for k in missing:
+                    by_field[k] = by_field.get(k, 0) + 1
+                self._on_skipped_fields(missing)
+                if limit is not None and consecutive > limit:
+                    raise self._skip_limit_error(limit, consecutive, total, by_field)
+        finally:
+            samples.close()
+
+    def _on_skipped_fields(self, keys: list[str]) -> None:
+        """Called when samples missing ``keys`` were dropped (front ends may warn)."""
+
+    def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
+        counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)
+        return RrloaderError(
+            f"more than {limit} consecutive samples were incomplete ({consecutive} in a row, {total} in all; "
+            f"missing fields: {counts})"
+        )
+
+    def _assemble(self, block: tuple) -> list[dict[str, Any]]:
+        """Per-sample dicts of the samples a block hands out (tensors view the engine's buffers)."""
+        global_ids, seg_pos, values, outputs, stats, emit = block
+        _record_spans(stats)
+        n = len(global_ids)
+        per_field: list[list[Any]] = []
+        for field, out in zip(self._engine_fields, outputs, strict=True):
+            if "raw_slots" in out:
+                per_field.append(_decoders.decode_python(field, out, seg_pos, values, self))
+                continue
+            valid = out["valid"].tolist()
+            if "batch" in out:
+                # unbind: all per-sample views of the [B, ...] buffer in one native call.
+                items = torch.from_numpy(out["batch"]).unbind(0)
+                per_field.append([item if ok else None for item, ok in zip(items, valid, strict=True)])
+            else:
+                per_field.append(
+                    [torch.from_numpy(item) if ok and item is not None else None for item, ok in zip(out["items"], valid, strict=True)]
+                )
+        keys = [(self._engine_fields[p].key, per_field[p]) for p in self._key_positions]
+        positions = range(n) if emit is None else emit.tolist()
+        return [{key: values_[i] for key, values_ in keys} for i in positions]
+
+
+def _record_spans(stats: dict[str, Any]) -> None:
+    if not tracing.enabled():
+        return
+    common = {"rrloader.samples": stats["samples"]}
+    tracing.record_span(
+        "rrloader.fetch",
+        stats["fetch_start_ns"],
+        stats["fetch_end_ns"],
+        {
+            **common,
+            "rrloader.fetch.queries": stats["queries"],
+            "rrloader.fetch.rows": stats["rows_fetched"],
+            "rrloader.fetch.chunks_loaded": stats["chunks_loaded"],
+        },
+    )
+    tracing.record_span(
+        "rrloader.decode",
+        stats["decode_start_ns"],
+        stats["decode_end_ns"],
+        {
+            **common,
+            "rrloader.decode.bytes": stats["bytes_out"],
+            "rrloader.decode.missing": stats["missing"],
+            "rrloader.decode.video_gops": stats["video_gops"],
+            "rrloader.decode.video_frames_decoded": stats["video_frames_decoded"],
+            "rrloader.decode.video_frames_delivered": stats["video_frames_delivered"],
+        },
+    )

@@ -1,0 +1,254 @@
+"""Epoch orders: shuffle strategies, shards across ranks and workers, fetch blocks (internal).
+
+Per epoch, in Python (a few numpy calls over the epoch's sample numbers); nothing here runs
+per sample. rerun-sdk 0.41's rules, which the 0.41 front end reproduces exactly:
+
+* a strategy's ``epoch_order(sample_index, fetch_block_size=, seed=)`` returns every global
+  sample number once, in fetch order, and ``block_bounds``: the cumulative ends of its
+  blocks (contiguous, segment-local runs); the seed is the epoch;
+* ``SampleShuffle``: ``numpy.random.default_rng(seed).permutation(total)``, every sample a
+  block of its own; ``BlockShuffle``: blocks of ``fetch_block_size`` consecutive samples, cut
+  at segment ends, in the order ``default_rng(seed).permutation(num_blocks)``, ascending
+  inside; ``NoShuffle``: the same blocks in natural order;
+* shards are contiguous, ranks first, then DataLoader workers: shard ``r`` of ``k`` is
+  ``[r * (n // k), (r + 1) * (n // k))`` and the last one also takes the remainder; block
+  bounds are cut where a shard cuts a block;
+* fetch blocks pack whole strategy blocks greedily up to ``fetch_block_size`` samples and cut
+  longer ones every ``fetch_block_size`` samples;
+* ``BlockShuffle(buffer_size=...)`` emits through a ``ShuffleBuffer`` seeded with
+  ``default_rng([epoch, rank, worker])`` (the engine runs it; see ``engine/emitter.h``).
+
+The seed generation's order is :func:`seed_shard_order`: a permutation keyed by
+``(seed, epoch)`` computed natively, balanced shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Generator
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .. import _core
+
+T = TypeVar("T")
+
+
+class ShuffleStrategy(ABC):
+    """Decides the order in which an epoch's samples are fetched (and, optionally, emitted).
+
+    Subclass it to define an order of your own: ``epoch_order`` returns ``(indices,
+    block_bounds)``: every global sample number exactly once, in fetch order, and the
+    cumulative ends of blocks within it, each block a contiguous run of one segment's
+    samples. ``emission_buffer`` may return a ``ShuffleBuffer`` that randomizes the order
+    samples are handed out in, after they are decoded.
+    """
+
+    RECIPE_TAG: ClassVar[str]
+    _rrl_generation: ClassVar[str] = "rerun-0.41"
+
+    @abstractmethod
+    def epoch_order(self, sample_index: Any, *, fetch_block_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(indices, block_bounds)`` of one epoch (see the class)."""
+
+    def emission_buffer(self) -> ShuffleBuffer | None:
+        """The buffer samples are emitted through, or ``None`` to emit them in fetch order."""
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleShuffle(ShuffleStrategy):
+    """A uniform permutation of the epoch's samples (the default): most decorrelated, least local."""
+
+    RECIPE_TAG: ClassVar[str] = "sample"
+
+    def epoch_order(self, sample_index: Any, *, fetch_block_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        total = int(sample_index.segment_offsets[-1])
+        indices = np.random.default_rng(seed=seed).permutation(total).astype(np.int64)
+        return indices, np.arange(1, total + 1, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockShuffle(ShuffleStrategy):
+    """Shuffled blocks of ``fetch_block_size`` consecutive samples of one segment.
+
+    Every fetch reads one contiguous span (video decodes each GOP once). ``buffer_size``:
+    emit through a shuffle buffer of that many decoded samples (``min_fill`` of them before
+    the first one comes out, default ``buffer_size // 2``), to decorrelate batches.
+    """
+
+    RECIPE_TAG: ClassVar[str] = "block"
+
+    buffer_size: int | None = None
+    min_fill: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.buffer_size is None and self.min_fill is not None:
+            raise ValueError("min_fill requires buffer_size to be set")
+        self.emission_buffer()  # validates
+
+    def epoch_order(self, sample_index: Any, *, fetch_block_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return block_order(sample_index, block_size=fetch_block_size, shuffle=True, seed=seed)
+
+    def emission_buffer(self) -> ShuffleBuffer | None:
+        if self.buffer_size is None:
+            return None
+        return ShuffleBuffer(self.buffer_size, min_fill=self.min_fill)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoShuffle(ShuffleStrategy):
+    """Natural order: segment by segment, along the timeline."""
+
+    RECIPE_TAG: ClassVar[str] = "none"
+
+    def epoch_order(self, sample_index: Any, *, fetch_block_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        return block_order(sample_index, block_size=fetch_block_size, shuffle=False, seed=seed)
+
+
+class ShuffleBuffer:
+    """rerun 0.41's stream shuffle: items pass through a buffer of ``buffer_size``; each emitted
+    item is a uniformly random member of it.
+
+    Per input item: it is appended, and while the buffer is below capacity one more item is
+    pulled at once (so the buffer fills at about two items per emission); once it holds
+    ``min_fill`` items (default ``buffer_size // 2``), a random one (``rng.integers(len)``,
+    swapped with the last, popped) is emitted. When the input ends the buffer drains in the
+    same random way. The datasets run this natively (``engine/emitter.h``), with numpy's
+    exact numbers; ``shuffle`` is the same algorithm in Python, for other iterables.
+    """
+
+    def __init__(self, buffer_size: int, *, min_fill: int | None = None) -> None:
+        if buffer_size < 2:
+            raise ValueError(f"buffer_size must be at least 2, got {buffer_size}")
+        if min_fill is not None and not 1 <= min_fill <= buffer_size:
+            raise ValueError(f"min_fill must be in [1, buffer_size], got {min_fill}")
+        self.buffer_size = buffer_size
+        self.min_fill = min_fill if min_fill is not None else buffer_size // 2
+
+    def __repr__(self) -> str:
+        return f"ShuffleBuffer({self.buffer_size}, min_fill={self.min_fill})"
+
+    def shuffle(self, items: Generator[T, None, None], *, rng: np.random.Generator) -> Generator[T, None, None]:
+        """The items of ``items`` through the buffer; closes ``items`` when done."""
+        held: list[T] = []
+
+        def take() -> T:
+            k = int(rng.integers(len(held)))
+            held[k], held[-1] = held[-1], held[k]
+            return held.pop()
+
+        try:
+            for item in items:
+                held.append(item)
+                if len(held) < self.buffer_size:
+                    extra = next(items, _END)
+                    if extra is not _END:
+                        held.append(extra)
+                if len(held) >= self.min_fill:
+                    yield take()
+            while held:
+                yield take()
+        finally:
+            items.close()
+
+    def emit_order(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        """``emit_order[k]`` = the input position emitted ``k``-th, for ``n`` items (int64)."""
+        positions = (i for i in range(n))
+        return np.fromiter(self.shuffle(positions, rng=rng), dtype=np.int64, count=n)
+
+
+_END = object()
+
+
+def block_order(sample_index: Any, *, block_size: int, shuffle: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of ``block_size`` consecutive samples, cut at segment ends; permuted by
+    ``default_rng(seed).permutation(num_blocks)`` when ``shuffle``, ascending inside."""
+    offsets = np.asarray(sample_index.segment_offsets, dtype=np.int64)
+    total = int(offsets[-1])
+    if total == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    starts = np.concatenate(
+        [np.arange(a, b, block_size, dtype=np.int64) for a, b in zip(offsets[:-1], offsets[1:], strict=True) if b > a]
+    )
+    seg_end = np.repeat(offsets[1:], np.diff(np.searchsorted(starts, offsets)))
+    lengths = np.minimum(starts + block_size, seg_end) - starts
+    order = np.random.default_rng(seed=seed).permutation(len(starts)) if shuffle else np.arange(len(starts))
+    starts, lengths = starts[order], lengths[order]
+    bounds = np.cumsum(lengths)
+    # Each block's samples: its start plus 0, 1, ... (a ramp restarting at every block).
+    indices = np.repeat(starts - (bounds - lengths), lengths) + np.arange(total, dtype=np.int64)
+    return indices.astype(np.int64), bounds.astype(np.int64)
+
+
+def contiguous_shard(
+    indices: np.ndarray, block_bounds: np.ndarray, *, rank: int, world_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shard ``rank`` of ``world_size`` (0.41's): equal contiguous parts, the last one with the remainder."""
+    n = len(indices)
+    per = n // world_size
+    start = rank * per
+    end = n if rank == world_size - 1 else start + per
+    inner = block_bounds[(block_bounds > start) & (block_bounds < end)] - start
+    return indices[start:end], np.append(inner, end - start).astype(np.int64)
+
+
+def fetch_block_ends(block_bounds: np.ndarray, n: int, fetch_block_size: int) -> np.ndarray:
+    """Cumulative ends of the fetch blocks (0.41's packing; see the module docstring)."""
+    size = max(1, int(fetch_block_size))
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    if len(block_bounds) == n:  # every sample a block of its own: plain strides
+        return np.append(np.arange(size, n, size, dtype=np.int64), n)
+    ends: list[int] = []
+    start = packed = 0
+    for b in block_bounds.tolist():
+        if b - start <= size:
+            packed = b
+            continue
+        if packed > start:
+            ends.append(packed)
+            start = packed
+        while b - start > size:
+            start += size
+            ends.append(start)
+        packed = b
+    if start < n:
+        ends.append(n)
+    return np.asarray(ends, dtype=np.int64)
+
+
+def shard_plan(
+    strategy: ShuffleStrategy,
+    sample_index: Any,
+    *,
+    fetch_block_size: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    worker: int,
+    num_workers: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """This (rank, worker)'s samples in fetch order and its fetch blocks' ends (0.41's rules)."""
+    indices, bounds = strategy.epoch_order(sample_index, fetch_block_size=fetch_block_size, seed=epoch)
+    indices = np.asarray(indices, dtype=np.int64)
+    bounds = np.asarray(bounds, dtype=np.int64)
+    if world_size > 1:
+        indices, bounds = contiguous_shard(indices, bounds, rank=rank, world_size=world_size)
+    if num_workers > 1:
+        indices, bounds = contiguous_shard(indices, bounds, rank=worker, world_size=num_workers)
+    return np.ascontiguousarray(indices), fetch_block_ends(bounds, len(indices), fetch_block_size)
+
+
+def seed_shard_order(
+    total: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, worker: int, num_workers: int
+) -> np.ndarray:
+    """The seed generation's order: a permutation keyed by (seed, epoch) when ``shuffle``, cut
+    into balanced contiguous shards (sizes differ by at most one), ranks first, then workers."""
+    order = _core.epoch_order(total, seed, epoch, shuffle)
+    b, e = _core.shard_bounds(len(order), rank, world_size)
+    order = order[b:e]
+    b, e = _core.shard_bounds(len(order), worker, num_workers)
+    return np.ascontiguousarray(order[b:e])
