@@ -58,9 +58,10 @@ ImageArray ToArray(std::unique_ptr<uint8_t[]> pixels, const rrl::decode::ImageSh
       owner);
 }
 
-ImageArray DecodeEncodedImage(nb::handle data, int64_t max_pixels) {
+ImageArray DecodeEncodedImage(nb::handle data, int64_t max_pixels, bool palette_indices) {
   ByteView view(data);
-  const rrl::decode::ImageLimits limits = Limits(max_pixels);
+  rrl::decode::ImageLimits limits = Limits(max_pixels);
+  limits.palette_indices = palette_indices;
   std::unique_ptr<uint8_t[]> pixels;
   rrl::decode::ImageShape shape;
   {
@@ -95,7 +96,9 @@ void BindDecode(nanobind::module_& m) {
   const int64_t default_max_pixels = rrl::decode::ImageLimits{}.max_pixels;
   m.attr("DEFAULT_IMAGE_MAX_PIXELS") = default_max_pixels;
   m.def("decode_encoded_image", &DecodeEncodedImage, "data"_a, nb::kw_only(), "max_pixels"_a = default_max_pixels,
-        "Decodes a JPEG or PNG (bytes-like) into a uint8 numpy array [C, H, W] (internal; GIL released).");
+        "palette_indices"_a = false,
+        "Decodes a JPEG or PNG (bytes-like) into a uint8 numpy array [C, H, W]; a palette PNG gives its indices "
+        "[1, H, W] with palette_indices (internal; GIL released).");
   m.def("decode_raw_image", &DecodeRawImage, "data"_a, "width"_a, "height"_a, "color_model"_a, "channel_datatype"_a,
         "pixel_format"_a = 0, nb::kw_only(), "max_pixels"_a = default_max_pixels,
         "Converts a raw Rerun Image buffer (8-bit L/RGB/RGBA/BGR/BGRA, interleaved) into a uint8 numpy array "

@@ -26,8 +26,9 @@ namespace {
 using namespace nb::literals;
 using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using NumpyArray = nb::ndarray<nb::numpy>;
-// VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads).
-using VideoTuple = std::tuple<std::string, int, int, int64_t, int>;
+// VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads,
+// output format "rgb" | "yuv420p").
+using VideoTuple = std::tuple<std::string, int, int, int64_t, int, std::string>;
 // FieldTuple: (key, path, kind, window offsets or None, select, join, video options, semantics).
 using FieldTuple = std::tuple<std::string, std::string, std::string, std::optional<std::vector<int64_t>>, std::string,
                               std::vector<std::string>, VideoTuple, std::string>;
@@ -98,6 +99,34 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
       continue;
     }
     const nb::dlpack::dtype dt = ToDlpack(fo.dtype);
+    if (fo.yuv) {  // per sample: (y [(T,) 1, H, W], uv [(T,) 2, h, w], colour space, colour range)
+      nb::list items;
+      nb::capsule block_owner = fo.sample_data.empty() ? OwnerOf(fo.data) : nb::capsule();
+      for (size_t i = 0; i < n; ++i) {
+        if (!fo.valid[i]) {
+          items.append(nb::none());
+          continue;
+        }
+        const std::vector<int64_t>& ys = fo.shapes[i];
+        std::vector<size_t> y_shape(ys.begin(), ys.end()), uv_shape(y_shape);
+        const int h = static_cast<int>(ys[ys.size() - 2]), w = static_cast<int>(ys.back());
+        uv_shape[uv_shape.size() - 3] = 2;
+        uv_shape[uv_shape.size() - 2] = static_cast<size_t>(rrl::decode::Yuv420ChromaHeight(h));
+        uv_shape[uv_shape.size() - 1] = static_cast<size_t>(rrl::decode::Yuv420ChromaWidth(w));
+        int64_t y_bytes = 1;
+        for (int64_t d : ys) y_bytes *= d;
+        uint8_t* base = fo.sample_data.empty() ? fo.data.get() + fo.offsets[i] : fo.sample_data[i].get();
+        nb::capsule owner = fo.sample_data.empty() ? block_owner : OwnerOf(fo.sample_data[i]);
+        items.append(nb::make_tuple(
+            NumpyArray(base, y_shape.size(), y_shape.data(), owner, nullptr, dt),
+            NumpyArray(base + y_bytes, uv_shape.size(), uv_shape.data(), owner, nullptr, dt),
+            rrl::decode::VideoColorSpaceName(static_cast<rrl::decode::VideoColorSpace>(fo.color_space[i])),
+            rrl::decode::VideoColorRangeName(static_cast<rrl::decode::VideoColorRange>(fo.color_range[i]))));
+      }
+      d["yuv"] = items;
+      fields.append(d);
+      continue;
+    }
     if (!fo.sample_data.empty()) {  // gathered by the emit stage: every sample owns its bytes
       nb::list items;
       for (size_t i = 0; i < n; ++i) {
@@ -214,12 +243,13 @@ class PyEngine {
         f.kind = rrl::engine::FieldKind::kImage;
       } else if (kind == "video") {
         f.kind = rrl::engine::FieldKind::kVideo;
-        const auto& [codec, height, width, session_cache_bytes, threads] = video;
+        const auto& [codec, height, width, session_cache_bytes, threads, output_format] = video;
         f.video.codec = codec;
         f.video.size.height = height;
         f.video.size.width = width;
         f.video.session_cache_bytes = session_cache_bytes;
         f.video.threads = threads;
+        f.video.output_format = Unwrap(rrl::decode::ParseVideoOutputFormat(output_format));
       } else if (kind == "raw") {
         f.kind = rrl::engine::FieldKind::kRaw;
       } else {

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import torch
-from rrloader._yuv import Yuv420Frame
+from rrloader._loader._yuv import Yuv420Frame
 from torch.utils.data import IterableDataset, get_worker_info
 
 

@@ -62,7 +62,7 @@ class ToRgbInWorker(Dataset):
         return 1
 
     def __getitem__(self, index: int) -> list[str]:
-        from rrloader._yuv import Yuv420Frame
+        from rrloader._loader._yuv import Yuv420Frame
 
         out = []
         for cls in (Yuv420Frame, ref.Yuv420Frame):

@@ -26,9 +26,9 @@ import rerun041  # noqa: F401  (0.41 importable)
 import torch
 from pooled_samples import FrameSamples, WithStats, expected_order, sample, use_file_system_strategy
 from rerun041 import ref
-from rrloader import _pooled_batches
-from rrloader._pooled_batches import PooledBatchCollator
-from rrloader._yuv import Yuv420Frame
+from rrloader._loader import _pooled_batches
+from rrloader._loader._pooled_batches import PooledBatchCollator
+from rrloader._loader._yuv import Yuv420Frame
 from torch.utils.data import DataLoader, default_collate
 
 GROUPS = 10  # tensor leaves of pooled_samples.sample (image, state, array, index, score, 3 nested, 2 video)

@@ -23,7 +23,7 @@ import torch
 from pooled_samples import FrameSamples, expected_order, sample
 from rerun041 import ToRgbInWorker, ref
 from rrloader import _core
-from rrloader._yuv import Yuv420Collator, Yuv420Frame, frame_from_planes
+from rrloader._loader._yuv import Yuv420Collator, Yuv420Frame, frame_from_planes
 from rrloader.errors import InvalidArgumentError
 from torch.utils import _pytree as pytree
 from torch.utils.data import DataLoader, default_collate

@@ -7,16 +7,6 @@
 
 namespace rrl::engine {
 
-namespace {
-
-int64_t NumElements(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-}  // namespace
-
 Result<std::unique_ptr<Emitter>> Emitter::Make(const EmitOptions& options, size_t num_fields,
                                                std::shared_ptr<BufferPool> buffers) {
   auto e = std::unique_ptr<Emitter>(new Emitter(options, num_fields, std::move(buffers)));
@@ -70,7 +60,10 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
   const size_t n = block.global.size();
   if (block.fields.size() != num_fields_) return Status::Internal("emit stage: field count mismatch");
   if (dtypes_.empty()) {
-    for (const auto& fo : block.fields) dtypes_.push_back(fo.dtype);
+    for (const auto& fo : block.fields) {
+      dtypes_.push_back(fo.dtype);
+      yuv_.push_back(fo.yuv);
+    }
   }
   EmitStats stats;
   stats.skipped_by_field.assign(num_fields_, 0);
@@ -124,13 +117,15 @@ Emitter::Stored Emitter::Store(const Block& block, size_t i) {
   s.value = block.values[i];
   for (size_t f = 0; f < num_fields_; ++f) {
     const FieldOutput& fo = block.fields[f];
-    const int64_t bytes = NumElements(fo.shapes[i]) * decode::DTypeSize(fo.dtype) * (fo.valid[i] ? 1 : 0);
+    const int64_t bytes = fo.valid[i] ? SampleBytes(fo, i) : 0;
     auto data = buffers_->Allocate(std::max<int64_t>(bytes, 1));
     const uint8_t* src = fo.sample_data.empty() ? fo.data.get() + fo.offsets[i] : fo.sample_data[i].get();
     if (bytes > 0) std::memcpy(data.get(), src, static_cast<size_t>(bytes));
     s.data.push_back(std::move(data));
     s.shapes.push_back(fo.valid[i] ? fo.shapes[i] : std::vector<int64_t>{});
     s.valid.push_back(fo.valid[i]);
+    s.color_space.push_back(fo.yuv ? fo.color_space[i] : 0);
+    s.color_range.push_back(fo.yuv ? fo.color_range[i] : 0);
     s.bytes += bytes;
   }
   return s;
@@ -139,7 +134,10 @@ Emitter::Stored Emitter::Store(const Block& block, size_t i) {
 Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
   Block b;
   b.fields.resize(num_fields_);
-  for (size_t f = 0; f < num_fields_; ++f) b.fields[f].dtype = dtypes_[f];
+  for (size_t f = 0; f < num_fields_; ++f) {
+    b.fields[f].dtype = dtypes_[f];
+    b.fields[f].yuv = yuv_[f];
+  }
   for (int64_t id : ids) {
     auto it = stored_.find(id);
     Stored s = std::move(it->second);
@@ -154,6 +152,10 @@ Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
       fo.shapes.push_back(std::move(s.shapes[f]));
       fo.valid.push_back(s.valid[f]);
       fo.sample_data.push_back(std::move(s.data[f]));
+      if (fo.yuv) {
+        fo.color_space.push_back(s.color_space[f]);
+        fo.color_range.push_back(s.color_range[f]);
+      }
     }
     b.stats.bytes_out += s.bytes;
   }

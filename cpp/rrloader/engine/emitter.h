@@ -70,9 +70,10 @@ class Emitter {
     int32_t segment_pos = 0;
     int64_t value = 0;
     int64_t bytes = 0;
-    std::vector<std::shared_ptr<uint8_t[]>> data;  // per field
-    std::vector<std::vector<int64_t>> shapes;      // per field
-    std::vector<uint8_t> valid;                    // per field
+    std::vector<std::shared_ptr<uint8_t[]>> data;   // per field
+    std::vector<std::vector<int64_t>> shapes;       // per field
+    std::vector<uint8_t> valid;                     // per field
+    std::vector<uint8_t> color_space, color_range;  // per field (YUV video fields)
   };
   Stored Store(const Block& block, size_t i);
   // Gather: an output block of the stored samples `ids`, in that order (they leave the store).
@@ -85,6 +86,7 @@ class Emitter {
   std::shared_ptr<BufferPool> buffers_;
   std::optional<sample::EmissionBuffer> buffer_;
   std::vector<decode::DType> dtypes_;  // per field, from the first block
+  std::vector<bool> yuv_;              // per field, from the first block
   std::unordered_map<int64_t, Stored> stored_;
   int64_t stored_bytes_ = 0;
   int64_t next_id_ = 0;

@@ -148,6 +148,17 @@ struct Engine::Prepared {
   std::set<std::string> entities;
 };
 
+int64_t SampleBytes(const FieldOutput& fo, size_t i) {
+  const std::vector<int64_t>& shape = fo.shapes[i];
+  if (shape.empty()) return 0;
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  if (!fo.yuv) return count * decode::DTypeSize(fo.dtype);
+  // [(T,) 1, H, W] Y planes, then [(T,) 2, ceil(H/2), ceil(W/2)] UV planes.
+  const auto h = static_cast<int>(shape[shape.size() - 2]), w = static_cast<int>(shape.back());
+  return count / (int64_t{h} * w) * (decode::Yuv420LumaBytes(h, w) + decode::Yuv420ChromaBytes(h, w));
+}
+
 Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Dataset> dataset,
                                              std::vector<std::string> segment_ids, sample::SampleIndex samples,
                                              std::vector<FieldSpec> fields, EngineOptions options) {
@@ -277,6 +288,9 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
         }
         if (f.video.threads < 1 || f.video.threads > 64) {
           return Status::InvalidArgument("field '" + f.key + "': decoder threads must be 1..64");
+        }
+        if (f.video.output_format == decode::VideoOutputFormat::kYuv420 && f.video.size.resize()) {
+          return Status::InvalidArgument("field '" + f.key + "': YUV 4:2:0 output takes no resize");
         }
         p->dtype = decode::DType::kUInt8;
         engine->video_prepared_[engine->prepared_.size()] = std::move(vp);

@@ -105,6 +105,12 @@ struct FieldOutput {
   std::vector<std::vector<int64_t>> shapes;
   std::vector<uint8_t> valid;
   bool uniform = false;
+  // yuv: a video field with YUV 4:2:0 output: shapes[i] is the Y planes' [(T,) 1, H, W] and
+  // the UV planes [(T,) 2, ceil(H/2), ceil(W/2)] follow them in the sample's bytes; each
+  // sample's colour metadata (decode::VideoColorSpace / VideoColorRange values) alongside.
+  bool yuv = false;
+  std::vector<uint8_t> color_space;
+  std::vector<uint8_t> color_range;
   // sample_data: when not empty, sample i's bytes are at sample_data[i] (offset 0) instead of
   // in `data`: a block the emit stage gathered from samples of several decoded blocks.
   std::vector<std::shared_ptr<uint8_t[]>> sample_data;
@@ -113,6 +119,9 @@ struct FieldOutput {
   std::vector<int64_t> raw_rows;
   int64_t raw_slots = 0;
 };
+
+// SampleBytes: the bytes of sample i of `fo` (0 when it is missing and not laid out).
+int64_t SampleBytes(const FieldOutput& fo, size_t i);
 
 // BlockStats: what one block cost; times are wall-clock ns since the epoch.
 struct BlockStats {

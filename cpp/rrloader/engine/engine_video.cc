@@ -35,11 +35,42 @@ constexpr size_t kNoSlot = static_cast<size_t>(-1);
 // the task decoding the GOP, then read after the ParallelFor.
 struct GopState {
   std::vector<size_t> first_slot;                // per wanted: the first slot wanting it
-  std::vector<uint8_t*> frame;                   // per wanted: its pixels (null: none)
+  std::vector<uint8_t*> frame;                   // per wanted: its pixels, or Y plane (null: none)
+  std::vector<uint8_t*> uv;                      // per wanted, YUV output: its UV planes
   std::vector<uint64_t> shape;                   // per wanted: PackShape of the frame
+  std::vector<decode::VideoColor> color;         // per wanted: its colour metadata
   std::vector<std::shared_ptr<uint8_t[]>> side;  // per wanted: pixels outside the field buffer
   Status error;
   decode::GopOutcome outcome;
+};
+
+// FrameLayout: where slot t of sample i lives in a field buffer of frames of one size.
+// RGB: [B, T, 3, H, W], one plane group per slot. YUV 4:2:0: each sample is its T Y planes
+// [T, 1, H, W] followed by its T UV planes [T, 2, h, w], so a sample's `y` and `uv` are each
+// one contiguous tensor and a block's are strided views of the buffer.
+struct FrameLayout {
+  int64_t first_bytes = 0;   // RGB: 3 * H * W; YUV: the Y plane
+  int64_t second_bytes = 0;  // RGB: 0; YUV: the UV planes
+  int64_t slots = 1;
+
+  static FrameLayout Of(decode::VideoOutputFormat format, uint64_t shape, int64_t slots) {
+    const int h = ShapeHeight(shape), w = ShapeWidth(shape);
+    if (format == decode::VideoOutputFormat::kRgb) return {int64_t{3} * h * w, 0, slots};
+    return {decode::Yuv420LumaBytes(h, w), decode::Yuv420ChromaBytes(h, w), slots};
+  }
+  int64_t frame_bytes() const { return first_bytes + second_bytes; }
+  int64_t sample_bytes() const { return slots * frame_bytes(); }
+  uint8_t* first(uint8_t* sample_base, int64_t t) const { return sample_base + t * first_bytes; }
+  uint8_t* second(uint8_t* sample_base, int64_t t) const {
+    return sample_base + slots * first_bytes + t * second_bytes;
+  }
+  // CopyFrame: a frame (first plane group at `src`, second at `src_second`) into slot t.
+  void CopyFrame(const uint8_t* src, const uint8_t* src_second, uint8_t* sample_base, int64_t t) const {
+    uint8_t* dst = first(sample_base, t);
+    if (dst != src) std::memcpy(dst, src, static_cast<size_t>(first_bytes));
+    uint8_t* dst2 = second(sample_base, t);
+    if (second_bytes > 0 && dst2 != src_second) std::memcpy(dst2, src_second, static_cast<size_t>(second_bytes));
+  }
 };
 
 // FieldState: one video field of the block while it decodes.
@@ -47,9 +78,10 @@ struct FieldState {
   size_t field = 0;
   const VideoFetch* video = nullptr;
   int64_t slots = 1;
-  bool direct = false;      // frames go straight into `data` when their size is `predicted`
-  uint64_t predicted = 0;   // PackShape of the frames, when known before decoding
-  int64_t frame_bytes = 0;  // of a predicted frame
+  decode::VideoOutputFormat format = decode::VideoOutputFormat::kRgb;
+  bool direct = false;     // frames go straight into `data` when their size is `predicted`
+  uint64_t predicted = 0;  // PackShape of the frames, when known before decoding
+  FrameLayout layout;      // of predicted frames
   std::shared_ptr<uint8_t[]> data;
   std::vector<GopState> gops;
 };
@@ -377,6 +409,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     st.field = fi;
     st.video = fb.fields[fi].video.get();
     st.slots = fb.fields[fi].slots;
+    st.format = fields_[fi].video.output_format;
     const VideoBlockPlan& plan = st.video->plan;
     // The frame size, when known before decoding: the requested size, or the one every
     // stream of the block showed in earlier blocks (a stream new to this process: the
@@ -396,16 +429,18 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       }
     }
     st.direct = st.predicted != 0;
-    st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
+    st.layout = FrameLayout::Of(st.format, st.predicted, st.slots);
     if (st.direct) {
-      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
+      st.data = buffers_->Allocate(n * st.layout.sample_bytes());
     }
     st.gops.resize(plan.gops.size());
     for (size_t g = 0; g < plan.gops.size(); ++g) {
       const size_t w = plan.gops[g].wanted.size();
       st.gops[g].first_slot.assign(w, kNoSlot);
       st.gops[g].frame.assign(w, nullptr);
+      st.gops[g].uv.assign(w, nullptr);
       st.gops[g].shape.assign(w, 0);
+      st.gops[g].color.assign(w, decode::VideoColor{});
       st.gops[g].side.resize(w);
     }
     for (size_t k = 0; k < plan.slots.size(); ++k) {
@@ -456,21 +491,30 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
                  ? options_.index + "=" + std::to_string(view.times[at])
                  : "packet " + std::to_string(position);
     };
-    const decode::FrameSink sink = [&](int64_t position, int height, int width) -> Result<uint8_t*> {
+    request.output_format = st.format;
+    const decode::FrameTargetSink sink = [&](int64_t position,
+                                             const decode::VideoFrameInfo& info) -> Result<decode::FrameTarget> {
       const size_t j = WantedIndex(wanted, position);
       if (j >= wanted.size() || wanted[j] != position) {
         return Status::Internal("video decoder delivered an unwanted position");
       }
-      uint8_t* dst = nullptr;
-      if (st.direct && PackShape(height, width) == st.predicted && gs.first_slot[j] != kNoSlot) {
-        dst = st.data.get() + static_cast<int64_t>(gs.first_slot[j]) * st.frame_bytes;
+      const uint64_t shape = PackShape(info.height, info.width);
+      decode::FrameTarget target;
+      if (st.direct && shape == st.predicted && gs.first_slot[j] != kNoSlot) {
+        const auto k = static_cast<int64_t>(gs.first_slot[j]);
+        uint8_t* base = st.data.get() + (k / st.slots) * st.layout.sample_bytes();
+        target = {st.layout.first(base, k % st.slots), st.layout.second(base, k % st.slots)};
       } else {
-        gs.side[j] = buffers_->Allocate(int64_t{3} * height * width);
-        dst = gs.side[j].get();
+        const FrameLayout one = FrameLayout::Of(st.format, shape, 1);
+        gs.side[j] = buffers_->Allocate(std::max<int64_t>(one.frame_bytes(), 1));
+        target = {one.first(gs.side[j].get(), 0), one.second(gs.side[j].get(), 0)};
       }
-      gs.frame[j] = dst;
-      gs.shape[j] = PackShape(height, width);
-      return dst;
+      gs.frame[j] = target.data;
+      gs.uv[j] = target.uv;
+      gs.shape[j] = shape;
+      gs.color[j] = info.color;
+      if (st.format == decode::VideoOutputFormat::kRgb) target.uv = nullptr;
+      return target;
     };
     auto outcome = video_decoders_[st.field]->DecodeGop(request, sink);
     if (!outcome.ok()) {
@@ -505,8 +549,8 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       if (gs.frame[j] == nullptr) continue;
       st.predicted = gs.shape[j];
       st.direct = true;
-      st.frame_bytes = int64_t{3} * ShapeHeight(st.predicted) * ShapeWidth(st.predicted);
-      st.data = buffers_->Allocate(n * st.slots * st.frame_bytes);
+      st.layout = FrameLayout::Of(st.format, st.predicted, st.slots);
+      st.data = buffers_->Allocate(n * st.layout.sample_bytes());
     }
   }
   std::vector<Task> rest;
@@ -561,15 +605,22 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
         }
       }
     }
-    // Each slot's frame; a sample is valid when every slot has one, all of one size.
-    auto slot_frame = [&](size_t k, uint64_t* shape) -> const uint8_t* {
+    // Each slot's frame; a sample is valid when every slot has one, all of one size (and, in
+    // YUV, of one colour metadata: 0.41 cannot stack them otherwise).
+    struct SlotFrame {
+      const uint8_t* first = nullptr;
+      const uint8_t* second = nullptr;
+      uint64_t shape = 0;
+      decode::VideoColor color;
+    };
+    auto slot_frame = [&](size_t k) -> SlotFrame {
       const VideoSlot& slot = plan.slots[k];
-      if (slot.gop < 0) return nullptr;
+      if (slot.gop < 0) return {};
       const GopState& gs = st.gops[static_cast<size_t>(slot.gop)];
       const size_t j = WantedIndex(plan.gops[static_cast<size_t>(slot.gop)].wanted, slot.position);
-      *shape = gs.shape[j];
-      return gs.frame[j];
+      return {gs.frame[j], gs.uv[j], gs.shape[j], gs.color[j]};
     };
+    const bool yuv = st.format == decode::VideoOutputFormat::kYuv420;
     std::vector<uint8_t> valid(static_cast<size_t>(n), 0);
     std::vector<uint64_t> sample_shape(static_cast<size_t>(n), 0);
     bool all_direct = st.direct;
@@ -584,22 +635,24 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       }
       bool ok = true;
       uint64_t common = 0;
+      decode::VideoColor color0;
       for (int64_t t = 0; t < T && ok; ++t) {
-        uint64_t shape = 0;
-        const uint8_t* frame = slot_frame(static_cast<size_t>(i * T + t), &shape);
-        if (frame == nullptr) {
+        const SlotFrame sf = slot_frame(static_cast<size_t>(i * T + t));
+        if (sf.first == nullptr) {
           ok = false;
         } else if (t == 0) {
-          common = shape;
-        } else if (shape != common) {
+          common = sf.shape;
+          color0 = sf.color;
+        } else if (sf.shape != common || (yuv && !(sf.color == color0))) {
           if (f.semantics == Semantics::kRerun041) {  // rerun 0.41: a window it cannot stack is None
             ok = false;
             break;
           }
-          return Status::InvalidArgument(
-              "field '" + f.key + "' (column '" + f.path + "') at segment '" +
-              segment_ids_[static_cast<size_t>(out->segment_pos[static_cast<size_t>(i)])] + "', " + options_.index +
-              "=" + std::to_string(out->values[static_cast<size_t>(i)]) + ": varying frame sizes within the window");
+          return Status::InvalidArgument("field '" + f.key + "' (column '" + f.path + "') at segment '" +
+                                         segment_ids_[static_cast<size_t>(out->segment_pos[static_cast<size_t>(i)])] +
+                                         "', " + options_.index + "=" +
+                                         std::to_string(out->values[static_cast<size_t>(i)]) +
+                                         ": varying frame sizes or colour metadata within the window");
         }
       }
       if (!ok) {
@@ -616,28 +669,38 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     out->stats.missing += missing;
     counters.slots_filled.fetch_add((n - missing) * T);
 
+    // The sample's shape: RGB [(T,) 3, H, W]; YUV the Y planes' [(T,) 1, H, W] (its UV planes
+    // [(T,) 2, h, w] follow them, see FrameLayout).
     auto shape_of = [&](uint64_t packed) {
-      std::vector<int64_t> shape{3, ShapeHeight(packed), ShapeWidth(packed)};
+      std::vector<int64_t> shape{yuv ? 1 : 3, ShapeHeight(packed), ShapeWidth(packed)};
       if (f.window) shape.insert(shape.begin(), T);
       return shape;
     };
     fo.dtype = decode::DType::kUInt8;
     fo.valid = valid;
+    fo.yuv = yuv;
     fo.offsets.assign(static_cast<size_t>(n), 0);
     fo.shapes.assign(static_cast<size_t>(n), {});
+    if (yuv) {
+      fo.color_space.assign(static_cast<size_t>(n), 0);
+      fo.color_range.assign(static_cast<size_t>(n), 0);
+      for (int64_t i = 0; i < n; ++i) {
+        if (!valid[static_cast<size_t>(i)]) continue;
+        const decode::VideoColor c = slot_frame(static_cast<size_t>(i * T)).color;
+        fo.color_space[static_cast<size_t>(i)] = static_cast<uint8_t>(c.space);
+        fo.color_range[static_cast<size_t>(i)] = static_cast<uint8_t>(c.range);
+      }
+    }
     if (all_direct && st.data != nullptr) {
       // Frames are in place at their first slot (or, of the predicted size, in a buffer of
       // their own); copy them to the other slots that want them, before zeroing missing
       // samples, whose slots may hold frames others need.
-      const int64_t per_sample = T * st.frame_bytes;
+      const int64_t per_sample = st.layout.sample_bytes();
       for (int64_t i = 0; i < n; ++i) {
         if (!valid[static_cast<size_t>(i)]) continue;
         for (int64_t t = 0; t < T; ++t) {
-          const auto k = static_cast<size_t>(i * T + t);
-          uint64_t shape = 0;
-          const uint8_t* src = slot_frame(k, &shape);
-          uint8_t* dst = st.data.get() + static_cast<int64_t>(k) * st.frame_bytes;
-          if (src != dst) std::memcpy(dst, src, static_cast<size_t>(st.frame_bytes));
+          const SlotFrame sf = slot_frame(static_cast<size_t>(i * T + t));
+          st.layout.CopyFrame(sf.first, sf.second, st.data.get() + i * per_sample, t);
         }
       }
       for (int64_t i = 0; i < n; ++i) {
@@ -668,24 +731,22 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
         fo.offsets[static_cast<size_t>(i)] = total;
         if (packed != 0) {
           fo.shapes[static_cast<size_t>(i)] = shape_of(packed);
-          total += T * 3 * int64_t{ShapeHeight(packed)} * ShapeWidth(packed);
+          total += FrameLayout::Of(st.format, packed, T).sample_bytes();
         }
       }
-      fo.data = buffers_->Allocate(total);
+      fo.data = buffers_->Allocate(std::max<int64_t>(total, 1));
       fo.nbytes = total;
       for (int64_t i = 0; i < n; ++i) {
         uint8_t* dst = fo.data.get() + fo.offsets[static_cast<size_t>(i)];
         if (!valid[static_cast<size_t>(i)]) {
           if (fo.uniform)
-            std::memset(dst, 0, static_cast<size_t>(T * 3 * int64_t{ShapeHeight(common)} * ShapeWidth(common)));
+            std::memset(dst, 0, static_cast<size_t>(FrameLayout::Of(st.format, common, T).sample_bytes()));
           continue;
         }
-        const uint64_t packed = sample_shape[static_cast<size_t>(i)];
-        const auto frame_bytes = static_cast<size_t>(3 * int64_t{ShapeHeight(packed)} * ShapeWidth(packed));
+        const FrameLayout layout = FrameLayout::Of(st.format, sample_shape[static_cast<size_t>(i)], T);
         for (int64_t t = 0; t < T; ++t) {
-          uint64_t shape = 0;
-          const uint8_t* src = slot_frame(static_cast<size_t>(i * T + t), &shape);
-          std::memcpy(dst + static_cast<size_t>(t) * frame_bytes, src, frame_bytes);
+          const SlotFrame sf = slot_frame(static_cast<size_t>(i * T + t));
+          layout.CopyFrame(sf.first, sf.second, dst, t);
         }
       }
     }

@@ -48,6 +48,8 @@ struct VideoFieldOptions {
   decode::VideoOutputSize size;  // 0 x 0: each frame's own size
   int64_t session_cache_bytes = kDefaultVideoSessionCacheBytes;
   int threads = 1;  // libavcodec threads per session (the pool decodes GOPs in parallel)
+  // output_format: [3, H, W] RGB, or libavcodec's own YUV 4:2:0 planes (no resize then).
+  decode::VideoOutputFormat output_format = decode::VideoOutputFormat::kRgb;
 };
 
 // VideoPrepared: what Engine::Make resolved for a video field.

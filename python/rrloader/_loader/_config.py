@@ -47,10 +47,11 @@ class VideoOptions:
     height: int = 0  # 0 x 0: each frame's own size
     width: int = 0
     session_cache_bytes: int = 0
-    threads: int = 1
+    threads: int = 1  # libavcodec threads per session (0: libavcodec chooses)
+    output_format: str = "rgb"  # or "yuv420p"
 
-    def spec(self) -> tuple[str, int, int, int, int]:
-        return (self.codec, self.height, self.width, self.session_cache_bytes, self.threads)
+    def spec(self) -> tuple[str, int, int, int, int, str]:
+        return (self.codec, self.height, self.width, self.session_cache_bytes, self.threads, self.output_format)
 
 
 @dataclasses.dataclass(frozen=True)

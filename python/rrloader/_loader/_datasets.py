@@ -30,6 +30,7 @@ from ..errors import InvalidArgumentError, RrloaderError
 from . import _decoders
 from ._config import EngineField
 from ._sample_index import SampleIndex
+from ._yuv import frame_from_planes
 
 # Decoded blocks waiting for the consumer are bounded in bytes (the engine's ready queue).
 DEFAULT_MAX_READY_BYTES = 256 << 20
@@ -297,6 +298,9 @@ class EngineDataset:
         for field, out in zip(self._engine_fields, outputs, strict=True):
             if "raw_slots" in out:
                 per_field.append(_decoders.decode_python(field, out, seg_pos, values, self))
+                continue
+            if "yuv" in out:
+                per_field.append([None if planes is None else frame_from_planes(*planes) for planes in out["yuv"]])
                 continue
             valid = out["valid"].tolist()
             if "batch" in out:

@@ -309,7 +309,7 @@ class PooledBatchCollator:
     asynchronous copy from it has finished.
 
     Leaves may be dense CPU tensors without gradients, NumPy arrays, numbers, and
-    :class:`~rrloader._yuv.Yuv420Frame`, inside nested dicts, lists and tuples; the samples of a batch
+    :class:`~rrloader._loader._yuv.Yuv420Frame`, inside nested dicts, lists and tuples; the samples of a batch
     must have the same fields in the same order, structure, shapes, dtypes and metadata (no missing
     values). With ``num_workers=0`` (any platform) nothing is pooled: each leaf is ``default_collate``-d.
 

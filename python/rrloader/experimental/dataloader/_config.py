@@ -1,0 +1,132 @@
+"""``Field`` and ``DataSource`` with rerun-sdk 0.41's meaning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+from ..._loader._config import (
+    RERUN_041,
+    DataSourceBase,
+    EngineField,
+    VideoOptions,
+    check_generation,
+    native_kind,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """Declarative spec for one field of a training sample (rerun 0.41's).
+
+    - ``path``: ``entity_path:Archetype:component`` (e.g. ``"/camera:EncodedImage:blob"``).
+    - ``decode``: a ``ColumnDecoder`` of ``rrloader.experimental.dataloader``.
+    - ``select``: an optional ``rerun.chunk.Selector`` applied to the column before decoding.
+    - ``window``: optional explicit offsets of the values to return, relative to the sample's
+      index value, in the given order (repeats allowed): integral steps on integer timelines,
+      seconds on timestamp and duration timelines. The output has a leading T axis, even for
+      one offset.
+    - ``max_staleness``: optional maximum age (same units as ``window``) of the data behind a
+      sample; enforced when a ``Manifest`` is generated, not while streaming.
+    """
+
+    path: str
+    decode: Any
+    select: Any = None
+    window: tuple[int | float, ...] | None = None
+    max_staleness: int | float | None = None
+
+    _rrl_generation: ClassVar[str] = RERUN_041
+
+    def __post_init__(self) -> None:
+        check_generation(self.decode, RERUN_041, f"Field {self.path!r}: the decoder")
+        if self.window is not None and not self.window:
+            raise ValueError("Field.window must contain at least one offset")
+        if self.window is not None and any(not math.isfinite(offset) for offset in self.window):
+            raise ValueError(f"Field.window offsets must be finite, got {self.window!r}")
+        if self.max_staleness is not None:
+            if not math.isfinite(self.max_staleness):
+                raise ValueError(f"Field.max_staleness must be finite, got {self.max_staleness!r}")
+            if self.max_staleness < 0:
+                raise ValueError(f"Field.max_staleness must be non-negative, got {self.max_staleness!r}")
+
+    @property
+    def prior_keyframe_path(self) -> str | None:
+        """The column of keyframe markers this field's decoder needs (video), or None."""
+        return self.decode.prior_keyframe_path(self.path)
+
+    @property
+    def fill_latest_at(self) -> bool:
+        """Whether this field reads the latest value at or before each index value."""
+        return self.decode.fill_latest_at
+
+    def to_recipe(self) -> dict[str, Any]:
+        """A JSON-serialisable record of this field (a manifest's provenance header)."""
+        return {
+            "path": self.path,
+            "window": list(self.window) if self.window is not None else None,
+            "max_staleness": self.max_staleness,
+            "decoder": repr(self.decode),
+            "select": repr(self.select) if self.select is not None else None,
+        }
+
+    # How the shared sample index and the engine read a 0.41 window: explicit offsets,
+    # integral steps on integer timelines, seconds (rounded to ns) on time timelines.
+    def _native_window(self, kind: str, step: int | None = None) -> tuple[int, ...] | None:
+        if self.window is None:
+            return None
+        if kind == "sequence":
+            if any(int(o) != o for o in self.window):
+                raise ValueError(f"Integer timelines require integral window offsets, got {self.window!r}")
+            return tuple(int(o) for o in self.window)
+        return tuple(round(float(o) * 1e9) for o in self.window)
+
+    def _native_extent(self, kind: str) -> tuple[int, int] | None:
+        offsets = self._native_window(kind)
+        return None if offsets is None else (min(offsets), max(offsets))
+
+    def _engine_field(self, key: str, kind: str, step: int | None) -> EngineField:
+        native = native_kind(self.decode)
+        video = VideoOptions()
+        if native == "video":
+            d = self.decode
+            video = VideoOptions(
+                codec=d.codec,
+                session_cache_bytes=d._session_cache_bytes(),
+                threads=d._threads(),
+                output_format=d.output_format,
+            )
+        select = ""
+        if self.select is not None:
+            if native == "video":
+                select = str(self.select)  # the engine refuses it, naming the field
+            else:
+                # rerun's own Selector.execute runs on the block's rows, then the decoder's
+                # Python path (the same values as the engine's): exact for every operator.
+                native = "raw"
+        return EngineField(
+            key=key,
+            path=self.path,
+            kind=native,
+            window=self._native_window(kind, step),
+            select=select,
+            join=(),
+            video=video,
+            semantics=RERUN_041,
+            decoder=self.decode,
+            batch_select=self.select if native == "raw" else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource(DataSourceBase):
+    """An immutable reference to a dataset with an optional segment filter (rerun 0.41's).
+
+    ``dataset``: a rerun-sdk ``DatasetEntry`` (``rr.catalog.CatalogClient(url).get_dataset(name)``,
+    read through rrloader's own remote path), or an ``rrloader.LocalDataset`` /
+    ``rrloader.RemoteDataset``. ``segments``: an optional allow-list of segment ids.
+    """
+
+    dataset: Any
+    segments: list[str] | None = None

@@ -1,0 +1,151 @@
+"""``RerunIterableDataset`` (rerun 0.41's)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..._loader._datasets import DEFAULT_MAX_READY_BYTES, EngineDataset, Iteration, worker_topology
+from ..._loader._sample_index import FixedRateSampling
+from ..._loader._shuffle import SampleShuffle, ShuffleBuffer, ShuffleStrategy, shard_plan
+from ._config import DataSource, Field
+
+_DEFAULT_MAX_CONSECUTIVE_SKIPPED_SAMPLES = 1000
+
+
+class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
+    """Iterable dataset: fetches ``fetch_block_size`` samples per block and yields them one by one.
+
+    The epoch's order comes from ``shuffle_strategy`` (``SampleShuffle()`` by default; the
+    seed is the epoch, see ``set_epoch``) and is cut into contiguous shards: DDP ranks first
+    (in spawned DataLoader workers, the rank of the process that made them), then
+    DataLoader workers, the last shard taking the remainder. The samples and their order
+    are rerun-sdk 0.41's for the same data, strategy, epoch, ranks and workers.
+
+    Samples with a missing field are dropped (a ``RuntimeWarning`` once per field per
+    iterator); more than ``max_consecutive_skipped_samples`` in a row raise ``RuntimeError``
+    (``None``: no limit). Shards of ranks then differ in length: wrap a DDP training loop in
+    ``DistributedDataParallel.join()``.
+
+    Everything per sample runs natively: fetch, decode, dropping, the emission buffer of
+    ``BlockShuffle(buffer_size=...)``. ``decode_threads``: the engine's decode threads
+    (default: the cores, 1 per DataLoader worker). rrloader's extra keywords:
+    ``prefetch_blocks`` (fetched blocks waiting for decode, 2), ``max_ready_bytes`` (decoded
+    bytes waiting for the consumer, 256 MiB) and ``thread_nice`` (10: the engine's threads
+    yield the CPU to the training loop).
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        index: str,
+        fields: Mapping[str, Field],
+        *,
+        timeline_sampling: FixedRateSampling | None = None,
+        fetch_block_size: int = 128,
+        shuffle_strategy: ShuffleStrategy | None = None,
+        decode_threads: int | None = None,
+        max_consecutive_skipped_samples: int | None = _DEFAULT_MAX_CONSECUTIVE_SKIPPED_SAMPLES,
+        prefetch_blocks: int = 2,
+        max_ready_bytes: int = DEFAULT_MAX_READY_BYTES,
+        thread_nice: int = 10,
+    ) -> None:
+        super().__init__()
+        if max_consecutive_skipped_samples is not None and max_consecutive_skipped_samples < 0:
+            raise ValueError(
+                f"max_consecutive_skipped_samples must be non-negative, got {max_consecutive_skipped_samples}"
+            )
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
+        if shuffle_strategy is not None and not isinstance(shuffle_strategy, ShuffleStrategy):
+            raise TypeError(f"shuffle_strategy must be a ShuffleStrategy, got {shuffle_strategy!r}")
+        from ._prepare import prepare
+
+        source, si, engine_fields, keys = prepare(source, index, fields, timeline_sampling)
+        self._fields = dict(fields)
+        self._setup(
+            source.native_dataset(),
+            index,
+            engine_fields,
+            si,
+            decode_threads=decode_threads,
+            thread_nice=thread_nice,
+            key_order=keys,
+        )
+        self._fetch_block_size = int(fetch_block_size)
+        self._shuffle_strategy = shuffle_strategy if shuffle_strategy is not None else SampleShuffle()
+        self._max_consecutive_skipped_samples = max_consecutive_skipped_samples
+        self._prefetch_blocks = int(prefetch_blocks)
+        self._max_ready_bytes = int(max_ready_bytes)
+        self._manifest: Any = None
+        # The epoch lives in shared memory so that set_epoch reaches persistent DataLoader
+        # workers too (their dataset copies are made once, at the first iter(loader)).
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._warned: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch (the seed of the shuffle, like ``DistributedSampler.set_epoch``); reaches
+        persistent workers."""
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        """The samples of the whole epoch (over all ranks and workers; skipped samples included)."""
+        return self._sample_index.total_samples
+
+    def _plan(self) -> Iteration:
+        epoch = int(self._epoch.item())
+        rank, world = self._ddp_topology()
+        worker, workers = worker_topology()
+        order, ends = shard_plan(
+            self._shuffle_strategy,
+            self._sample_index,
+            fetch_block_size=self._fetch_block_size,
+            epoch=epoch,
+            rank=rank,
+            world_size=world,
+            worker=worker,
+            num_workers=workers,
+        )
+        it = Iteration(
+            order=order,
+            block_ends=ends,
+            block_size=self._fetch_block_size,
+            skip_incomplete=True,
+            max_consecutive_skips=self._max_consecutive_skipped_samples,
+        )
+        buffer = self._shuffle_strategy.emission_buffer()
+        if buffer is not None:
+            it.buffer_size, it.min_fill, it.buffer_seed = buffer.buffer_size, buffer.min_fill, (epoch, rank, worker)
+        return it
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._warned = set()
+        it = self._plan()
+        buffer = self._shuffle_strategy.emission_buffer()
+        if buffer is not None and type(buffer) is not ShuffleBuffer:
+            # A buffer of the user's own kind: its algorithm runs here, in Python.
+            it.buffer_size = 0
+            samples = self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
+            return buffer.shuffle(samples, rng=np.random.default_rng(list(it.buffer_seed)))
+        return self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
+
+    def _on_skipped_fields(self, keys: list[str]) -> None:
+        for key in sorted(set(keys) - self._warned):
+            warnings.warn(
+                f"Skipping samples where field {key!r} has no value. "
+                "Batches stay at full size; the epoch yields fewer samples.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self._warned.update(keys)
+
+    def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
+        counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)
+        return RuntimeError(
+            f"Exceeded max_consecutive_skipped_samples={limit} after encountering {consecutive} consecutive "
+            f"incomplete samples ({total} total; missing fields: {counts})"
+        )

@@ -1,0 +1,59 @@
+"""What both 0.41 datasets do at construction: check, index, describe the fields to the engine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from ..._loader._config import RERUN_041, DataSourceBase, EngineField, check_generation
+from ..._loader._sample_index import FixedRateSampling, SampleIndex
+from ..._remote import RemoteDataset
+from ._config import DataSource, Field
+
+
+def prepare(
+    source: Any, index: str, fields: Mapping[str, Field], timeline_sampling: FixedRateSampling | None
+) -> tuple[DataSourceBase, SampleIndex, list[EngineField], list[str]]:
+    """``(source, sample index, engine fields, sample key order)`` of a 0.41 dataset."""
+    if not isinstance(source, DataSourceBase):
+        source = DataSource(source)
+    for key, f in fields.items():
+        check_generation(f, RERUN_041, f"field {key!r}")
+        if not isinstance(f, Field):
+            raise TypeError(f"field {key!r} must be an rrloader.experimental.dataloader.Field, got {f!r}")
+    si = SampleIndex.build(source, index, fields, timeline_sampling=timeline_sampling)
+    engine_fields = [f._engine_field(key, si.kind, si.ns_per_sample) for key, f in fields.items()]
+    if isinstance(source.native_dataset(), RemoteDataset):
+        warn_if_fork(stacklevel=4)
+    return source, si, engine_fields, key_order(fields)
+
+
+def key_order(fields: Mapping[str, Field]) -> list[str]:
+    """The key order of rerun 0.41's sample dicts: fields grouped by how 0.41 queries them
+    (latest-at fill, keyframe-anchored range, window), groups in order of first appearance."""
+    groups: dict[tuple, list[str]] = {}
+    for key, f in fields.items():
+        contiguous = f.prior_keyframe_path is not None
+        fill = f.fill_latest_at and not contiguous
+        window = tuple(f.window) if f.window is not None else None
+        groups.setdefault((fill, contiguous, window), []).append(key)
+    return [k for keys in groups.values() for k in keys]
+
+
+def warn_if_fork(stacklevel: int) -> None:
+    """0.41's warning: DataLoader workers of a remote dataset must be spawned, not forked."""
+    method = multiprocessing.get_start_method(allow_none=True)
+    if method == "fork" or (method is None and sys.platform.startswith("linux")):
+        warnings.warn(
+            "The default multiprocessing start method is 'fork'. A dataset on a Rerun catalog server "
+            "needs 'spawn' or 'forkserver' for DataLoader workers (num_workers > 0): forked workers "
+            "fail on their first catalog call. Pass "
+            "`multiprocessing_context=multiprocessing.get_context('spawn')` to your DataLoader, or call "
+            "`torch.multiprocessing.set_start_method('spawn')` before creating workers. You can ignore "
+            "this warning if you use num_workers=0.",
+            RuntimeWarning,
+            stacklevel=stacklevel,
+        )

@@ -1,0 +1,7 @@
+"""Shuffle strategies and the emission buffer (rerun 0.41's; see ``rrloader/_loader/_shuffle.py``)."""
+
+from __future__ import annotations
+
+from ..._loader._shuffle import BlockShuffle, NoShuffle, SampleShuffle, ShuffleBuffer, ShuffleStrategy
+
+__all__ = ["BlockShuffle", "NoShuffle", "SampleShuffle", "ShuffleBuffer", "ShuffleStrategy"]
