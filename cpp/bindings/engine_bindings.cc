@@ -317,6 +317,16 @@ class PyEngine {
 
   int64_t total() const { return engine_->samples().total(); }
 
+  // video_keyframe_times: see Engine::VideoKeyframeTimes (GIL released).
+  NumpyArray video_keyframe_times(size_t field, int32_t segment_number) const {
+    rrl::Result<std::vector<int64_t>> r = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      r = engine_->VideoKeyframeTimes(field, segment_number);
+    }
+    return VecArray(Unwrap(std::move(r)), nb::dtype<int64_t>());
+  }
+
   // video_stats: the statistics of video field number `field` (a position in the fields list).
   nb::dict video_stats(size_t field) const {
     const rrl::engine::VideoFieldStats s = Unwrap(engine_->VideoStats(field));
@@ -358,7 +368,8 @@ void BindEngine(nb::module_& m) {
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
            "buffer_seed"_a, nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
-      .def("video_stats", &PyEngine::video_stats, "field"_a);
+      .def("video_stats", &PyEngine::video_stats, "field"_a)
+      .def("video_keyframe_times", &PyEngine::video_keyframe_times, "field"_a, "segment_number"_a);
   m.def(
       "epoch_order",
       [](int64_t total, uint64_t seed, uint64_t epoch, bool shuffle) {

@@ -9,6 +9,8 @@
 //   _core._np_permutation(entropy, n) -> int64 array         rng.permutation(n)
 //   _core._emit_order(n, buffer_size, min_fill, entropy) -> int64 array
 //                                                             ShuffleBuffer(...).emit_order(n, rng=rng)
+//   _core.interleaved_order(run_starts, run_lengths, open_runs, entropy) -> int64 array
+//                                                             sample/interleave.h (the dataloader uses it)
 //   _core._emission_stream(ids, buffer_size, min_fill, entropy) -> (order, pushed_before)
 //       ids pushed one by one, then Finish; pushed_before[k] = how many ids had been pushed
 //       when order[k] was emitted.
@@ -29,6 +31,7 @@
 
 #include "bindings/common.h"
 #include "rrloader/sample/emission_buffer.h"
+#include "rrloader/sample/interleave.h"
 #include "rrloader/sample/numpy_random.h"
 
 namespace rrl_bindings {
@@ -165,6 +168,19 @@ std::pair<NumpyArray, NumpyArray> EmissionStream(const Int64Array& ids, int64_t 
   return {OwnedArray(std::move(order)), OwnedArray(std::move(pushed_before))};
 }
 
+NumpyArray InterleavedOrderOf(const Int64Array& run_starts, const Int64Array& run_lengths, int64_t open_runs,
+                              nb::handle entropy) {
+  rrl::sample::NumpyGenerator rng = Generator(entropy);
+  std::vector<int64_t> starts(run_starts.data(), run_starts.data() + run_starts.shape(0));
+  std::vector<int64_t> lengths(run_lengths.data(), run_lengths.data() + run_lengths.shape(0));
+  rrl::Result<std::vector<int64_t>> order = std::vector<int64_t>();
+  {
+    nb::gil_scoped_release release;
+    order = rrl::sample::InterleavedOrder(starts, lengths, open_runs, rng);
+  }
+  return OwnedArray(Unwrap(std::move(order)));
+}
+
 }  // namespace
 
 void BindSample(nb::module_& m) {
@@ -172,6 +188,8 @@ void BindSample(nb::module_& m) {
   m.def("_np_pcg64_state", &Pcg64StateOf, "entropy"_a);
   m.def("_np_integers", &Integers, "entropy"_a, "highs"_a);
   m.def("_np_permutation", &Permutation, "entropy"_a, "n"_a);
+  m.def("interleaved_order", &InterleavedOrderOf, "run_starts"_a, "run_lengths"_a, "open_runs"_a, "entropy"_a,
+        "The decode-once shuffle's epoch order (sample/interleave.h; internal).");
   m.def("_emit_order", &EmitOrderOf, "n"_a, "buffer_size"_a, "min_fill"_a.none(), "entropy"_a);
   m.def("_emission_stream", &EmissionStream, "ids"_a, "buffer_size"_a, "min_fill"_a.none(), "entropy"_a);
 }

@@ -47,7 +47,7 @@ from ._loader._datasets import (
     worker_topology,
 )
 from ._loader._sample_index import FixedRateSampling, IndexValue, SampleIndex, SegmentMetadata
-from ._loader._shuffle import seed_shard_order
+from ._loader._shuffle import InterleavedShuffle, ShuffleStrategy, bind_strategy, seed_shard_order, shard_plan
 from .errors import InvalidArgumentError, RrloaderError
 
 __all__ = [
@@ -429,6 +429,10 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
     once per epoch from ``(seed, epoch)`` before partitioning; call ``set_epoch`` between
     epochs. The engine fetches block N+1 while block N decodes.
 
+    ``shuffle_strategy``: instead of ``shuffle``, one of ``rrloader.experimental.dataloader``'s
+    strategies (rerun 0.41's orders, or the decode-once ``InterleavedShuffle`` for video);
+    its order is cut into shards and fetch blocks with 0.41's rules.
+
     ``skip_incomplete=True`` drops samples with a missing field; more than
     ``max_consecutive_skips`` in a row raises (a field that is never present would
     otherwise silently empty the epoch).
@@ -449,6 +453,7 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
         shuffle: bool = True,
         *,
         seed: int = 0,
+        shuffle_strategy: ShuffleStrategy | None = None,
         decode_threads: int | None = None,
         skip_incomplete: bool = False,
         max_consecutive_skips: int = 1000,
@@ -458,13 +463,24 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
     ):
         if int(fetch_size) < 1:
             raise InvalidArgumentError(f"fetch_size must be >= 1, got {fetch_size}")
+        if shuffle_strategy is not None and not isinstance(shuffle_strategy, ShuffleStrategy):
+            raise TypeError(f"shuffle_strategy must be a ShuffleStrategy, got {shuffle_strategy!r}")
         source, si, engine_fields = _prepare(source, index, fields, timeline_sampling)
         self._source = source
         self._fields = dict(fields)
         self._timeline_sampling = timeline_sampling
         self._setup(
-            source.native_dataset(), index, engine_fields, si, decode_threads=decode_threads, thread_nice=thread_nice
+            source.native_dataset(),
+            index,
+            engine_fields,
+            si,
+            decode_threads=decode_threads,
+            thread_nice=thread_nice,
+            video_session_bytes=shuffle_strategy.session_cache_bytes()
+            if isinstance(shuffle_strategy, InterleavedShuffle)
+            else None,
         )
+        self._strategy = None if shuffle_strategy is None else bind_strategy(shuffle_strategy, self)
         self._fetch_size = int(fetch_size)
         self._shuffle = bool(shuffle)
         self._seed = int(seed)
@@ -482,11 +498,25 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
 
     def shard_order(self) -> np.ndarray:
         """This process's global sample numbers for the current epoch, in iteration order."""
+        return self._shard_plan()[0]
+
+    def _shard_plan(self) -> tuple[np.ndarray, np.ndarray | None]:
         rank, world = _distributed()
         if (rank, world) == (0, 1) and self._parent_ddp_topology is not None:
             rank, world = self._parent_ddp_topology  # a spawned worker of a DDP rank
         wid, nw = _worker()
-        return seed_shard_order(
+        if self._strategy is not None:
+            return shard_plan(
+                self._strategy,
+                self._sample_index,
+                fetch_block_size=self._fetch_size,
+                epoch=int(self._epoch.item()),
+                rank=rank,
+                world_size=world,
+                worker=wid,
+                num_workers=nw,
+            )
+        order = seed_shard_order(
             self._sample_index.total_samples,
             shuffle=self._shuffle,
             seed=self._seed,
@@ -496,10 +526,13 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
             worker=wid,
             num_workers=nw,
         )
+        return order, None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        order, ends = self._shard_plan()
         it = Iteration(
-            order=self.shard_order(),
+            order=order,
+            block_ends=ends,
             block_size=self._fetch_size,
             skip_incomplete=self._skip_incomplete,
             max_consecutive_skips=self._max_consecutive_skips,

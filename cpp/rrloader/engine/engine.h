@@ -204,6 +204,10 @@ class Engine {
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
+  // VideoKeyframeTimes: the index values of the verified keyframes of video field `field` in
+  // segment number `segment_number`, ascending (the stream is indexed, every part of it read:
+  // the whole stream's chunks are loaded once). For planning orders (InterleavedShuffle).
+  [[nodiscard]] Result<std::vector<int64_t>> VideoKeyframeTimes(size_t field, int32_t segment_number) const;
 
  private:
   struct Prepared;  // per-field resolved types (selector, dtype)

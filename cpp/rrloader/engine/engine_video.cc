@@ -755,6 +755,39 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
   return Status::OK();
 }
 
+Result<std::vector<int64_t>> Engine::VideoKeyframeTimes(size_t field, int32_t segment_number) const {
+  if (field >= fields_.size() || fields_[field].kind != FieldKind::kVideo) {
+    return Status::InvalidArgument("field number " + std::to_string(field) + " is not a video field");
+  }
+  if (segment_number < 0 || static_cast<size_t>(segment_number) >= segment_ids_.size()) {
+    return Status::InvalidArgument("segment number " + std::to_string(segment_number) + " out of range");
+  }
+  const FieldSpec& f = fields_[field];
+  const VideoPrepared& vp = video_prepared_[field];
+  const std::string where = "field '" + f.key + "' (column '" + f.path + "') at segment '" +
+                            segment_ids_[static_cast<size_t>(segment_number)] + "'";
+  auto index =
+      video_indexes_->GetOrBuild(VideoKey(field, segment_number), [&]() -> Result<std::shared_ptr<const VideoIndex>> {
+        auto segment = SegmentFor(segment_number, vp.columns.sample.entity_path);
+        if (!segment.ok()) return segment.status().WithPrefix(where);
+        video_counters_[field]->streams_indexed.fetch_add(1);
+        return CreateVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
+      });
+  if (!index.ok()) return index.status();
+  std::vector<int64_t> times;
+  for (size_t c = 0; c < (*index)->clusters.size(); ++c) {
+    bool newly = false;
+    auto packets = (*index)->Load(c, dataset_->cache(), &newly);
+    if (!packets.ok()) return packets.status().WithPrefix(where);
+    if (newly) video_counters_[field]->clusters_loaded.fetch_add(1);
+    for (size_t k = 0; k < (*packets)->times.size(); ++k) {
+      if ((*packets)->keyframe[k]) times.push_back((*packets)->times[k]);
+    }
+  }
+  video_indexes_->Resize(VideoKey(field, segment_number));
+  return times;
+}
+
 Result<VideoFieldStats> Engine::VideoStats(size_t field) const {
   if (field >= fields_.size() || fields_[field].kind != FieldKind::kVideo || video_decoders_[field] == nullptr) {
     return Status::InvalidArgument("field number " + std::to_string(field) + " is not a video field");

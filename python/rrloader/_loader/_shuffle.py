@@ -108,6 +108,96 @@ class NoShuffle(ShuffleStrategy):
         return block_order(sample_index, block_size=fetch_block_size, shuffle=False, seed=seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class InterleavedShuffle(ShuffleStrategy):
+    """Decode-once shuffle: ``open_runs`` runs of consecutive samples read at once, interleaved.
+
+    A *run* is consecutive samples of one segment: by default the samples of one GOP of the
+    first video field (its keyframes, found once when the dataset is built), or
+    ``run_length`` samples (also the rule for datasets without video). Runs are opened in a
+    random order; emission goes in rounds, each visiting every open run once in a fresh
+    random order and taking its next sample, and a run that ends is replaced by the next
+    unopened one. So every sample comes out once per epoch, each video frame is decoded once
+    (a run's GOP session stays open in the engine between its samples), and a batch of up to
+    ``open_runs`` consecutive samples comes from as many different runs, nearly as varied as a
+    uniform shuffle's. The order (numpy's generator seeded with ``[seed, epoch]``, natively,
+    ``sample/interleave.h``) is a pure function of (seed, epoch); shards over ranks and
+    DataLoader workers are cut from it like the other strategies'.
+
+    Memory: the open decoder sessions (about ``open_runs`` per video field, a few MiB each at
+    640x480); ``max_session_bytes`` bounds them per video field (default ``open_runs`` x 16
+    MiB, a cap: sessions only take what libavcodec allocates). Ready samples stay bounded by
+    the dataset's ``max_ready_bytes``.
+    """
+
+    RECIPE_TAG: ClassVar[str] = "interleaved"
+
+    open_runs: int = 64
+    run_length: int | None = None
+    seed: int = 0
+    max_session_bytes: int | None = None
+    # The runs the dataset found (per segment of its sample index: the positions where runs
+    # start), when run_length is None.
+    _runs: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if int(self.open_runs) < 1:
+            raise ValueError(f"open_runs must be at least 1, got {self.open_runs}")
+        if self.run_length is not None and int(self.run_length) < 1:
+            raise ValueError(f"run_length must be at least 1, got {self.run_length}")
+        if self.max_session_bytes is not None and int(self.max_session_bytes) < 0:
+            raise ValueError(f"max_session_bytes must be >= 0, got {self.max_session_bytes}")
+
+    def session_cache_bytes(self) -> int:
+        """The decoder-session budget of each video field this strategy asks for."""
+        return int(self.max_session_bytes if self.max_session_bytes is not None else self.open_runs * (16 << 20))
+
+    def runs(self, sample_index: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(run starts, run lengths)`` over the global sample numbers of ``sample_index``."""
+        offsets = np.asarray(sample_index.segment_offsets, dtype=np.int64)
+        starts = []
+        for k, seg in enumerate(sample_index.segments):
+            n = int(seg.num_samples)
+            if self._runs is not None:
+                local = np.asarray(self._runs[k], dtype=np.int64)
+            else:
+                local = np.arange(0, n, int(self.run_length or DEFAULT_RUN_LENGTH), dtype=np.int64)
+            starts.append(offsets[k] + local)
+        if not starts:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        run_starts = np.concatenate(starts)
+        return run_starts, np.diff(np.append(run_starts, offsets[-1]))
+
+    def epoch_order(self, sample_index: Any, *, fetch_block_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        starts, lengths = self.runs(sample_index)
+        order = _core.interleaved_order(starts, lengths, int(self.open_runs), [int(self.seed), int(seed)])
+        return order, np.arange(1, len(order) + 1, dtype=np.int64)
+
+
+# DEFAULT_RUN_LENGTH: InterleavedShuffle's run length without video fields (and run_length unset).
+DEFAULT_RUN_LENGTH = 32
+
+
+def bind_strategy(strategy: ShuffleStrategy, ds: Any) -> ShuffleStrategy:
+    """``strategy`` as dataset ``ds`` runs it: an InterleavedShuffle without ``run_length`` gets the
+    GOP runs of the dataset's first video field (asked from the engine once, in the process
+    that builds the dataset; the runs travel with the dataset into DataLoader workers)."""
+    if not isinstance(strategy, InterleavedShuffle) or strategy.run_length is not None or strategy._runs is not None:
+        return strategy
+    video = [i for i, f in enumerate(ds._engine_fields) if f.kind == "video"]
+    if not video:
+        return dataclasses.replace(strategy, run_length=DEFAULT_RUN_LENGTH)
+    engine = ds._engine()
+    si = ds.sample_index
+    runs = []
+    for k, seg in enumerate(si.segments):
+        keyframes = engine.video_keyframe_times(video[0], k)
+        values = seg.index_start + np.arange(seg.num_samples, dtype=np.int64) * si.step
+        gop = np.searchsorted(keyframes, values, side="right")  # a sample's GOP: its latest keyframe
+        runs.append(np.flatnonzero(np.diff(gop, prepend=-1)).astype(np.int64))
+    return dataclasses.replace(strategy, _runs=tuple(runs))
+
+
 class ShuffleBuffer:
     """rerun 0.41's stream shuffle: items pass through a buffer of ``buffer_size``; each emitted
     item is a uniformly random member of it.

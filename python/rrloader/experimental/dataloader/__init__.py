@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ...tracing import tracing_scope, with_tracing
 from ._config import DataSource, Field
 from ._sample_index import FixedRateSampling, IndexValue, SampleIndex, SegmentMetadata
-from ._shuffle import BlockShuffle, NoShuffle, SampleShuffle, ShuffleStrategy
+from ._shuffle import BlockShuffle, InterleavedShuffle, NoShuffle, SampleShuffle, ShuffleStrategy
 
 if TYPE_CHECKING:
     from ._iterable_dataset import RerunIterableDataset
@@ -45,6 +45,7 @@ __all__ = [
     "FixedRateSampling",
     "ImageDecoder",
     "IndexValue",
+    "InterleavedShuffle",
     "Manifest",
     "NoShuffle",
     "NumericDecoder",

@@ -11,7 +11,14 @@ import torch
 
 from ..._loader._datasets import DEFAULT_MAX_READY_BYTES, EngineDataset, Iteration, worker_topology
 from ..._loader._sample_index import FixedRateSampling
-from ..._loader._shuffle import SampleShuffle, ShuffleBuffer, ShuffleStrategy, shard_plan
+from ..._loader._shuffle import (
+    InterleavedShuffle,
+    SampleShuffle,
+    ShuffleBuffer,
+    ShuffleStrategy,
+    bind_strategy,
+    shard_plan,
+)
 from ._config import DataSource, Field
 
 _DEFAULT_MAX_CONSECUTIVE_SKIPPED_SAMPLES = 1000
@@ -66,6 +73,7 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         from ._prepare import prepare
 
         source, si, engine_fields, keys = prepare(source, index, fields, timeline_sampling)
+        strategy = shuffle_strategy if shuffle_strategy is not None else SampleShuffle()
         self._fields = dict(fields)
         self._setup(
             source.native_dataset(),
@@ -75,9 +83,10 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
             decode_threads=decode_threads,
             thread_nice=thread_nice,
             key_order=keys,
+            video_session_bytes=strategy.session_cache_bytes() if isinstance(strategy, InterleavedShuffle) else None,
         )
         self._fetch_block_size = int(fetch_block_size)
-        self._shuffle_strategy = shuffle_strategy if shuffle_strategy is not None else SampleShuffle()
+        self._shuffle_strategy = bind_strategy(strategy, self)
         self._max_consecutive_skipped_samples = max_consecutive_skipped_samples
         self._prefetch_blocks = int(prefetch_blocks)
         self._max_ready_bytes = int(max_ready_bytes)

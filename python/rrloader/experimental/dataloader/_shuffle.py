@@ -1,7 +1,15 @@
-"""Shuffle strategies and the emission buffer (rerun 0.41's; see ``rrloader/_loader/_shuffle.py``)."""
+"""Shuffle strategies and the emission buffer (rerun 0.41's, and rrloader's ``InterleavedShuffle``;
+see ``rrloader/_loader/_shuffle.py``)."""
 
 from __future__ import annotations
 
-from ..._loader._shuffle import BlockShuffle, NoShuffle, SampleShuffle, ShuffleBuffer, ShuffleStrategy
+from ..._loader._shuffle import (
+    BlockShuffle,
+    InterleavedShuffle,
+    NoShuffle,
+    SampleShuffle,
+    ShuffleBuffer,
+    ShuffleStrategy,
+)
 
-__all__ = ["BlockShuffle", "NoShuffle", "SampleShuffle", "ShuffleBuffer", "ShuffleStrategy"]
+__all__ = ["BlockShuffle", "InterleavedShuffle", "NoShuffle", "SampleShuffle", "ShuffleBuffer", "ShuffleStrategy"]
