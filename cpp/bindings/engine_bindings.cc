@@ -26,6 +26,8 @@ namespace {
 using namespace nb::literals;
 using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using NumpyArray = nb::ndarray<nb::numpy>;
+// RngTuple: numpy PCG64 state (state high, state low, inc high, inc low, has_uint32, uinteger).
+using RngTuple = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, bool, uint32_t>;
 // VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads,
 // output format "rgb" | "yuv420p").
 using VideoTuple = std::tuple<std::string, int, int, int64_t, int, std::string>;
@@ -188,6 +190,18 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["total_skipped_by_field"] = e.total_skipped_by_field;
   stats["buffered"] = e.buffered;
   stats["buffered_bytes"] = e.buffered_bytes;
+  stats["positions"] = VecArray(std::vector<int64_t>(b.positions), nb::dtype<int64_t>());
+  if (b.snapshot != nullptr) {
+    const rrl::engine::EmitSnapshot& sn = *b.snapshot;
+    nb::dict snap;
+    snap["held"] = VecArray(std::vector<int64_t>(sn.held), nb::dtype<int64_t>());
+    snap["awaiting_extra"] = sn.awaiting_extra;
+    snap["rng"] = nb::make_tuple(sn.rng.state_high, sn.rng.state_low, sn.rng.inc_high, sn.rng.inc_low,
+                                 sn.rng.has_uint32, sn.rng.uinteger);
+    snap["pushes"] = VecArray(std::vector<int64_t>(sn.pushes), nb::dtype<int64_t>());
+    snap["finished"] = sn.finished;
+    stats["snapshot"] = snap;
+  }
   nb::object emit = nb::none();
   if (b.emit.size() != n) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
   return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
@@ -293,9 +307,12 @@ class PyEngine {
 
   // iterate: a Pipeline over `order`; `block_ends` (cumulative) or, when empty, blocks of
   // `block_size`; the emit stage's options (max_consecutive_skips -1 and buffer_size 0: none).
+  // positions: per order entry (empty: 0, 1, ...); restore_*: a saved emission buffer (EmitOptions).
   PyPipeline* iterate(const Int64Array& order, int64_t block_size, const Int64Array& block_ends, int fetch_ahead,
                       int64_t max_ready_bytes, bool skip_incomplete, int64_t max_consecutive_skips, int64_t buffer_size,
-                      int64_t min_fill, std::vector<uint64_t> buffer_seed) {
+                      int64_t min_fill, std::vector<uint64_t> buffer_seed, const Int64Array& positions,
+                      std::optional<RngTuple> restore_rng, std::vector<int64_t> restore_held,
+                      bool restore_awaiting_extra) {
     rrl::engine::PipelineOptions o;
     o.block_size = block_size;
     o.block_ends = ToVec(block_ends);
@@ -306,6 +323,13 @@ class PyEngine {
     o.emit.buffer_size = buffer_size;
     o.emit.min_fill = min_fill;
     o.emit.buffer_seed = std::move(buffer_seed);
+    o.positions = ToVec(positions);
+    if (restore_rng) {
+      const auto& [sh, sl, ih, il, has32, u32] = *restore_rng;
+      o.emit.restore_rng = rrl::sample::Pcg64State{sh, sl, ih, il, has32, u32};
+    }
+    o.emit.restore_held = std::move(restore_held);
+    o.emit.restore_awaiting_extra = restore_awaiting_extra;
     std::vector<int64_t> ids = ToVec(order);
     rrl::Result<std::unique_ptr<rrl::engine::Pipeline>> p = rrl::Status::Internal("unset");
     {
@@ -316,6 +340,15 @@ class PyEngine {
   }
 
   int64_t total() const { return engine_->samples().total(); }
+
+  // fetch_stats: {"samples", "blocks"} fetched since the engine was made.
+  nb::dict fetch_stats() const {
+    const auto f = engine_->fetch_stats();
+    nb::dict d;
+    d["samples"] = f.samples;
+    d["blocks"] = f.blocks;
+    return d;
+  }
 
   // video_keyframe_times: see Engine::VideoKeyframeTimes (GIL released).
   NumpyArray video_keyframe_times(size_t field, int32_t segment_number) const {
@@ -366,9 +399,11 @@ void BindEngine(nb::module_& m) {
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
-           "buffer_seed"_a, nb::rv_policy::take_ownership)
+           "buffer_seed"_a, "positions"_a, "restore_rng"_a.none(), "restore_held"_a, "restore_awaiting_extra"_a,
+           nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
       .def("video_stats", &PyEngine::video_stats, "field"_a)
+      .def("fetch_stats", &PyEngine::fetch_stats)
       .def("video_keyframe_times", &PyEngine::video_keyframe_times, "field"_a, "segment_number"_a);
   m.def(
       "epoch_order",

@@ -46,6 +46,7 @@ from ._loader._datasets import (
     live_ddp_topology,
     worker_topology,
 )
+from ._loader._resume import merge_states
 from ._loader._sample_index import FixedRateSampling, IndexValue, SampleIndex, SegmentMetadata
 from ._loader._shuffle import InterleavedShuffle, ShuffleStrategy, bind_strategy, seed_shard_order, shard_plan
 from .errors import InvalidArgumentError, RrloaderError
@@ -64,6 +65,7 @@ __all__ = [
     "Selector",
     "VideoFrameDecoder",
     "collate_samples",
+    "merge_states",
     "tracing_scope",
     "with_tracing",
 ]
@@ -433,6 +435,9 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
     strategies (rerun 0.41's orders, or the decode-once ``InterleavedShuffle`` for video);
     its order is cut into shards and fetch blocks with 0.41's rules.
 
+    ``state_dict()`` / ``load_state_dict()``: save and resume the epoch mid-way, exactly (see
+    ``docs/dataloader.md``).
+
     ``skip_incomplete=True`` drops samples with a missing field; more than
     ``max_consecutive_skips`` in a row raises (a field that is never present would
     otherwise silently empty the epoch).
@@ -500,42 +505,72 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
         """This process's global sample numbers for the current epoch, in iteration order."""
         return self._shard_plan()[0]
 
-    def _shard_plan(self) -> tuple[np.ndarray, np.ndarray | None]:
-        rank, world = _distributed()
-        if (rank, world) == (0, 1) and self._parent_ddp_topology is not None:
-            rank, world = self._parent_ddp_topology  # a spawned worker of a DDP rank
-        wid, nw = _worker()
+    def _shard_plan(self, exclude: np.ndarray | None = None, topology: tuple | None = None):
+        """This process's (or ``topology``'s shard's) order and fetch block ends of the current epoch."""
+        if topology is None:
+            rank, world = _distributed()
+            if (rank, world) == (0, 1) and self._parent_ddp_topology is not None:
+                rank, world = self._parent_ddp_topology  # a spawned worker of a DDP rank
+            wid, nw = _worker()
+        else:
+            rank, world, wid, nw = topology
+        epoch = int(self._epoch.item())
         if self._strategy is not None:
             return shard_plan(
                 self._strategy,
                 self._sample_index,
                 fetch_block_size=self._fetch_size,
-                epoch=int(self._epoch.item()),
+                epoch=epoch,
                 rank=rank,
                 world_size=world,
                 worker=wid,
                 num_workers=nw,
+                exclude=exclude,
             )
         order = seed_shard_order(
             self._sample_index.total_samples,
             shuffle=self._shuffle,
             seed=self._seed,
-            epoch=int(self._epoch.item()),
+            epoch=epoch,
             rank=rank,
             world_size=world,
             worker=wid,
             num_workers=nw,
+            exclude=exclude,
         )
         return order, None
 
+    def _state_header(self) -> dict[str, Any]:
+        strategy = repr(self._strategy) if self._strategy is not None else f"shuffle={self._shuffle}, seed={self._seed}"
+        return {
+            **super()._state_header(),
+            "generation": "seed",
+            "epoch": int(self._epoch.item()),
+            "strategy": strategy,
+            "fetch_size": self._fetch_size,
+        }
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        order, ends = self._shard_plan()
+        rank, world = _distributed()
+        if (rank, world) == (0, 1) and self._parent_ddp_topology is not None:
+            rank, world = self._parent_ddp_topology
+        wid, nw = _worker()
+
+        def plan(r: int, w: int, k: int, n: int, exclude: np.ndarray | None = None):
+            return self._shard_plan(exclude, (r, w, k, n))
+
+        order, ends, positions, restore, progress = self._resumable(
+            int(self._epoch.item()), rank, world, wid, nw, plan
+        )
         it = Iteration(
             order=order,
             block_ends=ends,
             block_size=self._fetch_size,
             skip_incomplete=self._skip_incomplete,
             max_consecutive_skips=self._max_consecutive_skips,
+            positions=positions,
+            restore=restore,
+            progress=progress,
         )
         return self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
 

@@ -13,8 +13,16 @@ Result<std::unique_ptr<Emitter>> Emitter::Make(const EmitOptions& options, size_
   if (options.buffer_size != 0) {
     std::optional<int64_t> min_fill;
     if (options.min_fill >= 0) min_fill = options.min_fill;
-    auto buffer = sample::EmissionBuffer::Make(options.buffer_size, min_fill,
-                                               sample::NumpyGenerator::FromInts(options.buffer_seed));
+    Result<sample::EmissionBuffer> buffer = Status::Internal("unset");
+    if (options.restore_rng) {
+      buffer = sample::EmissionBuffer::Restore(options.buffer_size, min_fill,
+                                               sample::NumpyGenerator(sample::Pcg64::FromState(*options.restore_rng)),
+                                               options.restore_held, options.restore_awaiting_extra);
+      for (int64_t id : options.restore_held) e->restoring_[id] = true;
+    } else {
+      buffer = sample::EmissionBuffer::Make(options.buffer_size, min_fill,
+                                            sample::NumpyGenerator::FromInts(options.buffer_seed));
+    }
     if (!buffer.ok()) return buffer.status().WithPrefix("emission buffer");
     e->buffer_.emplace(std::move(*buffer));
   }
@@ -44,11 +52,26 @@ bool Emitter::Drop(const Block& block, size_t i, EmitStats* stats) {
   return true;
 }
 
-Status Emitter::Admit(const Block& block, size_t i, std::vector<int64_t>* emitted) {
-  const int64_t id = next_id_++;
+EmitSnapshot Emitter::Snapshot() const {
+  EmitSnapshot s;
+  s.held = buffer_->held();
+  s.awaiting_extra = buffer_->awaiting_extra();
+  s.rng = buffer_->generator().bit_generator().state();
+  s.finished = buffer_->finished();
+  return s;
+}
+
+Status Emitter::Admit(const Block& block, size_t i, std::vector<int64_t>* emitted, std::vector<int64_t>* pushes) {
+  const int64_t id = block.positions[i];
+  if (stored_.count(id) != 0) return Status::Internal("emit stage: position " + std::to_string(id) + " twice");
   Stored s = Store(block, i);
   stored_bytes_ += s.bytes;
   stored_.emplace(id, std::move(s));
+  if (restoring_.erase(id) != 0) return Status::OK();  // it was in the buffer already
+  if (!restoring_.empty()) {
+    return Status::Internal("emit stage: position " + std::to_string(id) + " before the restored buffer's samples");
+  }
+  pushes->push_back(id);
   auto picked = buffer_->Push(id);
   if (!picked.ok()) return picked.status();
   if (picked->has_value()) emitted->push_back(**picked);
@@ -69,6 +92,10 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
   stats.skipped_by_field.assign(num_fields_, 0);
   std::vector<int32_t> emit;     // without a buffer: positions in `block`
   std::vector<int64_t> emitted;  // with one: the stored samples it let out
+  std::vector<int64_t> pushes;
+  EmitSnapshot snapshot;
+  if (buffer_) snapshot = Snapshot();
+  if (block.positions.size() != n) return Status::Internal("emit stage: a block without positions");
   emit.reserve(n);
   for (size_t i = 0; i < n; ++i) {
     bool complete = true;
@@ -79,7 +106,7 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
     }
     consecutive_ = 0;
     if (buffer_) {
-      RRL_RETURN_IF_ERROR(Admit(block, i, &emitted));
+      RRL_RETURN_IF_ERROR(Admit(block, i, &emitted, &pushes));
     } else {
       emit.push_back(static_cast<int32_t>(i));
     }
@@ -88,7 +115,8 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
   stats.total_skipped_by_field = total_by_field_;
   if (buffer_) {
     // The decoded block is released here: every sample it contributed now has bytes of its own.
-    out->push_back(Gather(emitted, std::move(stats)));
+    snapshot.pushes = std::move(pushes);
+    out->push_back(Gather(emitted, std::move(stats), std::move(snapshot)));
     return Status::OK();
   }
   block.emit = std::move(emit);
@@ -99,6 +127,9 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
 
 Status Emitter::Finish(std::vector<Block>* out) {
   if (stopped_ || !buffer_ || buffer_->finished()) return Status::OK();
+  if (!restoring_.empty()) return Status::Internal("emit stage: the restored buffer's samples never came");
+  EmitSnapshot snapshot = Snapshot();
+  snapshot.finished = true;
   auto rest = buffer_->Finish();
   if (!rest.ok()) return rest.status();
   if (rest->empty()) return Status::OK();
@@ -106,7 +137,7 @@ Status Emitter::Finish(std::vector<Block>* out) {
   stats.skipped_by_field.assign(num_fields_, 0);
   stats.total_skipped = total_skipped_;
   stats.total_skipped_by_field = total_by_field_;
-  out->push_back(Gather(*rest, std::move(stats)));
+  out->push_back(Gather(*rest, std::move(stats), std::move(snapshot)));
   return Status::OK();
 }
 
@@ -131,7 +162,7 @@ Emitter::Stored Emitter::Store(const Block& block, size_t i) {
   return s;
 }
 
-Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
+Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats, EmitSnapshot snapshot) {
   Block b;
   b.fields.resize(num_fields_);
   for (size_t f = 0; f < num_fields_; ++f) {
@@ -144,6 +175,7 @@ Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
     stored_.erase(it);
     stored_bytes_ -= s.bytes;
     b.global.push_back(s.global);
+    b.positions.push_back(id);
     b.segment_pos.push_back(s.segment_pos);
     b.values.push_back(s.value);
     for (size_t f = 0; f < num_fields_; ++f) {
@@ -163,6 +195,7 @@ Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats) {
   stats.buffered = static_cast<int64_t>(stored_.size());
   stats.buffered_bytes = stored_bytes_;
   b.emitted = std::move(stats);
+  b.snapshot = std::make_shared<const EmitSnapshot>(std::move(snapshot));
   return b;
 }
 

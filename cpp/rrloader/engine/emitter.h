@@ -40,6 +40,24 @@ struct EmitOptions {
   // buffer_seed: the numpy SeedSequence entropy of the buffer's generator (0.41: [epoch,
   // rank, worker id]).
   std::vector<uint64_t> buffer_seed;
+  // Resuming a buffer (a saved state, see EmitSnapshot): the ids (order positions) it held, in
+  // its order, its phase and its generator's state then (instead of buffer_seed). Those
+  // samples must come first in the order; they are stored, not pushed.
+  std::optional<sample::Pcg64State> restore_rng;
+  std::vector<int64_t> restore_held;
+  bool restore_awaiting_extra = false;
+};
+
+// EmitSnapshot: with an emission buffer, the emit stage's state before it made an output
+// block, and what it was fed while making it: enough for the consumer to work out the state
+// after any number of the block's samples by replaying the buffer (rerun 0.41's algorithm,
+// with numpy's generator restored from `rng`), to save an exact resume point.
+struct EmitSnapshot {
+  std::vector<int64_t> held;    // order positions in the buffer, in its order
+  bool awaiting_extra = false;  // the buffer's phase
+  sample::Pcg64State rng;       // its generator
+  std::vector<int64_t> pushes;  // positions pushed while making the block, in order
+  bool finished = false;        // the block is (or ends with) the drain after the input ended
 };
 
 class Emitter {
@@ -49,8 +67,10 @@ class Emitter {
   [[nodiscard]] static Result<std::unique_ptr<Emitter>> Make(const EmitOptions& options, size_t num_fields,
                                                              std::shared_ptr<BufferPool> buffers);
 
-  // Process: one decoded block in (in iteration order); the blocks to hand out now are
-  // appended to `out` (none, one, or with a buffer the samples it emitted meanwhile).
+  // Process: one decoded block in (in iteration order, `positions` set: each sample's
+  // position in the order, the ids of the buffer); the blocks to hand out now are appended
+  // to `out` (one: without a buffer the block itself, with one the samples it emitted
+  // meanwhile, with their EmitSnapshot).
   [[nodiscard]] Status Process(Block block, std::vector<Block>* out);
   // Finish: the input ended; what the buffer still holds, in its drain order.
   [[nodiscard]] Status Finish(std::vector<Block>* out);
@@ -61,8 +81,9 @@ class Emitter {
   Emitter(const EmitOptions& options, size_t num_fields, std::shared_ptr<BufferPool> buffers);
 
   // Admit: sample i of `block` into the buffer (copied out); what the buffer emits, if any,
-  // goes to `emitted`.
-  [[nodiscard]] Status Admit(const Block& block, size_t i, std::vector<int64_t>* emitted);
+  // goes to `emitted`. A sample the buffer was restored with is only stored.
+  [[nodiscard]] Status Admit(const Block& block, size_t i, std::vector<int64_t>* emitted, std::vector<int64_t>* pushes);
+  EmitSnapshot Snapshot() const;
 
   // Stored: one buffered sample, its bytes copied out of its block.
   struct Stored {
@@ -77,7 +98,7 @@ class Emitter {
   };
   Stored Store(const Block& block, size_t i);
   // Gather: an output block of the stored samples `ids`, in that order (they leave the store).
-  Block Gather(const std::vector<int64_t>& ids, EmitStats stats);
+  Block Gather(const std::vector<int64_t>& ids, EmitStats stats, EmitSnapshot snapshot);
   // Drop: counts sample i of `block` as incomplete; false when that exceeds the limit.
   bool Drop(const Block& block, size_t i, EmitStats* stats);
 
@@ -89,7 +110,7 @@ class Emitter {
   std::vector<bool> yuv_;              // per field, from the first block
   std::unordered_map<int64_t, Stored> stored_;
   int64_t stored_bytes_ = 0;
-  int64_t next_id_ = 0;
+  std::unordered_map<int64_t, bool> restoring_;  // restored held ids not stored yet
   int64_t consecutive_ = 0;
   int64_t total_skipped_ = 0;
   std::vector<int64_t> total_by_field_;

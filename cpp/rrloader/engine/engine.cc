@@ -355,6 +355,8 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
   FetchedBlock fb;
   fb.stats.fetch_start_ns = NowNs();
   const size_t n = global.size();
+  samples_fetched_.fetch_add(static_cast<int64_t>(n));
+  blocks_fetched_.fetch_add(1);
   fb.global = global;
   fb.segment_pos.resize(n);
   fb.values.resize(n);

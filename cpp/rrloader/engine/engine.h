@@ -32,6 +32,7 @@
 
 #include <arrow/chunked_array.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -178,6 +179,10 @@ struct Block {
   // emitted: what the emit stage did (zero from Engine::Decode).
   std::vector<int32_t> emit;
   EmitStats emitted;
+  // positions: each sample's position in the iterated order (set by a Pipeline; empty from
+  // Engine::Decode); snapshot: the emit stage's EmitSnapshot when it has a buffer.
+  std::vector<int64_t> positions;
+  std::shared_ptr<const struct EmitSnapshot> snapshot;
 };
 
 class Engine {
@@ -204,6 +209,12 @@ class Engine {
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
+  // FetchStats: samples and blocks fetched since Make (every sample Fetch was asked for).
+  struct FetchStats {
+    int64_t samples = 0;
+    int64_t blocks = 0;
+  };
+  FetchStats fetch_stats() const { return {samples_fetched_.load(), blocks_fetched_.load()}; }
   // VideoKeyframeTimes: the index values of the verified keyframes of video field `field` in
   // segment number `segment_number`, ascending (the stream is indexed, every part of it read:
   // the whole stream's chunks are loaded once). For planning orders (InterleavedShuffle).
@@ -245,6 +256,9 @@ class Engine {
   std::vector<std::unique_ptr<VideoFieldCounters>> video_counters_;
   std::vector<VideoPrepared> video_prepared_;
   std::unique_ptr<VideoIndexCache> video_indexes_;
+  // Counters since Make, for tests and statistics (FetchStats).
+  mutable std::atomic<int64_t> samples_fetched_{0};
+  mutable std::atomic<int64_t> blocks_fetched_{0};
 };
 
 }  // namespace rrl::engine

@@ -27,6 +27,12 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> e
                                      std::to_string(ends[k]) + ")");
     }
   }
+  if (options.positions.empty()) {
+    options.positions.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) options.positions[i] = static_cast<int64_t>(i);
+  } else if (options.positions.size() != order.size()) {
+    return Status::InvalidArgument("positions must be as many as the order's samples");
+  }
   if (!ends.empty() && ends.back() != total) {
     return Status::InvalidArgument("the last fetch block must end at the order's length " + std::to_string(total));
   }
@@ -140,6 +146,9 @@ void Pipeline::DecodeLoop() {
       break;
     }
     last_bytes = block->stats.bytes_out;
+    const auto begin = options_.positions.begin() + static_cast<std::ptrdiff_t>(decoded_);
+    block->positions.assign(begin, begin + static_cast<std::ptrdiff_t>(block->global.size()));
+    decoded_ += static_cast<int64_t>(block->global.size());
     std::vector<Block> out;
     Status st = emitter_->Process(std::move(*block), &out);
     bool cancelled = false;

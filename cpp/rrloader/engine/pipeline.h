@@ -50,6 +50,10 @@ struct PipelineOptions {
   int fetch_ahead = 2;                           // fetched blocks waiting for decode
   int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
   EmitOptions emit;                              // the emit stage
+  // positions: each order entry's position (the emit stage's sample ids, reported with every
+  // handed-out sample); empty: 0, 1, 2, ... A resumed iteration passes the positions its
+  // samples had in the epoch's order. Distinct.
+  std::vector<int64_t> positions;
 };
 
 class Pipeline {
@@ -79,6 +83,7 @@ class Pipeline {
   std::vector<int64_t> cuts_;  // every fetch block's end (the caller's, cut further by the ramp)
   PipelineOptions options_;
   std::unique_ptr<Emitter> emitter_;  // the decode thread's
+  int64_t decoded_ = 0;               // the decode thread's: order entries decoded so far
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -19,6 +19,20 @@ Result<EmissionBuffer> EmissionBuffer::Make(int64_t buffer_size, std::optional<i
   return EmissionBuffer(buffer_size, min_fill.value_or(buffer_size / 2), generator);
 }
 
+Result<EmissionBuffer> EmissionBuffer::Restore(int64_t buffer_size, std::optional<int64_t> min_fill,
+                                               NumpyGenerator generator, std::vector<int64_t> held,
+                                               bool awaiting_extra) {
+  auto b = Make(buffer_size, min_fill, generator);
+  if (!b.ok()) return b.status();
+  if (static_cast<int64_t>(held.size()) >= buffer_size) {
+    return Status::InvalidArgument("emission buffer: cannot restore " + std::to_string(held.size()) +
+                                   " held ids into a buffer of " + std::to_string(buffer_size));
+  }
+  b->held_ = std::move(held);
+  b->state_ = awaiting_extra ? State::kAwaitingExtra : State::kAwaitingItem;
+  return b;
+}
+
 EmissionBuffer::EmissionBuffer(int64_t buffer_size, int64_t min_fill, NumpyGenerator generator)
     : buffer_size_(buffer_size), min_fill_(min_fill), generator_(generator) {
   held_.reserve(static_cast<size_t>(buffer_size));

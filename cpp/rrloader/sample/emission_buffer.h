@@ -44,6 +44,13 @@ class EmissionBuffer {
   [[nodiscard]] static Result<EmissionBuffer> Make(int64_t buffer_size, std::optional<int64_t> min_fill,
                                                    NumpyGenerator generator);
 
+  // Restore: a buffer in the state a running one had: `held` ids in their order (at most
+  // buffer_size - 1), `awaiting_extra` its phase (the next push is the reference's extra pull),
+  // `generator` its generator then. Errors as Make, and kInvalidArgument for too many ids.
+  [[nodiscard]] static Result<EmissionBuffer> Restore(int64_t buffer_size, std::optional<int64_t> min_fill,
+                                                      NumpyGenerator generator, std::vector<int64_t> held,
+                                                      bool awaiting_extra);
+
   // Push: the next input id; returns the id emitted at this step, or nullopt when the reference
   // would not yield yet. kInvalidArgument after Finish.
   [[nodiscard]] Result<std::optional<int64_t>> Push(int64_t id);
@@ -58,6 +65,10 @@ class EmissionBuffer {
   // size: the ids held now.
   int64_t size() const { return static_cast<int64_t>(held_.size()); }
   bool finished() const { return state_ == State::kFinished; }
+  // held / awaiting_extra / generator: the state Restore takes back.
+  const std::vector<int64_t>& held() const { return held_; }
+  bool awaiting_extra() const { return state_ == State::kAwaitingExtra; }
+  const NumpyGenerator& generator() const { return generator_; }
 
  private:
   enum class State {

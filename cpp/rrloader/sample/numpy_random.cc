@@ -138,6 +138,15 @@ uint32_t Pcg64::Next32() {
   return static_cast<uint32_t>(next & 0xFFFFFFFFu);
 }
 
+Pcg64 Pcg64::FromState(const Pcg64State& state) {
+  Pcg64 p;
+  p.state_ = (Uint128{state.state_high} << 64) | state.state_low;
+  p.inc_ = (Uint128{state.inc_high} << 64) | state.inc_low;
+  p.has_uint32_ = state.has_uint32;
+  p.uinteger_ = state.uinteger;
+  return p;
+}
+
 Pcg64State Pcg64::state() const {
   return Pcg64State{static_cast<uint64_t>(state_ >> 64),
                     static_cast<uint64_t>(state_),

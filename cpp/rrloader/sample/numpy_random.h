@@ -80,6 +80,9 @@ class Pcg64 {
   // seeds pcg_setseq_128_srandom_r with generate_state(4, np.uint64) = [state_hi, state_lo,
   // inc_hi, inc_lo].
   explicit Pcg64(const SeedSequence& seed);
+  // FromState: the generator whose `state()` is `state` (numpy: `PCG64().state = ...`), to
+  // continue a stream saved earlier.
+  static Pcg64 FromState(const Pcg64State& state);
 
   // Next64: `bit_generator.random_raw()`: one LCG step, XSL-RR output of the new state. Leaves
   // a buffered 32-bit half untouched, as numpy does.
@@ -93,6 +96,7 @@ class Pcg64 {
   Pcg64State state() const;
 
  private:
+  Pcg64() = default;
   void Step();
 
   Uint128 state_ = 0;

@@ -29,6 +29,7 @@ from .. import _core, tracing
 from ..errors import InvalidArgumentError, RrloaderError
 from . import _decoders
 from ._config import EngineField
+from ._resume import STATE_VERSION, Progress, check_state, resume_plan
 from ._sample_index import SampleIndex
 from ._yuv import frame_from_planes
 
@@ -67,6 +68,11 @@ class Iteration:
     buffer_size: int = 0
     min_fill: int | None = None
     buffer_seed: tuple[int, ...] = ()
+    # positions: each order entry's position in the shard's fetch order (a resumed iteration's
+    # start later than 0); restore: the saved shard whose emission buffer is restored.
+    positions: np.ndarray | None = None
+    restore: dict[str, Any] | None = None
+    progress: Progress | None = None
 
 
 class EngineDataset:
@@ -173,6 +179,11 @@ class EngineDataset:
         self._engine_pid = pid
         return self._engine_obj
 
+    def fetch_stats(self) -> dict[str, int]:
+        """Samples and blocks the engine of this process fetched so far (a resumed epoch fetches
+        only what follows its resume point, and what its emission buffer held)."""
+        return dict(self._engine().fetch_stats())
+
     def video_stats(self) -> dict[str, dict[str, int]]:
         """Per native video field: what its decoding cost so far in this process.
 
@@ -190,6 +201,83 @@ class EngineDataset:
         return {
             f.key: dict(engine.video_stats(i)) for i, f in enumerate(self._engine_fields) if f.kind == "video"
         }
+
+    # ------------------------------------------------------------------ state and resume
+    def _resumable(
+        self, epoch: int, rank: int, world: int, worker: int, workers: int, plan: Any
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, Any] | None, Progress]:
+        """``(order, block ends, positions, restored shard, progress)`` of this process's shard of
+        ``epoch``, continuing a state given to ``load_state_dict`` for that epoch, if any.
+
+        ``plan(rank, world, worker, workers, exclude=None)``: a shard's fetch order and block ends.
+        """
+        resume = getattr(self, "_resume", None)
+        self._resume = None
+        if resume is not None and resume["epoch"] == epoch and resume["shards"]:
+            rp = resume_plan(resume, rank=rank, world_size=world, worker=worker, num_workers=workers, plan=plan)
+            restore = rp["restore"]
+            progress = Progress(rank, world, worker, workers, length=rp["length"])
+            progress.resumed_from = rp["resumed_from"]
+            if restore is not None:
+                progress.consumed, progress.emitted = int(restore["consumed"]), int(restore["emitted"])
+                if "held" in restore:
+                    progress.held, progress.awaiting_extra = list(restore["held"]), bool(restore["awaiting_extra"])
+                    progress.rng = None if restore["rng"] is None else tuple(restore["rng"])
+                    progress.finished = bool(restore["finished"])
+            order, ends, positions = rp["order"], rp["block_ends"], rp["positions"]
+        else:
+            order, ends = plan(rank, world, worker, workers)
+            restore, positions = None, None
+            progress = Progress(rank, world, worker, workers, length=len(order))
+        progress.epoch = epoch
+        self._progress = progress
+        return order, ends, positions, restore, progress
+
+    def _state_header(self) -> dict[str, Any]:
+        """What a state names besides its shards (front ends add the generation and strategy)."""
+        return {"rrloader_state": STATE_VERSION, "total": self._sample_index.total_samples}
+
+    def state_dict(self) -> dict[str, Any]:
+        """This process's progress in the current epoch: JSON-serialisable (see ``load_state_dict``).
+
+        In a DataLoader worker (through torchdata's ``StatefulDataLoader``) it is the worker's
+        shard; with ``num_workers=0`` this process's. A state saved before any sample of the
+        epoch was read says so (no shard).
+        """
+        header = self._state_header()
+        pending = getattr(self, "_resume", None)
+        if pending is not None and pending["epoch"] == header["epoch"]:
+            return pending
+        progress = getattr(self, "_progress", None)
+        if progress is None or progress.epoch != header["epoch"]:
+            return {**header, "resumed_from": None, "shards": []}
+        if progress.python_stage:
+            raise InvalidArgumentError(
+                "a dataset whose Python decoders feed dropping or an emission buffer has no exact state; "
+                "resume it at an epoch boundary"
+            )
+        return {**header, "resumed_from": progress.resumed_from, "shards": [progress.shard()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the epoch ``state`` was saved in, from where it stopped, at the next iteration.
+
+        Same topology (this rank and DataLoader worker have a shard in ``state``): exactly the
+        samples of the uninterrupted run that had not been delivered, in its order. Another
+        topology: ``state`` must hold every shard of the topology it was saved with (see
+        ``merge_states``); the samples not delivered are cut into shards for this one, each
+        delivered once. The epoch is set to the state's. Nothing before the resume point is
+        fetched or decoded.
+        """
+        check_state(state)
+        header = self._state_header()
+        for key in ("generation", "strategy", "total"):
+            if key in header and state.get(key) != header[key]:
+                raise InvalidArgumentError(
+                    f"this state was saved by another dataset configuration: {key} {state.get(key)!r}, "
+                    f"here {header[key]!r}"
+                )
+        self.set_epoch(int(state["epoch"]))
+        self._resume = state
 
     # ------------------------------------------------------------------ reading
     def _run(self, ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -211,6 +299,9 @@ class EngineDataset:
         engine = self._engine()
         ends = np.empty(0, dtype=np.int64) if it.block_ends is None else np.ascontiguousarray(it.block_ends, np.int64)
         limit = -1 if it.max_consecutive_skips is None else int(it.max_consecutive_skips)
+        positions = np.empty(0, np.int64) if it.positions is None else np.ascontiguousarray(it.positions, np.int64)
+        # A shard saved before its buffer saw a sample restores nothing (the buffer starts seeded).
+        restore = it.restore if it.restore is not None and it.buffer_size and it.restore.get("rng") else None
         pipe = engine.iterate(
             np.ascontiguousarray(it.order, dtype=np.int64),
             int(it.block_size),
@@ -222,16 +313,20 @@ class EngineDataset:
             int(it.buffer_size),
             -1 if it.min_fill is None else int(it.min_fill),
             [int(x) for x in it.buffer_seed],
+            positions,
+            None if restore is None else _rng_tuple(restore["rng"]),
+            [] if restore is None else [int(x) for x in restore["held"]],
+            False if restore is None else bool(restore["awaiting_extra"]),
         )
         try:
             while True:
                 block = pipe.next()
                 if block is None:
                     break
-                stats = block[4]
+                stats, emit = block[4], block[5]
                 samples = self._assemble(block)
                 del block
-                yield samples, stats
+                yield samples, stats, emit
         finally:
             pipe.close()
 
@@ -246,6 +341,9 @@ class EngineDataset:
         a drop is reported through ``_on_skipped_fields`` and ``_skip_limit_error``.
         """
         python_stage = any(f.kind == "raw" for f in self._engine_fields)
+        if it.progress is not None:
+            it.progress.python_stage = python_stage and (it.skip_incomplete or bool(it.buffer_size))
+            it.progress.buffer_size, it.progress.min_fill = (0, None) if python_stage else (it.buffer_size, it.min_fill)
         native = dataclasses.replace(it, skip_incomplete=False, buffer_size=0) if python_stage else it
         samples = self._native_samples(native, prefetch_blocks, max_ready_bytes)
         if python_stage and it.skip_incomplete:
@@ -259,13 +357,22 @@ class EngineDataset:
 
     def _native_samples(self, it: Iteration, prefetch_blocks: int, max_ready_bytes: int) -> Iterator[dict[str, Any]]:
         keys = [f.key for f in self._engine_fields]
-        for samples, stats in self._blocks(it, prefetch_blocks=prefetch_blocks, max_ready_bytes=max_ready_bytes):
+        progress = it.progress
+        for samples, stats, emit in self._blocks(it, prefetch_blocks=prefetch_blocks, max_ready_bytes=max_ready_bytes):
             dropped = [k for k, c in zip(keys, stats["skipped_by_field"], strict=True) if c]
             if dropped:
                 self._on_skipped_fields(dropped)
+            if progress is not None:
+                progress.start_block(stats, emit)
             samples.reverse()
             while samples:
-                yield samples.pop()
+                sample = samples.pop()
+                if progress is not None:
+                    progress.emitted += 1
+                    progress.block_delivered += 1
+                yield sample
+            if progress is not None:
+                progress.end_block()
             if stats["skip_limit_exceeded"]:
                 by_field = dict(zip(keys, stats["total_skipped_by_field"], strict=True))
                 raise self._skip_limit_error(
@@ -327,6 +434,11 @@ class EngineDataset:
         keys = [(self._engine_fields[p].key, per_field[p]) for p in self._key_positions]
         positions = range(n) if emit is None else emit.tolist()
         return [{key: values_[i] for key, values_ in keys} for i in positions]
+
+
+def _rng_tuple(rng: Sequence[Any]) -> tuple[int, int, int, int, bool, int]:
+    sh, sl, ih, il, has32, u32 = rng
+    return (int(sh), int(sl), int(ih), int(il), bool(has32), int(u32))
 
 
 def _record_spans(stats: dict[str, Any]) -> None:

@@ -320,11 +320,21 @@ def shard_plan(
     world_size: int,
     worker: int,
     num_workers: int,
+    exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """This (rank, worker)'s samples in fetch order and its fetch blocks' ends (0.41's rules)."""
+    """This (rank, worker)'s samples in fetch order and its fetch blocks' ends (0.41's rules).
+
+    ``exclude``: global sample numbers left out of the epoch before it is sharded (an elastic
+    resume: the samples delivered already); the rest keep their order and block structure.
+    """
     indices, bounds = strategy.epoch_order(sample_index, fetch_block_size=fetch_block_size, seed=epoch)
     indices = np.asarray(indices, dtype=np.int64)
     bounds = np.asarray(bounds, dtype=np.int64)
+    if exclude is not None and len(exclude):
+        keep = ~np.isin(indices, exclude)
+        block_of = np.searchsorted(bounds, np.arange(len(indices)), side="right")
+        counts = np.bincount(block_of[keep], minlength=len(bounds))
+        indices, bounds = indices[keep], np.cumsum(counts[counts > 0]).astype(np.int64)
     if world_size > 1:
         indices, bounds = contiguous_shard(indices, bounds, rank=rank, world_size=world_size)
     if num_workers > 1:
@@ -333,11 +343,23 @@ def shard_plan(
 
 
 def seed_shard_order(
-    total: int, *, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int, worker: int, num_workers: int
+    total: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    epoch: int,
+    rank: int,
+    world_size: int,
+    worker: int,
+    num_workers: int,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
     """The seed generation's order: a permutation keyed by (seed, epoch) when ``shuffle``, cut
-    into balanced contiguous shards (sizes differ by at most one), ranks first, then workers."""
+    into balanced contiguous shards (sizes differ by at most one), ranks first, then workers
+    (``exclude``: as ``shard_plan``'s)."""
     order = _core.epoch_order(total, seed, epoch, shuffle)
+    if exclude is not None and len(exclude):
+        order = order[~np.isin(order, exclude)]
     b, e = _core.shard_bounds(len(order), rank, world_size)
     order = order[b:e]
     b, e = _core.shard_bounds(len(order), worker, num_workers)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..._loader._resume import merge_states
 from ...tracing import tracing_scope, with_tracing
 from ._config import DataSource, Field
 from ._sample_index import FixedRateSampling, IndexValue, SampleIndex, SegmentMetadata
@@ -58,6 +59,7 @@ __all__ = [
     "ShuffleStrategy",
     "VideoFrameDecoder",
     "Yuv420Collator",
+    "merge_states",
     "Yuv420Frame",
     "tracing_scope",
     "with_tracing",

@@ -38,6 +38,10 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
     (``None``: no limit). Shards of ranks then differ in length: wrap a DDP training loop in
     ``DistributedDataParallel.join()``.
 
+    ``state_dict()`` / ``load_state_dict()`` save and resume the epoch mid-way, exactly, on
+    the same or another number of ranks and workers (torchdata's ``StatefulDataLoader`` calls
+    them in its workers; see ``docs/dataloader.md``).
+
     Everything per sample runs natively: fetch, decode, dropping, the emission buffer of
     ``BlockShuffle(buffer_size=...)``. ``decode_threads``: the engine's decode threads
     (default: the cores, 1 per DataLoader worker). rrloader's extra keywords:
@@ -109,27 +113,44 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         epoch = int(self._epoch.item())
         rank, world = self._ddp_topology()
         worker, workers = worker_topology()
-        order, ends = shard_plan(
-            self._shuffle_strategy,
-            self._sample_index,
-            fetch_block_size=self._fetch_block_size,
-            epoch=epoch,
-            rank=rank,
-            world_size=world,
-            worker=worker,
-            num_workers=workers,
-        )
+
+        def plan(r: int, w: int, k: int, n: int, exclude: np.ndarray | None = None):
+            return shard_plan(
+                self._shuffle_strategy,
+                self._sample_index,
+                fetch_block_size=self._fetch_block_size,
+                epoch=epoch,
+                rank=r,
+                world_size=w,
+                worker=k,
+                num_workers=n,
+                exclude=exclude,
+            )
+
+        order, ends, positions, restore, progress = self._resumable(epoch, rank, world, worker, workers, plan)
         it = Iteration(
             order=order,
             block_ends=ends,
             block_size=self._fetch_block_size,
             skip_incomplete=True,
             max_consecutive_skips=self._max_consecutive_skipped_samples,
+            positions=positions,
+            restore=restore,
+            progress=progress,
         )
         buffer = self._shuffle_strategy.emission_buffer()
         if buffer is not None:
             it.buffer_size, it.min_fill, it.buffer_seed = buffer.buffer_size, buffer.min_fill, (epoch, rank, worker)
         return it
+
+    def _state_header(self) -> dict[str, Any]:
+        return {
+            **super()._state_header(),
+            "generation": "rerun-0.41",
+            "epoch": int(self._epoch.item()),
+            "strategy": repr(self._shuffle_strategy),
+            "fetch_block_size": self._fetch_block_size,
+        }
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._warned = set()
