@@ -248,3 +248,24 @@ def test_stateful_dataloader_with_spawned_workers(data_dir):
     resumed.load_state_dict(state)
     tail = [i for batch in resumed for i in batch]
     assert head + tail == full
+
+
+def test_elastic_resume_from_stateful_dataloader_states(data_dir):
+    """2 spawned workers -> a dataset state merged from the loader's state -> 1 process, 0 workers."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    ds = make_041(data_dir, "block")
+    ds.set_epoch(4)
+    full = sorted(ids(make_041(data_dir, "block")))
+    loader = StatefulDataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn",
+                                collate_fn=collate_ids)
+    it = iter(loader)
+    head = [i for _ in range(6) for i in next(it)]
+    state = json.loads(json.dumps(loader.state_dict()))
+    del it, loader
+    merged = dl.merge_states([state])
+    assert len(merged["shards"]) == 2
+    fresh = make_041(data_dir, "block")
+    fresh.load_state_dict(merged)
+    tail = ids(fresh)
+    assert sorted(head + tail) == full

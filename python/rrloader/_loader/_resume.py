@@ -169,9 +169,24 @@ class Progress:
         return consumed, held, awaiting, rng_tuple_from_state(gen.bit_generator.state), False
 
 
+def _dataset_states(obj: Any) -> list[dict[str, Any]]:
+    """The dataset states inside ``obj``: itself, or those a StatefulDataLoader's state holds."""
+    if isinstance(obj, dict):
+        if "rrloader_state" in obj:
+            return [obj]
+        return [s for v in obj.values() for s in _dataset_states(v)]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _dataset_states(v)]
+    return []
+
+
 def merge_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One state of several shards' states (e.g. every rank's, gathered), checked to agree."""
-    states = [s for s in states if s]
+    """One state of several shards' states (e.g. every rank's, gathered), checked to agree.
+
+    Each entry is a dataset's ``state_dict()`` or a torchdata ``StatefulDataLoader``'s
+    ``state_dict()`` (its workers' dataset states are found inside it).
+    """
+    states = [s for entry in states for s in _dataset_states(entry) if s.get("shards")]
     if not states:
         raise InvalidArgumentError("merge_states needs at least one state")
     head = {k: v for k, v in states[0].items() if k != "shards"}
