@@ -2,7 +2,9 @@
 // transport is a Python callable (rrloader/_remote.py speaks gRPC with grpcio).
 //
 // The callable is `rpc(method: str, request: bytes) -> list[bytes]` (the answer's messages);
-// C++ encodes every request and decodes every answer (catalog/redap.h). It is called with
+// an optional second one, `rpc_many(method, requests, in_flight)`, makes many calls of one
+// method at once (a block's missing segment manifests) and answers each with its messages
+// or the exception it raised. C++ encodes every request and decodes every answer (catalog/redap.h). It is called with
 // the GIL held from engine threads: once per segment manifest, once per batch of chunks
 // (never per sample). The answer's bytes are copied into Arrow buffers with the GIL released
 // (Python bytes are immutable, and referenced until the copy is done). A Python exception
@@ -54,10 +56,10 @@ struct PyCallable {
   }
 };
 
-// StatusFromPython: the exception's class mapped through the exception table (GIL held).
-rrl::Status StatusFromPython(const nb::python_error& e) {
-  nb::handle type = e.type();
-  std::string message = nb::str(e.value()).c_str();
+// StatusFromException: an exception (its class and value) mapped through the exception
+// table (GIL held).
+rrl::Status StatusFromException(nb::handle type, nb::handle value) {
+  std::string message = nb::str(value).c_str();
   int code = static_cast<int>(rrl::StatusCode::kInternal);
   size_t best = std::numeric_limits<size_t>::max();
   nb::tuple mro = nb::borrow<nb::tuple>(type.attr("__mro__"));
@@ -73,6 +75,10 @@ rrl::Status StatusFromPython(const nb::python_error& e) {
     message = std::string(nb::str(type.attr("__name__")).c_str()) + ": " + message;
   }
   return rrl::Status(static_cast<rrl::StatusCode>(code), message);
+}
+
+rrl::Status StatusFromPython(const nb::python_error& e) {
+  return StatusFromException(e.type(), e.value());
 }
 
 rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>> CallRpc(const PyCallable& callable, const std::string& method,
@@ -124,13 +130,89 @@ rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>> CallRpc(const PyCallabl
   return out;
 }
 
+// CallRpcMany: `rpc_many(method, [request, ...], in_flight)`, whose answer has one item per
+// request: its messages (a list of bytes) or the exception that call raised.
+std::vector<rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>>> CallRpcMany(
+    const PyCallable& callable, const std::string& method, const std::vector<std::string>& requests, int in_flight) {
+  using Answer = rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>>;
+  std::vector<Answer> out(requests.size(), rrl::Status::Internal("no answer"));
+  auto fail_all = [&](const rrl::Status& st) {
+    for (auto& a : out) a = st;
+    return out;
+  };
+  if (InterpreterGone()) return fail_all(rrl::Status::Internal("the Python interpreter is shutting down"));
+  std::vector<nb::object> held;
+  std::vector<std::vector<std::pair<const char*, size_t>>> views(requests.size());
+  std::vector<char> answered(requests.size(), 0);
+  {
+    nb::gil_scoped_acquire gil;
+    try {
+      nb::list reqs;
+      for (const auto& r : requests) reqs.append(nb::bytes(r.data(), r.size()));
+      nb::object answer = callable.fn(method, reqs, in_flight);
+      if (nb::len(answer) != requests.size()) {
+        return fail_all(rrl::Status::InvalidArgument("the transport answered " + std::to_string(nb::len(answer)) +
+                                                     " of " + std::to_string(requests.size()) + " " + method +
+                                                     " calls"));
+      }
+      size_t k = 0;
+      for (nb::handle item : answer) {
+        if (PyExceptionInstance_Check(item.ptr())) {
+          nb::object type = nb::borrow(reinterpret_cast<PyObject*>(Py_TYPE(item.ptr())));
+          out[k] = StatusFromException(type, item);
+        } else {
+          bool ok = true;
+          for (nb::handle message : item) {
+            if (!PyBytes_Check(message.ptr())) {
+              out[k] = rrl::Status::InvalidArgument("the transport answered " + method + " with a " +
+                                                    std::string(nb::str(message.type().attr("__name__")).c_str()) +
+                                                    " (expected bytes)");
+              ok = false;
+              break;
+            }
+            held.push_back(nb::borrow(message));
+            views[k].emplace_back(PyBytes_AS_STRING(message.ptr()),
+                                  static_cast<size_t>(PyBytes_GET_SIZE(message.ptr())));
+          }
+          answered[k] = ok ? 1 : 0;
+        }
+        ++k;
+      }
+    } catch (const nb::python_error& e) {
+      return fail_all(StatusFromPython(e));
+    } catch (const std::exception& e) {
+      return fail_all(rrl::Status::Internal(std::string("transport: ") + e.what()));
+    }
+  }
+  for (size_t k = 0; k < requests.size(); ++k) {  // GIL released: `held` keeps the bytes alive
+    if (!answered[k]) continue;
+    std::vector<std::shared_ptr<arrow::Buffer>> buffers;
+    rrl::Status status;
+    for (const auto& [data, size] : views[k]) {
+      auto buffer = arrow::AllocateBuffer(static_cast<int64_t>(size));
+      if (!buffer.ok()) {
+        status = rrl::Status::IoError("cannot allocate " + std::to_string(size) + " bytes for a " + method + " answer");
+        break;
+      }
+      if (size > 0) std::memcpy((*buffer)->mutable_data(), data, size);
+      buffers.push_back(std::move(buffer).ValueUnsafe());
+    }
+    out[k] = status.ok() ? Answer(std::move(buffers)) : Answer(status);
+  }
+  {
+    nb::gil_scoped_acquire gil;
+    held.clear();
+  }
+  return out;
+}
+
 // PyRemoteDataset: the Python handle of one RemoteDataset (shared with every Engine made
 // from it). Thread-safe like the dataset; the fetch callable is owned through PyCallable.
 class PyRemoteDataset {
  public:
   PyRemoteDataset(std::vector<std::string> segment_ids, nb::object schema, nb::object rpc, int64_t cache_bytes,
                   int fetch_concurrency, std::string description, int64_t manifest_cache_bytes,
-                  int64_t fetch_batch_bytes, std::string layer) {
+                  int64_t fetch_batch_bytes, std::string layer, nb::object rpc_many) {
     nb::object capsule = schema.attr("__arrow_c_schema__")();
     auto* c_schema = static_cast<ArrowSchema*>(PyCapsule_GetPointer(capsule.ptr(), "arrow_schema"));
     if (c_schema == nullptr) {
@@ -153,7 +235,7 @@ class PyRemoteDataset {
         [callable](const std::string& method, const std::string& request) {
           return CallRpc(*callable, method, request);
         },
-        std::move(o)));
+        std::move(o), MakeRpcMany(std::move(rpc_many))));
   }
 
   std::vector<std::string> segment_ids() const { return ds_->SegmentIds(); }
@@ -228,6 +310,14 @@ class PyRemoteDataset {
   std::shared_ptr<const rrl::catalog::RemoteDataset> dataset() const { return ds_; }
 
  private:
+  static rrl::catalog::RpcManyFn MakeRpcMany(nb::object fn) {
+    if (fn.is_none()) return nullptr;
+    auto callable = std::make_shared<PyCallable>(std::move(fn));
+    return [callable](const std::string& method, const std::vector<std::string>& requests, int in_flight) {
+      return CallRpcMany(*callable, method, requests, in_flight);
+    };
+  }
+
   std::shared_ptr<rrl::catalog::RemoteDataset> ds_;
 };
 
@@ -245,10 +335,10 @@ void BindRemote(nb::module_& m) {
   m.attr("DEFAULT_FETCH_BATCH_BYTES") = rrl::catalog::kDefaultFetchBatchBytes;
   nb::class_<PyRemoteDataset>(m, "RemoteDataset")
       .def(nb::init<std::vector<std::string>, nb::object, nb::object, int64_t, int, std::string, int64_t, int64_t,
-                    std::string>(),
+                    std::string, nb::object>(),
            "segment_ids"_a, "schema"_a, "rpc"_a, "cache_bytes"_a, "fetch_concurrency"_a, "description"_a,
            "manifest_cache_bytes"_a = rrl::catalog::kDefaultManifestCacheBytes,
-           "fetch_batch_bytes"_a = rrl::catalog::kDefaultFetchBatchBytes, "layer"_a = "base")
+           "fetch_batch_bytes"_a = rrl::catalog::kDefaultFetchBatchBytes, "layer"_a = "base", "rpc_many"_a = nb::none())
       .def("segment_ids", &PyRemoteDataset::segment_ids)
       .def("timelines", &PyRemoteDataset::timelines)
       .def("columns", &PyRemoteDataset::columns)

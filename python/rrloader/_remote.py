@@ -418,6 +418,45 @@ class _RemoteState:
             detail = f"{last.code().name}: {lines[0] if lines else ''}"
         raise _gave_up(what, self.timeout_s, attempts, detail)
 
+    def rpc_many(self, method: str, requests: list[bytes], in_flight: int) -> list[Any]:
+        """Many calls of one method for the engine, at most ``in_flight`` on the wire at once,
+        from this one thread: one answer per request, in order — its messages, or the
+        exception ``rpc`` would raise.
+
+        A block's first touch of many segments asks for their manifests this way: one
+        round of gRPC futures instead of one engine thread (and one GIL hand-off) per call,
+        and many more calls in flight (each is small: the server's and the wire's latency
+        dominate). A call that fails is made again through ``rpc`` (its retries, backoff and
+        error mapping), within the deadline of the whole batch.
+        """
+        grpc = _require_grpc()
+        if method not in _METHODS:
+            raise InvalidArgumentError(f"unknown catalog method {method!r}")
+        streaming = _METHODS[method][0]
+        call = self._grpc_call(method)
+        metadata = (("x-rerun-entry-name-bin", self.name.encode()),)
+        deadline = time.monotonic() + self.timeout_s
+        out: list[Any] = [None] * len(requests)
+        step = max(1, int(in_flight))
+        for lo in range(0, len(requests), step):
+            hi = min(len(requests), lo + step)
+            remaining = max(0.001, deadline - time.monotonic())
+            # Both kinds start on creation: a unary future, a stream's call object.
+            pending = [
+                call(r, timeout=remaining, metadata=metadata) if streaming else call.future(r, timeout=remaining,
+                                                                                              metadata=metadata)
+                for r in requests[lo:hi]
+            ]
+            for k, p in enumerate(pending, start=lo):
+                try:
+                    out[k] = list(p) if streaming else [p.result()]
+                except grpc.RpcError:
+                    try:  # once more on its own: rpc's retries, deadline and messages
+                        out[k] = self.rpc(method, requests[k])
+                    except Exception as e:  # noqa: BLE001 - handed to the engine, which maps it
+                        out[k] = e
+        return out
+
     # ----------------------------------------------------------------- native dataset
     def core(self) -> Any:
         self.check_process()
@@ -433,6 +472,7 @@ class _RemoteState:
                     int(self.spec["fetch_concurrency"]),
                     self.describe(),
                     manifest_cache_bytes=int(self.spec.get("manifest_cache_bytes", DEFAULT_MANIFEST_CACHE_BYTES)),
+                    rpc_many=_weak_rpc_many(self),
                 )
             return self._core_obj
 
@@ -447,6 +487,18 @@ def _weak_rpc(state: _RemoteState) -> Callable[[str, bytes], list[bytes]]:
         return s.rpc(method, request)
 
     return rpc
+
+
+def _weak_rpc_many(state: _RemoteState) -> Callable[[str, list[bytes], int], list[Any]]:
+    ref = weakref.ref(state)
+
+    def rpc_many(method: str, requests: list[bytes], in_flight: int) -> list[Any]:
+        s = ref()
+        if s is None:
+            raise RrloaderError("the remote dataset was closed while the engine still used it")
+        return s.rpc_many(method, requests, in_flight)
+
+    return rpc_many
 
 
 # --------------------------------------------------------------------------- public class

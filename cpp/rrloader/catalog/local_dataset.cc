@@ -171,6 +171,8 @@ Result<std::shared_ptr<LocalDataset>> LocalDataset::Open(const std::vector<std::
     }
   }
   std::sort(ds->segments_.begin(), ds->segments_.end(), [](const auto& a, const auto& b) { return a->id() < b->id(); });
+  ds->by_id_.reserve(ds->segments_.size());
+  for (size_t i = 0; i < ds->segments_.size(); ++i) ds->by_id_.emplace(ds->segments_[i]->id(), i);
 
   // Dataset-wide timelines and columns (the union over segments).
   std::map<std::pair<std::vector<std::string>, std::string>, DatasetColumn> cols;
@@ -211,10 +213,9 @@ std::vector<std::string> LocalDataset::SegmentIds() const {
 }
 
 Result<std::shared_ptr<store::Segment>> LocalDataset::FindSegment(const std::string& id) const {
-  auto it = std::lower_bound(segments_.begin(), segments_.end(), id,
-                             [](const auto& s, const std::string& v) { return s->id() < v; });
-  if (it == segments_.end() || (*it)->id() != id) return Status::NotFound("no segment '" + id + "' in the dataset");
-  return *it;
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return Status::NotFound("no segment '" + id + "' in the dataset");
+  return segments_[it->second];
 }
 
 Result<std::shared_ptr<const store::Segment>> LocalDataset::EntitySegment(const std::string& segment_id,

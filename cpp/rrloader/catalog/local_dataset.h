@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "rrloader/catalog/dataset.h"
@@ -69,6 +70,8 @@ class LocalDataset final : public Dataset {
  private:
   std::vector<std::string> files_;
   std::vector<std::shared_ptr<store::Segment>> segments_;
+  // by_id_: segment id -> position in segments_ (a block looks up every segment it reads).
+  std::unordered_map<std::string, size_t> by_id_;
   std::map<std::string, rrd::TimeKind> timelines_;
   std::vector<DatasetColumn> columns_;
   // Segments of files without a footer: the reference loads those into an eager chunk store, which

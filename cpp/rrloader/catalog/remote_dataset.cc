@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <string_view>
 #include <thread>
 #include <tuple>
+#include <unordered_set>
 
 #include "rrloader/chunk/entity_path.h"
 
@@ -18,11 +20,6 @@ std::string Meta(const std::shared_ptr<const arrow::KeyValueMetadata>& md, const
   if (!md) return "";
   auto v = md->Get(key);
   return v.ok() ? *v : "";
-}
-
-// ChunkCacheKey: one string per (segment, chunk id); '\0' cannot occur in a segment id.
-std::string ChunkCacheKey(const std::string& segment_id, const std::string& chunk_id) {
-  return segment_id + std::string(1, '\0') + chunk_id;
 }
 
 std::string Hex(const std::string& bytes) {
@@ -76,13 +73,22 @@ Status RunAll(size_t n, int threads, const std::function<Status(size_t)>& fn, st
 // while calling the transport.
 class RemoteChunkLoader final : public store::ChunkLoader {
  public:
-  RemoteChunkLoader(RpcFn rpc, RemoteOptions options)
-      : rpc_(std::move(rpc)), options_(std::move(options)), cache_(options_.cache_bytes) {}
+  RemoteChunkLoader(RpcFn rpc, RpcManyFn rpc_many, RemoteOptions options)
+      : rpc_(std::move(rpc)),
+        rpc_many_(std::move(rpc_many)),
+        options_(std::move(options)),
+        cache_(options_.cache_bytes) {}
+
+  bool HasRpcMany() const { return static_cast<bool>(rpc_many_); }
 
   using Wanted = std::pair<const store::Segment*, size_t>;
 
   Result<std::shared_ptr<const chunk::Chunk>> Load(const store::Segment& segment, size_t i,
                                                    store::ChunkCache& /*cache*/) const override {
+    // The common case (the block prefetched it, or an earlier epoch did): one cache lookup.
+    if (i < segment.chunks().size()) {
+      if (auto hit = cache_.Get(segment.chunks()[i].cache_key)) return hit;
+    }
     std::vector<std::shared_ptr<const chunk::Chunk>> got;
     RRL_RETURN_IF_ERROR(FetchInto({{&segment, i}}, &got, /*on_demand=*/true));
     if (got.empty()) {
@@ -99,17 +105,23 @@ class RemoteChunkLoader final : public store::ChunkLoader {
 
   // FetchManifest: one GetRrdManifest call, decoded (the caller prefixes errors).
   Result<redap::RemoteManifest> FetchManifest(const std::string& segment_id) const {
-    auto answer = rpc_(redap::kGetRrdManifest, redap::EncodeGetRrdManifestRequest(segment_id));
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.manifest_fetches;
-    if (!answer.ok()) {
-      ++stats_.fetch_errors;
-      return answer.status();
+    return DecodeManifest(rpc_(redap::kGetRrdManifest, redap::EncodeGetRrdManifestRequest(segment_id)));
+  }
+  // FetchManifests: GetRrdManifest of each segment through rpc_many_ (HasRpcMany), up to
+  // `in_flight` at once; decoded, in order.
+  std::vector<Result<redap::RemoteManifest>> FetchManifests(const std::vector<std::string>& segment_ids,
+                                                            int in_flight) const {
+    std::vector<std::string> requests;
+    requests.reserve(segment_ids.size());
+    for (const auto& id : segment_ids) requests.push_back(redap::EncodeGetRrdManifestRequest(id));
+    auto answers = rpc_many_(redap::kGetRrdManifest, requests, in_flight);
+    std::vector<Result<redap::RemoteManifest>> out;
+    out.reserve(segment_ids.size());
+    for (size_t k = 0; k < segment_ids.size(); ++k) {
+      out.push_back(k < answers.size() ? DecodeManifest(std::move(answers[k]))
+                                       : Status::Internal("the transport left a manifest call unanswered"));
     }
-    if (answer->size() != 1)
-      return Status::Corrupt("GetRrdManifest answered " + std::to_string(answer->size()) + " messages");
-    stats_.manifest_bytes += (*answer)[0]->size();
-    return redap::DecodeGetRrdManifestResponse((*answer)[0]);
+    return out;
   }
 
   store::ChunkCache& cache() const { return cache_; }
@@ -145,7 +157,23 @@ class RemoteChunkLoader final : public store::ChunkLoader {
   std::string Where(const std::vector<Wanted>& batch) const;
   void SweepAlive() const;  // with mu_ held
 
+  Result<redap::RemoteManifest> DecodeManifest(Result<std::vector<std::shared_ptr<arrow::Buffer>>> answer) const {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.manifest_fetches;
+      if (!answer.ok()) {
+        ++stats_.fetch_errors;
+        return answer.status();
+      }
+      if (answer->size() != 1)
+        return Status::Corrupt("GetRrdManifest answered " + std::to_string(answer->size()) + " messages");
+      stats_.manifest_bytes += (*answer)[0]->size();
+    }
+    return redap::DecodeGetRrdManifestResponse((*answer)[0]);
+  }
+
   RpcFn rpc_;
+  RpcManyFn rpc_many_;  // may be empty
   RemoteOptions options_;
   mutable store::ChunkCache cache_;
   mutable std::mutex mu_;
@@ -204,7 +232,7 @@ Result<bool> RemoteChunkLoader::CheckGone(const std::vector<Wanted>& batch) cons
                                 info.entity_path + "' of segment '" + seg->id() +
                                 "' is no longer on the server (the segment was registered again with other data?)");
       }
-      const std::string cache_key = ChunkCacheKey(seg->id(), info.chunk_id);
+      const std::string& cache_key = info.cache_key;  // (segment, chunk id), made by Segment::FromManifest
       if (FetchKey(cache_key, info) != it->second) {
         refreshed_keys_[cache_key] = it->second;
         refreshed = true;
@@ -226,8 +254,7 @@ Status RemoteChunkLoader::FetchBatch(const std::vector<Wanted>& batch,
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [seg, i] : batch) {
         const auto& info = seg->chunks()[i];
-        refs.push_back(
-            {info.chunk_id, seg->id(), options_.layer, FetchKey(ChunkCacheKey(seg->id(), info.chunk_id), info)});
+        refs.push_back({info.chunk_id, seg->id(), options_.layer, FetchKey(info.cache_key, info)});
       }
     }
     auto request = redap::EncodeFetchChunksRequest(refs);
@@ -305,16 +332,18 @@ Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
   std::vector<Wait> waits;  // chunks another thread is fetching
   {
     std::vector<std::pair<Wanted, std::string>> missing;
-    std::set<std::string> listed;
+    // Keys are (segment, chunk id) strings of the segments' chunk indexes, which outlive
+    // this call: views of them dedupe without copying.
+    std::unordered_set<std::string_view> listed;
+    listed.reserve(wanted.size());
     for (const auto& w : wanted) {
-      const auto& info = w.first->chunks()[w.second];
-      std::string key = ChunkCacheKey(w.first->id(), info.chunk_id);
+      const std::string& key = w.first->chunks()[w.second].cache_key;
       if (!listed.insert(key).second) continue;
       if (auto hit = cache_.Get(key)) {
         out->push_back(std::move(hit));
         continue;
       }
-      missing.emplace_back(w, std::move(key));
+      missing.emplace_back(w, key);
     }
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<std::pair<Wanted, std::string>> to_fetch;
@@ -423,7 +452,7 @@ Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
 
 Result<std::shared_ptr<RemoteDataset>> RemoteDataset::Make(std::vector<std::string> segment_ids,
                                                            const arrow::Schema& schema, RpcFn rpc,
-                                                           RemoteOptions options) {
+                                                           RemoteOptions options, RpcManyFn rpc_many) {
   if (!rpc) return Status::InvalidArgument(options.description + ": no transport");
   auto ds = std::shared_ptr<RemoteDataset>(new RemoteDataset());
   std::sort(segment_ids.begin(), segment_ids.end());
@@ -470,8 +499,9 @@ Result<std::shared_ptr<RemoteDataset>> RemoteDataset::Make(std::vector<std::stri
   options.cache_bytes = std::max<int64_t>(0, options.cache_bytes);
   options.manifest_cache_bytes = std::max<int64_t>(0, options.manifest_cache_bytes);
   options.fetch_batch_bytes = std::max<int64_t>(1, options.fetch_batch_bytes);
+  options.manifests_in_flight = std::max(1, options.manifests_in_flight);
   ds->options_ = options;
-  ds->loader_ = std::make_shared<RemoteChunkLoader>(std::move(rpc), std::move(options));
+  ds->loader_ = std::make_shared<RemoteChunkLoader>(std::move(rpc), std::move(rpc_many), std::move(options));
   return ds;
 }
 
@@ -491,25 +521,11 @@ bool RemoteDataset::Known(const std::string& segment_id) const {
   return std::binary_search(segment_ids_.begin(), segment_ids_.end(), segment_id);
 }
 
-RemoteDataset::SegmentResult RemoteDataset::LoadManifest(const std::string& segment_id) const {
-  std::promise<SegmentResult> promise;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (auto it = map_.find(segment_id); it != map_.end()) {
-      lru_.splice(lru_.begin(), lru_, it->second);
-      return it->second->segment;
-    }
-    if (auto it = inflight_.find(segment_id); it != inflight_.end()) {
-      std::shared_future<SegmentResult> pending = it->second;
-      lock.unlock();
-      return pending.get();
-    }
-    inflight_.emplace(segment_id, promise.get_future().share());
-  }
+RemoteDataset::SegmentResult RemoteDataset::ManifestResult(const std::string& segment_id,
+                                                           Result<redap::RemoteManifest> manifest) const {
   const std::string where = options_.description + ": segment '" + segment_id + "'";
   SegmentResult result = Status::Internal("not fetched");
   try {
-    auto manifest = loader_->FetchManifest(segment_id);
     if (!manifest.ok()) {
       result = manifest.status().code() == StatusCode::kNotFound
                    ? Status::NotFound(options_.description + ": segment '" + segment_id +
@@ -527,28 +543,92 @@ RemoteDataset::SegmentResult RemoteDataset::LoadManifest(const std::string& segm
       }
     }
   } catch (const std::exception& e) {  // never leave waiters hanging
-    result = Status::Internal(where + ": fetching the manifest threw: " + e.what());
+    result = Status::Internal(where + ": reading the manifest threw: " + e.what());
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    inflight_.erase(segment_id);
-    if (result.ok()) {
-      const int64_t bytes = (*result)->IndexBytes();
-      // A manifest larger than the whole cache is handed out but not kept.
-      if (bytes <= options_.manifest_cache_bytes && !map_.count(segment_id)) {
-        lru_.push_front(Entry{segment_id, *result, bytes});
-        map_[segment_id] = lru_.begin();
-        manifest_bytes_cached_ += bytes;
-        while (manifest_bytes_cached_ > options_.manifest_cache_bytes && !lru_.empty()) {
-          manifest_bytes_cached_ -= lru_.back().bytes;
-          map_.erase(lru_.back().segment_id);
-          lru_.pop_back();
-        }
+  std::lock_guard<std::mutex> lock(mu_);
+  inflight_.erase(segment_id);
+  if (result.ok()) {
+    const int64_t bytes = (*result)->IndexBytes();
+    // A manifest larger than the whole cache is handed out but not kept.
+    if (bytes <= options_.manifest_cache_bytes && !map_.count(segment_id)) {
+      lru_.push_front(Entry{segment_id, *result, bytes});
+      map_[segment_id] = lru_.begin();
+      manifest_bytes_cached_ += bytes;
+      while (manifest_bytes_cached_ > options_.manifest_cache_bytes && !lru_.empty()) {
+        manifest_bytes_cached_ -= lru_.back().bytes;
+        map_.erase(lru_.back().segment_id);
+        lru_.pop_back();
       }
     }
   }
+  return result;
+}
+
+RemoteDataset::SegmentResult RemoteDataset::LoadManifest(const std::string& segment_id) const {
+  std::promise<SegmentResult> promise;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (auto it = map_.find(segment_id); it != map_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return it->second->segment;
+    }
+    if (auto it = inflight_.find(segment_id); it != inflight_.end()) {
+      std::shared_future<SegmentResult> pending = it->second;
+      lock.unlock();
+      return pending.get();
+    }
+    inflight_.emplace(segment_id, promise.get_future().share());
+  }
+  Result<redap::RemoteManifest> manifest = Status::Internal("not fetched");
+  try {
+    manifest = loader_->FetchManifest(segment_id);
+  } catch (const std::exception& e) {  // never leave waiters hanging
+    manifest = Status::Internal(std::string("fetching the manifest threw: ") + e.what());
+  }
+  SegmentResult result = ManifestResult(segment_id, std::move(manifest));
   promise.set_value(result);
   return result;
+}
+
+std::vector<RemoteDataset::SegmentResult> RemoteDataset::LoadManifests(
+    const std::vector<std::string>& segment_ids) const {
+  std::vector<SegmentResult> results(segment_ids.size(), Status::Internal("not loaded"));
+  std::vector<size_t> mine;  // fetched here
+  std::vector<std::promise<SegmentResult>> promises;
+  std::vector<std::pair<size_t, std::shared_future<SegmentResult>>> theirs;  // another thread's fetch
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    promises.reserve(segment_ids.size());
+    for (size_t k = 0; k < segment_ids.size(); ++k) {
+      if (auto it = map_.find(segment_ids[k]); it != map_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        results[k] = it->second->segment;
+      } else if (auto in = inflight_.find(segment_ids[k]); in != inflight_.end()) {
+        theirs.emplace_back(k, in->second);
+      } else {
+        promises.emplace_back();
+        inflight_.emplace(segment_ids[k], promises.back().get_future().share());
+        mine.push_back(k);
+      }
+    }
+  }
+  if (!mine.empty()) {
+    std::vector<std::string> ids;
+    ids.reserve(mine.size());
+    for (size_t k : mine) ids.push_back(segment_ids[k]);
+    std::vector<Result<redap::RemoteManifest>> manifests;
+    try {
+      manifests = loader_->FetchManifests(ids, std::max(1, options_.manifests_in_flight));
+    } catch (const std::exception& e) {  // never leave waiters hanging
+      manifests.assign(ids.size(), Status::Internal(std::string("fetching manifests threw: ") + e.what()));
+    }
+    for (size_t m = 0; m < mine.size(); ++m) {
+      results[mine[m]] = ManifestResult(ids[m], std::move(manifests[m]));
+      promises[m].set_value(results[mine[m]]);
+    }
+  }
+  for (auto& [k, pending] : theirs) results[k] = pending.get();
+  return results;
 }
 
 Result<std::shared_ptr<const store::Segment>> RemoteDataset::EntitySegment(const std::string& segment_id,
@@ -565,34 +645,71 @@ Result<std::shared_ptr<const store::Segment>> RemoteDataset::EntitySegment(const
 
 Result<std::vector<std::shared_ptr<const store::Segment>>> RemoteDataset::EntitySegments(
     const std::vector<EntityKey>& keys) const {
-  std::vector<std::string> unique;
-  std::map<std::string, size_t> index_of;        // segment -> index in unique
-  std::map<std::string, std::string> entity_of;  // for messages: the first entity asked for
+  // Views of the keys' strings, which outlive the call.
+  std::vector<std::string_view> unique;
+  std::vector<const std::string*> entity_of;              // for messages: the first entity asked for
+  std::unordered_map<std::string_view, size_t> index_of;  // segment -> index in unique
+  std::vector<size_t> key_to_unique;
+  key_to_unique.reserve(keys.size());
   for (const auto& [segment_id, entity] : keys) {
     if (!Known(segment_id)) {
       return Status::NotFound("no segment '" + segment_id + "' in the dataset (" + options_.description + ")");
     }
-    if (index_of.emplace(segment_id, unique.size()).second) {
+    auto [it, inserted] = index_of.emplace(segment_id, unique.size());
+    if (inserted) {
       unique.push_back(segment_id);
-      entity_of[segment_id] = entity;
+      entity_of.push_back(&entity);
     }
+    key_to_unique.push_back(it->second);
   }
   std::vector<SegmentResult> results(unique.size(), Status::Internal("not loaded"));
-  std::vector<char> started;
-  Status status = RunAll(
-      unique.size(), options_.fetch_concurrency,
-      [&](size_t k) -> Status {
-        results[k] = LoadManifest(unique[k]);
-        if (!results[k].ok() && results[k].status().code() != StatusCode::kNotFound) {
-          results[k] = results[k].status().WithPrefix("reading entity '" + entity_of[unique[k]] + "'");
-        }
-        return results[k].ok() ? Status::OK() : results[k].status();
-      },
-      &started);
-  if (!status.ok()) return status;
+  // The manifests already cached (every one, after a block's first touch of its segments)
+  // under one lock; threads only for the missing ones.
+  std::vector<size_t> missing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t k = 0; k < unique.size(); ++k) {
+      if (auto it = map_.find(std::string(unique[k])); it != map_.end()) {
+        lru_.splice(lru_.begin(), lru_, it->second);
+        results[k] = it->second->segment;
+      } else {
+        missing.push_back(k);
+      }
+    }
+  }
+  auto named = [&](size_t k) {
+    if (!results[k].ok() && results[k].status().code() != StatusCode::kNotFound) {
+      results[k] = results[k].status().WithPrefix("reading entity '" + *entity_of[k] + "'");
+    }
+  };
+  if (missing.size() > 1 && loader_->HasRpcMany()) {
+    std::vector<std::string> ids;
+    ids.reserve(missing.size());
+    for (size_t k : missing) ids.emplace_back(unique[k]);
+    std::vector<SegmentResult> loaded = LoadManifests(ids);
+    for (size_t m = 0; m < missing.size(); ++m) {
+      results[missing[m]] = std::move(loaded[m]);
+      named(missing[m]);
+    }
+    for (size_t k : missing) {  // missing is in key order
+      if (!results[k].ok()) return results[k].status();
+    }
+  } else {
+    std::vector<char> started;
+    Status status = RunAll(
+        missing.size(), options_.fetch_concurrency,
+        [&](size_t m) -> Status {
+          const size_t k = missing[m];
+          results[k] = LoadManifest(std::string(unique[k]));
+          named(k);
+          return results[k].ok() ? Status::OK() : results[k].status();
+        },
+        &started);
+    if (!status.ok()) return status;
+  }
   std::vector<std::shared_ptr<const store::Segment>> out;
   out.reserve(keys.size());
-  for (const auto& [segment_id, entity] : keys) out.push_back(*results[index_of[segment_id]]);
+  for (size_t u : key_to_unique) out.push_back(*results[u]);
   return out;
 }
 

@@ -65,13 +65,26 @@ inline constexpr int64_t kDefaultFetchBatchBytes = int64_t{4} << 20;
 using RpcFn = std::function<Result<std::vector<std::shared_ptr<arrow::Buffer>>>(const std::string& method,
                                                                                 const std::string& request)>;
 
+// RpcManyFn: many calls of one method at once (the transport runs up to `in_flight` of
+// them concurrently, from the calling thread); one answer per request, in order. Optional:
+// without one, a block's missing manifests are fetched by fetch_concurrency threads, one
+// RpcFn call each.
+using RpcManyFn = std::function<std::vector<Result<std::vector<std::shared_ptr<arrow::Buffer>>>>(
+    const std::string& method, const std::vector<std::string>& requests, int in_flight)>;
+
+// kDefaultManifestsInFlight: GetRrdManifest calls on the wire at once through RpcManyFn. A
+// manifest is a few KiB and the server answers from its footer index: latency, not
+// bandwidth, is their cost, so many overlap well.
+inline constexpr int kDefaultManifestsInFlight = 64;
+
 struct RemoteOptions {
   int64_t cache_bytes = kDefaultRemoteCacheBytes;
   int64_t manifest_cache_bytes = kDefaultManifestCacheBytes;
   int fetch_concurrency = kDefaultRemoteFetchConcurrency;  // < 1 is taken as 1
   int64_t fetch_batch_bytes = kDefaultFetchBatchBytes;
-  std::string layer = redap::kDefaultLayer;    // the segment layer sent with FetchChunks
-  std::string description = "remote dataset";  // names the dataset in messages
+  int manifests_in_flight = kDefaultManifestsInFlight;  // through RpcManyFn; < 1 is taken as 1
+  std::string layer = redap::kDefaultLayer;             // the segment layer sent with FetchChunks
+  std::string description = "remote dataset";           // names the dataset in messages
 };
 
 // RemoteStats: counters since Make (size/entries/manifests_cached: now).
@@ -107,9 +120,10 @@ class RemoteDataset final : public Dataset {
   // with rerun:kind = index / data / control and the rerun:* metadata of
   // DatasetEntry.schema()), and the transport. kInvalidArgument when a data field lacks its
   // entity path or component, or an index field's type is not a timeline type.
+  // `rpc_many` (optional) fetches a block's missing manifests in one round of concurrent calls.
   [[nodiscard]] static Result<std::shared_ptr<RemoteDataset>> Make(std::vector<std::string> segment_ids,
                                                                    const arrow::Schema& schema, RpcFn rpc,
-                                                                   RemoteOptions options);
+                                                                   RemoteOptions options, RpcManyFn rpc_many = nullptr);
 
   const std::vector<DatasetColumn>& columns() const override { return columns_; }
   const std::map<std::string, rrd::TimeKind>& timelines() const override { return timelines_; }
@@ -121,10 +135,11 @@ class RemoteDataset final : public Dataset {
   // prefixed with the dataset and segment.
   [[nodiscard]] Result<std::shared_ptr<const store::Segment>> EntitySegment(
       const std::string& segment_id, const std::string& entity_path) const override;
-  // EntitySegments: as EntitySegment for each key; the missing manifests are fetched up to
-  // fetch_concurrency at a time (each once). An unknown segment fails the call before
-  // anything is fetched; once a fetch fails no further one starts, and the first failure
-  // in key order is returned.
+  // EntitySegments: as EntitySegment for each key; the cached manifests are looked up under
+  // one lock, the missing ones fetched (each once) in one RpcManyFn round of up to
+  // manifests_in_flight concurrent calls, or without it up to fetch_concurrency at a time
+  // (then, once a fetch fails no further one starts). An unknown segment fails the call
+  // before anything is fetched; the first failure in key order is returned.
   [[nodiscard]] Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
       const std::vector<EntityKey>& keys) const override;
 
@@ -144,6 +159,12 @@ class RemoteDataset final : public Dataset {
   RemoteDataset() = default;
   using SegmentResult = Result<std::shared_ptr<const store::Segment>>;
   [[nodiscard]] SegmentResult LoadManifest(const std::string& segment_id) const;
+  // LoadManifests: LoadManifest of each id (distinct, none cached when asked), the ones no
+  // other thread is fetching in one RpcManyFn round.
+  std::vector<SegmentResult> LoadManifests(const std::vector<std::string>& segment_ids) const;
+  // ManifestResult: the segment (or the error, named) from a GetRrdManifest answer, which is
+  // then cached; the in-flight entry of the segment is removed (mu_ not held).
+  SegmentResult ManifestResult(const std::string& segment_id, Result<redap::RemoteManifest> manifest) const;
   bool Known(const std::string& segment_id) const;
 
   struct Entry {

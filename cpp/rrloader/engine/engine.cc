@@ -459,11 +459,18 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
       continue;  // all video fields at once, below
     }
     const int64_t T = fc.slots;
+    // One (segment, column) lookup after the other; the buffers are reused (a shuffled block
+    // has about one lookup per sample).
+    std::vector<int64_t> vals;
+    std::vector<CellRef> cells;
     auto resolve = [&](const ColumnRef& col, std::vector<CellRef>* out) -> Status {
       out->assign(n * static_cast<size_t>(T), CellRef{});
       for (const auto& [seg, members] : samples_by_segment) {
-        const std::vector<int64_t> vals = slot_values(f, members);
-        std::vector<CellRef> cells;
+        vals.clear();
+        const int64_t hi = f.window ? f.window->second : 0;
+        for (size_t i : members) {
+          for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
+        }
         auto segment = segment_of(seg, col.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
         Status st = ResolveLatestAt(**segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,

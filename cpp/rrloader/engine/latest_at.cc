@@ -11,29 +11,38 @@ namespace {
 
 constexpr const char* kClearComponent = "Clear:is_recursive";
 
-// Entry: a non-null cell of the column (or a clear of the entity) in one chunk.
-struct Entry {
-  int64_t time = 0;
-  chunk::RowId row_id;
-  int64_t row = 0;
-  bool clear = false;
-};
-
-bool EntryLess(const Entry& a, const Entry& b) {
-  return a.time != b.time ? a.time < b.time : a.row_id < b.row_id;
-}
-
-// ChunkCells: a temporal chunk's entries sorted by (time, row id).
+// ChunkCells: a temporal chunk's cells of the column and its entity's clears, each sorted
+// by (time, row id) (TimeIndexes, kept with the cached chunk: built once per chunk load).
 struct ChunkCells {
   std::shared_ptr<const chunk::Chunk> chunk;
   const arrow::ListArray* list = nullptr;  // the column in this chunk (nullptr: only clears)
-  std::vector<Entry> entries;
+  std::shared_ptr<const store::TimeIndex> data, clears;
 };
 
 struct TemporalInfo {
   size_t index = 0;  // into segment.chunks()
   int64_t min = 0, max = 0;
 };
+
+// A cell found so far: its time, row id, chunk and row.
+struct Found {
+  const ChunkCells* cells = nullptr;
+  int64_t time = 0;
+  chunk::RowId row_id;
+  int64_t row = 0;
+  bool clear = false;
+};
+
+bool FoundLess(const Found& a, const Found& b) {
+  return a.time != b.time ? a.time < b.time : a.row_id < b.row_id;
+}
+
+// LastAtOrBefore: the last cell of `index` at or before v, or nullptr.
+const store::TimeIndex::Cell* LastAtOrBefore(const store::TimeIndex& index, int64_t v) {
+  auto end = std::upper_bound(index.cells.begin(), index.cells.end(), v,
+                              [](int64_t x, const store::TimeIndex::Cell& c) { return x < c.time; });
+  return end == index.cells.begin() ? nullptr : &*std::prev(end);
+}
 
 }  // namespace
 
@@ -44,9 +53,9 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
   std::vector<TemporalInfo> temporal;
   std::optional<std::pair<chunk::RowId, CellRef>> static_cell;
   const auto& infos = segment.chunks();
-  for (size_t i = 0; i < infos.size(); ++i) {
+  for (size_t i : segment.EntityChunks(column.entity_path)) {
     const auto& info = infos[i];
-    if (info.entity_path != column.entity_path || info.num_rows == 0) continue;
+    if (info.num_rows == 0) continue;
     if (info.is_static) {
       auto ch = segment.LoadChunk(i, cache);
       if (!ch.ok()) return ch.status();
@@ -74,77 +83,67 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
   // them in this order and stops once a chunk ends before the best cell found.
   std::sort(temporal.begin(), temporal.end(),
             [](const TemporalInfo& a, const TemporalInfo& b) { return a.max > b.max; });
-  std::map<size_t, ChunkCells> loaded;
-  auto cells_of = [&](const TemporalInfo& t) -> Result<const ChunkCells*> {
-    auto it = loaded.find(t.index);
-    if (it != loaded.end()) return &it->second;
-    auto ch = segment.LoadChunk(t.index, cache);
+  std::vector<ChunkCells> loaded(temporal.size());  // parallel to `temporal`; chunk == nullptr: not yet
+  auto cells_of = [&](size_t t) -> Result<const ChunkCells*> {
+    ChunkCells& cc = loaded[t];
+    if (cc.chunk != nullptr) return &cc;
+    auto ch = segment.LoadChunk(temporal[t].index, cache);
     if (!ch.ok()) return ch.status();
     ++*chunks_loaded;
-    ChunkCells cc;
-    cc.chunk = *ch;
-    const auto* tl = cc.chunk->FindTimeline(index);
-    const auto* comp = cc.chunk->FindComponent(column.component);
-    const auto* clear = cc.chunk->FindComponent(kClearComponent);
-    if (tl != nullptr) {
+    cc.chunk = std::move(*ch);
+    if (cc.chunk->FindTimeline(index) != nullptr) {
+      const auto* comp = cc.chunk->FindComponent(column.component);
       cc.list = comp != nullptr ? comp->list.get() : nullptr;
-      for (int64_t r = 0; r < cc.chunk->num_rows(); ++r) {
-        if (comp != nullptr && !comp->list->IsNull(r))
-          cc.entries.push_back({tl->values[r], cc.chunk->row_id(r), r, false});
-        if (clear != nullptr && !clear->list->IsNull(r))
-          cc.entries.push_back({tl->values[r], cc.chunk->row_id(r), r, true});
+      if (comp != nullptr) cc.data = cache.Index(cc.chunk, index, column.component);
+      if (cc.chunk->FindComponent(kClearComponent) != nullptr) {
+        cc.clears = cache.Index(cc.chunk, index, kClearComponent);
       }
-      std::sort(cc.entries.begin(), cc.entries.end(), EntryLess);
     }
     keep_alive->push_back(cc.chunk);
-    return &loaded.emplace(t.index, std::move(cc)).first->second;
+    return &cc;
   };
 
   for (size_t k = 0; k < values.size(); ++k) {
     const int64_t v = values[k];
-    const Entry* exact = nullptr;
-    const ChunkCells* exact_chunk = nullptr;
-    const Entry* best = nullptr;  // latest data at or before v
-    const ChunkCells* best_chunk = nullptr;
+    Found exact;  // the cell logged exactly at v with the largest row id (data or clear)
+    Found best;   // the latest data at or before v
     auto visit = [&](const ChunkCells& cc) {
-      // Entries at or before v, newest first.
-      auto end = std::upper_bound(cc.entries.begin(), cc.entries.end(), v,
-                                  [](int64_t x, const Entry& e) { return x < e.time; });
-      for (auto it = end; it != cc.entries.begin();) {
-        --it;
-        if (it->time == v && (exact == nullptr || exact->row_id < it->row_id)) {
-          exact = &*it;
-          exact_chunk = &cc;
+      const chunk::Chunk& ch = *cc.chunk;
+      if (cc.data != nullptr) {
+        if (const auto* c = LastAtOrBefore(*cc.data, v)) {
+          const Found f{&cc, c->time, ch.row_id(c->row), c->row, false};
+          if (best.cells == nullptr || FoundLess(best, f)) best = f;
+          // The last data cell at v is the one with the largest row id there.
+          if (c->time == v && (exact.cells == nullptr || exact.row_id < f.row_id)) exact = f;
         }
-        if (!it->clear) {
-          if (best == nullptr || EntryLess(*best, *it)) {
-            best = &*it;
-            best_chunk = &cc;
-          }
-          break;  // older data in this chunk cannot beat this one
+      }
+      if (cc.clears != nullptr) {
+        if (const auto* c = LastAtOrBefore(*cc.clears, v); c != nullptr && c->time == v) {
+          const Found f{&cc, c->time, ch.row_id(c->row), c->row, true};
+          if (exact.cells == nullptr || exact.row_id < f.row_id) exact = f;
         }
       }
     };
     // 1. Every chunk whose range contains v (it may hold the exact cell).
-    for (const auto& t : temporal) {
-      if (t.min <= v && v <= t.max) {
+    for (size_t t = 0; t < temporal.size(); ++t) {
+      if (temporal[t].min <= v && v <= temporal[t].max) {
         auto cc = cells_of(t);
         if (!cc.ok()) return cc.status();
         visit(**cc);
       }
     }
     // 2. Chunks that end before v, newest end first, while they could hold a later cell.
-    for (const auto& t : temporal) {
-      if (t.max >= v) continue;
-      if (best != nullptr && t.max < best->time) break;
+    for (size_t t = 0; t < temporal.size(); ++t) {
+      if (temporal[t].max >= v) continue;
+      if (best.cells != nullptr && temporal[t].max < best.time) break;
       auto cc = cells_of(t);
       if (!cc.ok()) return cc.status();
       visit(**cc);
     }
-    if (exact != nullptr) {
-      (*out)[k] = exact->clear ? CellRef{nullptr, 0, true} : CellRef{exact_chunk->list, exact->row, false};
-    } else if (best != nullptr) {
-      (*out)[k] = CellRef{best_chunk->list, best->row, false};
+    if (exact.cells != nullptr) {
+      (*out)[k] = exact.clear ? CellRef{nullptr, 0, true} : CellRef{exact.cells->list, exact.row, false};
+    } else if (best.cells != nullptr) {
+      (*out)[k] = CellRef{best.cells->list, best.row, false};
     }
   }
   return Status::OK();
@@ -163,9 +162,9 @@ std::vector<size_t> LatestAtChunks(const store::Segment& segment, const std::str
   };
   std::vector<Temporal> temporal;
   const auto& infos = segment.chunks();
-  for (size_t i = 0; i < infos.size(); ++i) {
+  for (size_t i : segment.EntityChunks(column.entity_path)) {
     const auto& info = infos[i];
-    if (info.entity_path != column.entity_path || info.num_rows == 0) continue;
+    if (info.num_rows == 0) continue;
     if (info.is_static) {
       out.push_back(i);  // ResolveLatestAt reads every static chunk of the entity
       continue;

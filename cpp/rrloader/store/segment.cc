@@ -3,15 +3,21 @@
 #include <arrow/util/key_value_metadata.h>
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 
 namespace rrl::store {
 
 namespace {
 
-std::string CacheKey(const io::ByteSource& src, const rrd::ChunkLocation& loc) {
-  return src.Name() + "@" + std::to_string(loc.offset);
+// CacheKey: "<file number>@<byte offset>", the file numbered once per process by FromRrd:
+// short (no heap allocation for the string; hashed and compared on every lookup of a
+// block), and unique however long the file's path is.
+std::string CacheKey(uint64_t file_number, const rrd::ChunkLocation& loc) {
+  return std::to_string(file_number) + "@" + std::to_string(loc.offset);
 }
+
+std::atomic<uint64_t> g_next_file_number{0};
 
 bool HasNonEmptyCell(const arrow::ListArray& list) {
   for (int64_t r = 0; r < list.length(); ++r) {
@@ -72,7 +78,8 @@ int64_t Segment::IndexBytes() const {
   int64_t bytes = static_cast<int64_t>(sizeof(Segment));
   for (const auto& c : chunks_) {
     bytes += static_cast<int64_t>(sizeof(ChunkInfo) + c.entity_path.capacity() + c.chunk_id.capacity() +
-                                  c.chunk_key.capacity() + c.ranges.capacity() * sizeof(rrd::TimeRange) +
+                                  c.chunk_key.capacity() + c.cache_key.capacity() +
+                                  c.ranges.capacity() * sizeof(rrd::TimeRange) +
                                   c.components.capacity() * sizeof(rrd::ComponentStats));
     for (const auto& r : c.ranges) bytes += static_cast<int64_t>(r.timeline.capacity());
     for (const auto& st : c.components) bytes += static_cast<int64_t>(st.timeline.capacity() + st.component.capacity());
@@ -95,6 +102,12 @@ void Segment::AddChunkInfo(ChunkInfo info, bool empty_chunks_have_ranges) {
   chunks_.push_back(std::move(info));
 }
 
+const std::vector<size_t>& Segment::EntityChunks(const std::string& entity_path) const {
+  static const std::vector<size_t> kNone;
+  auto it = by_entity_.find(entity_path);
+  return it == by_entity_.end() ? kNone : it->second;
+}
+
 std::vector<std::string> Segment::EntityPaths() const {
   std::vector<std::string> out;
   for (const auto& [e, _] : by_entity_) out.push_back(e);
@@ -109,7 +122,7 @@ Result<std::shared_ptr<const chunk::Chunk>> Segment::LoadChunk(size_t i, ChunkCa
   if (loader_ != nullptr) return loader_->Load(*this, i, cache);
   if (source_ == nullptr) return resident_[i];
   const auto& info = chunks_[i];
-  const std::string key = CacheKey(*source_, info.location);
+  const std::string& key = info.cache_key;
   if (auto hit = cache.Get(key)) return hit;
   RRL_ASSIGN_OR_RETURN(auto ipc, rrd::ReadChunkIpc(*source_, info.location));
   RRL_ASSIGN_OR_RETURN(auto decoded, chunk::Chunk::Decode(ipc, source_->Name() + ": chunk at byte offset " +
@@ -219,6 +232,7 @@ Result<std::shared_ptr<Segment>> Segment::FromManifest(std::string id, std::stri
     info.chunk_id = std::move(s.chunk_id);
     info.chunk_key = std::move(s.chunk_key);
     info.byte_size = s.byte_size_uncompressed;
+    info.cache_key = seg->id_ + std::string(1, '\0') + info.chunk_id;
     seg->AddChunkInfo(std::move(info), true);  // as for a file's footer
   }
   if (sorbet_schema) {
@@ -230,6 +244,7 @@ Result<std::shared_ptr<Segment>> Segment::FromManifest(std::string id, std::stri
 
 Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdIndex& index, ChunkCache& cache) {
   std::vector<std::shared_ptr<Segment>> out;
+  const uint64_t file_number = g_next_file_number.fetch_add(1);
   for (const auto& store : index.recordings) {
     auto seg = std::make_shared<Segment>();
     seg->id_ = store.id.recording_id;
@@ -238,6 +253,7 @@ Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdInd
     for (size_t i = 0; i < store.chunks.size(); ++i) {
       ChunkInfo info;
       info.location = store.chunks[i];
+      info.cache_key = CacheKey(file_number, info.location);
       if (!store.summaries.empty()) {
         const auto& s = store.summaries[i];
         info.entity_path = s.entity_path;
@@ -253,7 +269,7 @@ Result<std::vector<std::shared_ptr<Segment>>> Segment::FromRrd(const rrd::RrdInd
                                                                    std::to_string(info.location.offset)));
         DescribeChunk(*c, &info);
         seg->AddColumnsFromChunk(*c);
-        cache.Put(CacheKey(*index.source, info.location), c);
+        cache.Put(info.cache_key, c);
       }
       // (as the reference's store, a file's empty chunk still counts in the index ranges)
       seg->AddChunkInfo(std::move(info), true);

@@ -28,6 +28,11 @@ struct ChunkInfo {
   std::string chunk_id;    // 16 bytes, big-endian TUID (manifests; empty when unknown)
   std::string chunk_key;   // remote segments: the catalog server's opaque fetch key
   uint64_t byte_size = 0;  // remote segments: the chunk's IPC size (for batching fetches)
+  // cache_key: the chunk's key in a ChunkCache, made once here (a lookup per block and
+  // column builds no string): a number given to the file when opened and the chunk's
+  // byte offset; a remote
+  // segment's id, '\0', and the chunk id. Empty for resident segments (never cached).
+  std::string cache_key;
 
   // Stats: the stats of `component` on `timeline`, or nullptr when it has no cell there
   // (or nothing is known: check has_component_stats).
@@ -84,6 +89,9 @@ class Segment {
   // Columns, keyed by (entity path, component).
   const std::map<std::pair<std::string, std::string>, ColumnInfo>& columns() const { return columns_; }
   std::vector<std::string> EntityPaths() const;
+  // EntityChunks: the numbers (into chunks()) of the chunks of `entity_path`, in file order;
+  // empty when it has none. Lookups walk these instead of every chunk of the segment.
+  const std::vector<size_t>& EntityChunks(const std::string& entity_path) const;
 
   // LoadEntity: every chunk of `entity_path` (duplicates by chunk id dropped), decoded.
   [[nodiscard]] Result<std::vector<std::shared_ptr<const chunk::Chunk>>> LoadEntity(const std::string& entity_path,

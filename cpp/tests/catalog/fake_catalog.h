@@ -72,6 +72,19 @@ class FakeCatalog {
     return [this](const std::string& method, const std::string& request) { return Call(method, request); };
   }
 
+  // RpcMany: the batched transport (catalog::RpcManyFn): the calls one after the other.
+  catalog::RpcManyFn RpcMany() {
+    return [this](const std::string& method, const std::vector<std::string>& requests, int in_flight) {
+      ++many_calls;
+      max_in_flight = in_flight;
+      std::vector<Result<std::vector<std::shared_ptr<arrow::Buffer>>>> out;
+      for (const auto& r : requests) out.push_back(Call(method, r));
+      return out;
+    };
+  }
+
+  std::atomic<int> many_calls{0};  // RpcMany calls
+  std::atomic<int> max_in_flight{0};
   std::atomic<int> manifest_calls{0};
   std::atomic<int> fetch_calls{0};
   std::atomic<int> chunks_sent{0};

@@ -219,6 +219,58 @@ TEST(RemoteDataset, ARemovedSegmentIsNotFoundNamingIt) {
   EXPECT_NE(st2.message().find("segment 's2' is no longer in the dataset"), std::string::npos) << st2.message();
 }
 
+TEST(RemoteDataset, ABlocksMissingManifestsAreOneBatchedRound) {
+  testing::FakeCatalog catalog;
+  std::vector<std::string> ids;
+  for (int k = 0; k < 50; ++k) {
+    ids.push_back("s" + std::to_string(k));
+    catalog.AddRange(ids.back(), "/a", k, 5 + k % 3);
+  }
+  RemoteOptions o = Options();
+  o.manifests_in_flight = 16;
+  auto ds =
+      RemoteDataset::Make(ids, *testing::CatalogSchema({"/a", "/b"}), catalog.Rpc(), o, catalog.RpcMany()).value();
+  (void)ds->EntitySegment("s3", "/a").value();  // one cached already: not asked again
+  EXPECT_EQ(catalog.manifest_calls, 1);
+  std::vector<EntityKey> keys;
+  for (const auto& id : ids) keys.emplace_back(id, "/a");
+  keys.emplace_back("s7", "/b");  // a segment twice: fetched once
+  auto segs = ds->EntitySegments(keys).value();
+  EXPECT_EQ(catalog.many_calls, 1);
+  EXPECT_EQ(catalog.max_in_flight, 16);
+  EXPECT_EQ(catalog.manifest_calls, 50);
+  ASSERT_EQ(segs.size(), keys.size());
+  for (size_t k = 0; k < ids.size(); ++k) {
+    EXPECT_EQ(segs[k]->id(), ids[k]);
+    ASSERT_EQ(segs[k]->chunks().size(), 1u);
+    EXPECT_EQ(segs[k]->chunks()[0].num_rows, 5u + k % 3);  // each segment its own manifest
+  }
+  EXPECT_EQ(segs.back().get(), segs[7].get());
+  EXPECT_EQ(ds->Stats().manifests_cached, 50);
+  (void)ds->EntitySegments(keys).value();  // all cached: no call
+  EXPECT_EQ(catalog.many_calls, 1);
+  EXPECT_EQ(catalog.manifest_calls, 50);
+}
+
+TEST(RemoteDataset, ABatchedRoundReportsTheFirstFailureInKeyOrder) {
+  testing::FakeCatalog catalog;
+  for (int k = 0; k < 6; ++k) catalog.AddRange("s" + std::to_string(k), "/a", 0, 3);
+  std::vector<std::string> ids{"s0", "s1", "s2", "s3", "s4", "s5"};
+  auto ds =
+      RemoteDataset::Make(ids, *testing::CatalogSchema({"/a"}), catalog.Rpc(), Options(), catalog.RpcMany()).value();
+  catalog.removed = {"s4", "s2"};
+  std::vector<EntityKey> keys;
+  for (const auto& id : ids) keys.emplace_back(id, "/a");
+  auto st = ds->EntitySegments(keys).status();
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  EXPECT_NE(st.message().find("segment 's2' is no longer in the dataset"), std::string::npos) << st.message();
+  // The others were fetched and kept; the failed ones are not cached (asked again later).
+  EXPECT_EQ(ds->Stats().manifests_cached, 4);
+  catalog.removed.clear();
+  EXPECT_TRUE(ds->EntitySegments(keys).ok());
+  EXPECT_EQ(ds->Stats().manifests_cached, 6);
+}
+
 TEST(RemoteDataset, StaleChunkKeysAreRefreshedOnce) {
   testing::FakeCatalog catalog;
   catalog.AddRange("s1", "/a", 0, 10);

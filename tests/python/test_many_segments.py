@@ -1,0 +1,225 @@
+"""Many small segments (issue 16): a shuffled block touches about one segment per sample.
+
+160 single-episode recordings (written with rerun-sdk at test time) of 6-13 rows at 15 Hz on a
+timestamp timeline, each entity in one to three chunks (some logged out of order), some with
+a Clear of the windowed entity at a row's time. Read through ``RerunIterableDataset`` with
+``FixedRateSampling(15)``, embedded and through ``rr.server.Server`` on 127.0.0.1, with chunk
+(and manifest) caches far smaller than a block's chunks, so that chunks and their time indexes
+are evicted and read again all along: every shuffled sample must equal the sample a
+sequential read gives for the same index, the map-style read of it, and the value computed
+from what was written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rrloader import LocalDataset, RemoteDataset
+from rrloader.dataloader import (
+    DataSource,
+    Field,
+    FixedRateSampling,
+    NumericDecoder,
+    RerunIterableDataset,
+    RerunMapDataset,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SEGMENTS = 160
+RATE_HZ = 15
+STEP_NS = round(1e9 / RATE_HZ)
+T0_NS = 1_704_067_200_000_000_000
+WINDOW = (STEP_NS, 3 * STEP_NS)  # the next three grid values (the seed API's inclusive range, ns)
+SMALL_CACHE = 24 << 10  # a few dozen chunks: a block of 32 samples needs about a hundred
+
+
+def seg_id(s: int) -> str:
+    return f"ep_{s:04d}"
+
+
+def rows_of(s: int) -> int:
+    return 6 + s % 8
+
+
+def times_of(s: int) -> np.ndarray:
+    k = np.arange(rows_of(s), dtype=np.int64)
+    return T0_NS + s * 10**12 + (k * 10**9 * 2 + RATE_HZ) // (2 * RATE_HZ)  # round(k * 1e9 / 15)
+
+
+def state_of(s: int) -> np.ndarray:
+    return (s * 1000 + np.arange(rows_of(s))[:, None] * 10 + np.arange(7)[None, :]).astype(np.float64)
+
+
+def clear_time(s: int) -> int | None:
+    """When a Clear of /action is logged: on the sampling grid (the 4th step after the first
+    row), between two rows, so a window slot there is a tombstone."""
+    return T0_NS + s * 10**12 + 4 * STEP_NS if s % 10 == 3 else None
+
+
+def _parts(s: int, n: int) -> list[tuple[int, int]]:
+    """The chunks an entity is logged in: one, two or three row ranges, some written last first."""
+    cuts = {0: [0, n], 1: [0, n // 2, n], 2: [0, 2, n - 2, n]}[s % 3]
+    parts = list(zip(cuts[:-1], cuts[1:], strict=True))
+    return parts[::-1] if s % 4 == 1 else parts
+
+
+def write_segments(out: Path) -> Path:
+    import rerun as rr
+
+    out.mkdir(parents=True, exist_ok=True)
+    for s in range(SEGMENTS):
+        times = times_of(s).astype("datetime64[ns]")
+        state = state_of(s)
+        with rr.RecordingStream("rrloader_many", recording_id=seg_id(s), send_properties=False) as rec:
+            rec.save(str(out / f"{seg_id(s)}.rrd"))
+            for entity, values in (("/state", state), ("/action", -state)):
+                for lo, hi in _parts(s + (entity == "/action"), len(times)):
+                    rec.send_columns(
+                        entity,
+                        indexes=[rr.TimeColumn("time", timestamp=times[lo:hi])],
+                        columns=rr.Scalars.columns(scalars=values[lo:hi]),
+                    )
+            if clear_time(s) is not None:
+                rec.set_time("time", timestamp=np.datetime64(clear_time(s), "ns"))
+                rec.log("/action", rr.Clear(recursive=False))
+    return out
+
+
+def expected_sample(s: int, v: int) -> dict:
+    """What was written: the latest row at or before each value (clears do not count there);
+    a slot exactly at the Clear's time is cleared (the whole window is then missing)."""
+    times = times_of(s)
+    state = state_of(s)
+
+    def latest(t: int) -> int:
+        return int(np.searchsorted(times, t, side="right")) - 1
+
+    out = {"state": torch.from_numpy(state[latest(v)])}
+    slots = [v + WINDOW[1] - k * STEP_NS for k in (2, 1, 0)]
+    if clear_time(s) in slots:
+        out["action"] = None
+    else:
+        out["action"] = torch.from_numpy(np.stack([-state[latest(t)] for t in slots]))
+    return out
+
+
+FIELDS = {
+    "state": Field("/state:Scalars:scalars", decode=NumericDecoder()),
+    "action": Field("/action:Scalars:scalars", decode=NumericDecoder(), window=WINDOW),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_segments(tmp_path_factory.mktemp("many") / "ds")
+
+
+@pytest.fixture(scope="module")
+def server(data_dir):
+    import rerun as rr
+
+    srv = rr.server.Server(host="127.0.0.1", datasets={"many": str(data_dir)})
+    yield srv
+    srv.shutdown()
+
+
+def _same(a: dict, b: dict, where: str) -> None:
+    assert a.keys() == b.keys(), where
+    for key in a:
+        x, y = a[key], b[key]
+        assert (x is None) == (y is None), f"{where}: {key} missing on one side only"
+        if x is not None:
+            assert x.dtype == y.dtype and x.shape == y.shape, f"{where}: {key} {x.shape} vs {y.shape}"
+            assert torch.equal(x, y), f"{where}: {key} differs"
+
+
+def _check(dataset_factory) -> dict:
+    """Shuffled vs sequential vs map-style vs written, for one source; the cache's counters."""
+    source = dataset_factory()
+    shuffled = RerunIterableDataset(
+        source, "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ), fetch_size=32, shuffle=True, seed=3
+    )
+    order = shuffled.shard_order()
+    got = list(shuffled)
+    assert len(got) == len(order) == len(shuffled)
+    # The data is what the test is about: 32 shuffled samples are in about as many segments.
+    si = shuffled.sample_index
+    per_32 = [len({si.global_to_local(int(i))[0].segment_id for i in order[b : b + 32]}) for b in range(0, 320, 32)]
+    assert np.mean(per_32) >= 26, per_32
+
+    sequential = RerunIterableDataset(
+        dataset_factory(), "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ), fetch_size=32, shuffle=False
+    )
+    natural = list(sequential)
+    assert len(natural) == len(got)
+    mapped = RerunMapDataset(dataset_factory(), "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ))
+    picks = [int(i) for i in order[:200]]
+    by_map = mapped.__getitems__(picks)
+    ids = {seg_id(s): s for s in range(SEGMENTS)}
+    missing = 0
+    for k, (i, sample) in enumerate(zip(order, got, strict=True)):
+        where = f"shuffled sample {k} (global {i})"
+        _same(sample, natural[int(i)], where + " vs sequential")
+        if k < len(picks):
+            _same(sample, by_map[k], where + " vs map-style")
+        seg, value = si.global_to_local(int(i))
+        v = int(np.asarray(value, dtype="datetime64[ns]").astype(np.int64))
+        _same(sample, expected_sample(ids[seg.segment_id], v), where + f" vs written ({seg.segment_id})")
+        missing += sample["action"] is None
+    assert missing > 0  # the clears were read
+    return dict(source.dataset.cache_stats())
+
+
+def test_shuffled_equals_sequential_embedded_with_evictions(data_dir):
+    stats = _check(lambda: DataSource(LocalDataset(str(data_dir), chunk_cache_bytes=SMALL_CACHE)))
+    # Chunks were dropped and read again (far more misses than the dataset has chunks), and
+    # the cache, time indexes included, stayed within its budget.
+    assert stats["misses"] > 3 * 2 * SEGMENTS, stats
+    assert 0 < stats["size_bytes"] <= SMALL_CACHE, stats
+
+
+def test_shuffled_equals_sequential_remote_with_evictions(server):
+    entry = server.client().get_dataset("many")
+    stats = _check(
+        lambda: DataSource(RemoteDataset.from_entry(entry, cache_bytes=SMALL_CACHE, manifest_cache_bytes=32 << 10))
+    )
+    # Chunks fetched again after eviction, and manifests too (a few fit in 32 KiB).
+    assert stats["chunks_fetched"] > 3 * 2 * SEGMENTS, stats
+    assert stats["manifest_fetches"] > SEGMENTS, stats
+    assert stats["on_demand_chunks"] == 0, stats  # every block's chunks came in its prefetch
+    assert 0 < stats["size_bytes"] <= SMALL_CACHE, stats
+    assert stats["manifest_cache_bytes"] <= 32 << 10, stats
+
+
+def test_remote_first_block_fetches_its_manifests_in_one_round(server):
+    """A block's segments' manifests come in one batched round, not one call per thread."""
+    from rrloader import _remote
+
+    calls: list[int] = []
+    original = _remote._RemoteState.rpc_many
+
+    def counting(self, method, requests, in_flight):
+        calls.append(len(requests))
+        return original(self, method, requests, in_flight)
+
+    _remote._RemoteState.rpc_many = counting
+    try:
+        ds = RemoteDataset.from_entry(server.client().get_dataset("many"))
+        it = iter(
+            RerunIterableDataset(
+                DataSource(ds), "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ), fetch_size=64, seed=1
+            )
+        )
+        next(it)
+        del it
+    finally:
+        _remote._RemoteState.rpc_many = original
+    stats = ds.cache_stats()
+    assert calls and calls[0] >= 10, calls  # the first block (16 samples) of ~16 segments: one round
+    # Blocks with a single missing manifest ask for it alone; every other one came in rounds.
+    assert sum(calls) >= stats["manifest_fetches"] - len(calls) - 3, (stats, calls)
