@@ -188,8 +188,18 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["total_skipped_by_field"] = e.total_skipped_by_field;
   stats["buffered"] = e.buffered;
   stats["buffered_bytes"] = e.buffered_bytes;
+  stats["required_missing"] = e.required_missing;
+  if (e.required_missing) {
+    stats["missing_global"] = e.missing_global;
+    stats["missing_segment"] = e.missing_segment;
+    stats["missing_value"] = e.missing_value;
+    stats["missing_fields"] = e.missing_fields;
+  }
+  // emit: None when every sample goes out in block order (the common case).
+  bool in_order = b.emit.size() == n;
+  for (size_t i = 0; in_order && i < n; ++i) in_order = b.emit[i] == static_cast<int32_t>(i);
   nb::object emit = nb::none();
-  if (b.emit.size() != n) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
+  if (!in_order) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
   return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
                         VecArray(std::move(b.segment_pos), nb::dtype<int32_t>()),
                         VecArray(std::move(b.values), nb::dtype<int64_t>()), fields, stats, emit);
@@ -292,10 +302,12 @@ class PyEngine {
   }
 
   // iterate: a Pipeline over `order`; `block_ends` (cumulative) or, when empty, blocks of
-  // `block_size`; the emit stage's options (max_consecutive_skips -1 and buffer_size 0: none).
+  // `block_size`; the emit stage's options (max_consecutive_skips -1 and buffer_size 0: none;
+  // emit_order empty: none; required: per field, or empty).
   PyPipeline* iterate(const Int64Array& order, int64_t block_size, const Int64Array& block_ends, int fetch_ahead,
                       int64_t max_ready_bytes, bool skip_incomplete, int64_t max_consecutive_skips, int64_t buffer_size,
-                      int64_t min_fill, std::vector<uint64_t> buffer_seed) {
+                      int64_t min_fill, std::vector<uint64_t> buffer_seed, const Int64Array& emit_order,
+                      const std::vector<int>& required) {
     rrl::engine::PipelineOptions o;
     o.block_size = block_size;
     o.block_ends = ToVec(block_ends);
@@ -306,6 +318,8 @@ class PyEngine {
     o.emit.buffer_size = buffer_size;
     o.emit.min_fill = min_fill;
     o.emit.buffer_seed = std::move(buffer_seed);
+    o.emit.emit_order = ToVec(emit_order);
+    for (int r : required) o.emit.required.push_back(r != 0 ? 1 : 0);
     std::vector<int64_t> ids = ToVec(order);
     rrl::Result<std::unique_ptr<rrl::engine::Pipeline>> p = rrl::Status::Internal("unset");
     {
@@ -316,6 +330,17 @@ class PyEngine {
   }
 
   int64_t total() const { return engine_->samples().total(); }
+
+  // video_keyframes: the verified keyframes' index values of video field number `field` in
+  // segment number `segment`, ascending (Engine::VideoKeyframes: reads the whole stream).
+  NumpyArray video_keyframes(size_t field, int32_t segment) const {
+    rrl::Result<std::vector<int64_t>> r = rrl::Status::Internal("unset");
+    {
+      nb::gil_scoped_release release;
+      r = engine_->VideoKeyframes(field, segment);
+    }
+    return VecArray(Unwrap(std::move(r)), nb::dtype<int64_t>());
+  }
 
   // video_stats: the statistics of video field number `field` (a position in the fields list).
   nb::dict video_stats(size_t field) const {
@@ -356,8 +381,9 @@ void BindEngine(nb::module_& m) {
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
-           "buffer_seed"_a, nb::rv_policy::take_ownership)
+           "buffer_seed"_a, "emit_order"_a, "required"_a, nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
+      .def("video_keyframes", &PyEngine::video_keyframes, "field"_a, "segment"_a)
       .def("video_stats", &PyEngine::video_stats, "field"_a);
   m.def(
       "epoch_order",

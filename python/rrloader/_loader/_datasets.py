@@ -67,6 +67,11 @@ class Iteration:
     buffer_size: int = 0
     min_fill: int | None = None
     buffer_seed: tuple[int, ...] = ()
+    # A manifest replay: emit_order[k] is the fetch position handed out k-th (None: fetch
+    # order); a sample lacking a field named in `required` ends the iteration with the front
+    # end's _required_missing_error.
+    emit_order: np.ndarray | None = None
+    required: tuple[str, ...] = ()
 
 
 class EngineDataset:
@@ -198,6 +203,9 @@ class EngineDataset:
         engine = self._engine()
         ends = np.empty(0, dtype=np.int64) if it.block_ends is None else np.ascontiguousarray(it.block_ends, np.int64)
         limit = -1 if it.max_consecutive_skips is None else int(it.max_consecutive_skips)
+        emit_order = np.empty(0, dtype=np.int64) if it.emit_order is None else it.emit_order
+        required = set(it.required)
+        flags = [int(f.key in required) for f in self._engine_fields] if required else []
         pipe = engine.iterate(
             np.ascontiguousarray(it.order, dtype=np.int64),
             int(it.block_size),
@@ -209,6 +217,8 @@ class EngineDataset:
             int(it.buffer_size),
             -1 if it.min_fill is None else int(it.min_fill),
             [int(x) for x in it.buffer_seed],
+            np.ascontiguousarray(emit_order, dtype=np.int64),
+            flags,
         )
         try:
             while True:
@@ -233,8 +243,14 @@ class EngineDataset:
         a drop is reported through ``_on_skipped_fields`` and ``_skip_limit_error``.
         """
         python_stage = any(f.kind == "raw" for f in self._engine_fields)
-        native = dataclasses.replace(it, skip_incomplete=False, buffer_size=0) if python_stage else it
+        native = (
+            dataclasses.replace(it, skip_incomplete=False, buffer_size=0, emit_order=None, required=())
+            if python_stage
+            else it
+        )
         samples = self._native_samples(native, prefetch_blocks, max_ready_bytes)
+        if python_stage and (it.required or it.emit_order is not None):
+            samples = self._python_replay(samples, it)
         if python_stage and it.skip_incomplete:
             samples = self._python_skip(samples, it.max_consecutive_skips)
         if python_stage and it.buffer_size:
@@ -258,6 +274,40 @@ class EngineDataset:
                 raise self._skip_limit_error(
                     it.max_consecutive_skips, stats["consecutive_skipped"], stats["total_skipped"], by_field
                 )
+            if stats["required_missing"]:
+                segment = self._sample_index.segments[stats["missing_segment"]].segment_id
+                lacking = [keys[k] for k in stats["missing_fields"]]
+                raise self._required_missing_error(
+                    lacking, segment, self._sample_index.typed(stats["missing_value"])
+                )
+
+    def _python_replay(self, samples: Iterator[dict[str, Any]], it: Iteration) -> Iterator[dict[str, Any]]:
+        """``it.required`` and ``it.emit_order`` applied in Python (when a field has a Python
+        decoder, its values exist only here): samples are checked in fetch order and handed out
+        in the emission order, each held until its turn."""
+        required = list(it.required)
+        held: dict[int, dict[str, Any]] = {}
+        order = None if it.emit_order is None else it.emit_order.tolist()
+        position = 0  # fetch position of the next sample to arrive
+        turn = 0  # the next entry of `order` to hand out
+        try:
+            for sample in samples:
+                lacking = [k for k in required if sample.get(k) is None]
+                if lacking:
+                    g = int(it.order[position])
+                    seg, value = self._sample_index.global_to_local(g)
+                    raise self._required_missing_error(lacking, seg.segment_id, value)
+                if order is None:
+                    position += 1
+                    yield sample
+                    continue
+                held[position] = sample
+                position += 1
+                while turn < len(order) and order[turn] in held:
+                    yield held.pop(order[turn])
+                    turn += 1
+        finally:
+            samples.close()
 
     def _python_skip(self, samples: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
         consecutive = total = 0
@@ -281,6 +331,12 @@ class EngineDataset:
 
     def _on_skipped_fields(self, keys: list[str]) -> None:
         """Called when samples missing ``keys`` were dropped (front ends may warn)."""
+
+    def _required_missing_error(self, keys: list[str], segment_id: str, index_value: Any) -> Exception:
+        """The error of a sample at ``(segment_id, index_value)`` lacking the required ``keys``."""
+        return RrloaderError(
+            f"required fields {', '.join(sorted(keys))} are missing at segment {segment_id!r}, index {index_value}"
+        )
 
     def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
         counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)
