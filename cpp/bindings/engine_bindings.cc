@@ -202,8 +202,18 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
     snap["finished"] = sn.finished;
     stats["snapshot"] = snap;
   }
+  stats["required_missing"] = e.required_missing;
+  if (e.required_missing) {
+    stats["missing_global"] = e.missing_global;
+    stats["missing_segment"] = e.missing_segment;
+    stats["missing_value"] = e.missing_value;
+    stats["missing_fields"] = e.missing_fields;
+  }
+  // emit: None when every sample goes out in block order (the common case).
+  bool in_order = b.emit.size() == n;
+  for (size_t i = 0; in_order && i < n; ++i) in_order = b.emit[i] == static_cast<int32_t>(i);
   nb::object emit = nb::none();
-  if (b.emit.size() != n) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
+  if (!in_order) emit = nb::cast(VecArray(std::move(b.emit), nb::dtype<int32_t>()));
   return nb::make_tuple(VecArray(std::move(b.global), nb::dtype<int64_t>()),
                         VecArray(std::move(b.segment_pos), nb::dtype<int32_t>()),
                         VecArray(std::move(b.values), nb::dtype<int64_t>()), fields, stats, emit);
@@ -307,12 +317,13 @@ class PyEngine {
 
   // iterate: a Pipeline over `order`; `block_ends` (cumulative) or, when empty, blocks of
   // `block_size`; the emit stage's options (max_consecutive_skips -1 and buffer_size 0: none).
-  // positions: per order entry (empty: 0, 1, ...); restore_*: a saved emission buffer (EmitOptions).
+  // positions: per order entry (empty: 0, 1, ...); restore_*: a saved emission buffer (EmitOptions);
+  // emit_order empty: none; required: per field, or empty.
   PyPipeline* iterate(const Int64Array& order, int64_t block_size, const Int64Array& block_ends, int fetch_ahead,
                       int64_t max_ready_bytes, bool skip_incomplete, int64_t max_consecutive_skips, int64_t buffer_size,
                       int64_t min_fill, std::vector<uint64_t> buffer_seed, const Int64Array& positions,
                       std::optional<RngTuple> restore_rng, std::vector<int64_t> restore_held,
-                      bool restore_awaiting_extra) {
+                      bool restore_awaiting_extra, const Int64Array& emit_order, const std::vector<int>& required) {
     rrl::engine::PipelineOptions o;
     o.block_size = block_size;
     o.block_ends = ToVec(block_ends);
@@ -330,6 +341,8 @@ class PyEngine {
     }
     o.emit.restore_held = std::move(restore_held);
     o.emit.restore_awaiting_extra = restore_awaiting_extra;
+    o.emit.emit_order = ToVec(emit_order);
+    for (int r : required) o.emit.required.push_back(r != 0 ? 1 : 0);
     std::vector<int64_t> ids = ToVec(order);
     rrl::Result<std::unique_ptr<rrl::engine::Pipeline>> p = rrl::Status::Internal("unset");
     {
@@ -350,12 +363,13 @@ class PyEngine {
     return d;
   }
 
-  // video_keyframe_times: see Engine::VideoKeyframeTimes (GIL released).
-  NumpyArray video_keyframe_times(size_t field, int32_t segment_number) const {
+  // video_keyframes: the verified keyframes' index values of video field number `field` in
+  // segment number `segment`, ascending (Engine::VideoKeyframes: reads the whole stream).
+  NumpyArray video_keyframes(size_t field, int32_t segment) const {
     rrl::Result<std::vector<int64_t>> r = rrl::Status::Internal("unset");
     {
       nb::gil_scoped_release release;
-      r = engine_->VideoKeyframeTimes(field, segment_number);
+      r = engine_->VideoKeyframes(field, segment);
     }
     return VecArray(Unwrap(std::move(r)), nb::dtype<int64_t>());
   }
@@ -400,11 +414,11 @@ void BindEngine(nb::module_& m) {
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
            "buffer_seed"_a, "positions"_a, "restore_rng"_a.none(), "restore_held"_a, "restore_awaiting_extra"_a,
-           nb::rv_policy::take_ownership)
+           "emit_order"_a, "required"_a, nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
       .def("video_stats", &PyEngine::video_stats, "field"_a)
       .def("fetch_stats", &PyEngine::fetch_stats)
-      .def("video_keyframe_times", &PyEngine::video_keyframe_times, "field"_a, "segment_number"_a);
+      .def("video_keyframes", &PyEngine::video_keyframes, "field"_a, "segment"_a);
   m.def(
       "epoch_order",
       [](int64_t total, uint64_t seed, uint64_t epoch, bool shuffle) {

@@ -9,6 +9,27 @@ namespace rrl::engine {
 
 Result<std::unique_ptr<Emitter>> Emitter::Make(const EmitOptions& options, size_t num_fields,
                                                std::shared_ptr<BufferPool> buffers) {
+  if (!options.emit_order.empty()) {
+    if (options.buffer_size != 0 || options.skip_incomplete || options.restore_rng) {
+      return Status::InvalidArgument("an explicit emission order excludes the emission buffer and skipping");
+    }
+    const auto n = static_cast<int64_t>(options.emit_order.size());
+    std::vector<uint8_t> seen(options.emit_order.size(), 0);
+    for (int64_t p : options.emit_order) {
+      if (p < 0 || p >= n || seen[static_cast<size_t>(p)]) {
+        return Status::InvalidArgument("the emission order is not a permutation of 0.." + std::to_string(n - 1) +
+                                       " (entry " + std::to_string(p) + ")");
+      }
+      seen[static_cast<size_t>(p)] = 1;
+    }
+  }
+  if (!options.required.empty()) {
+    if (options.required.size() != num_fields) {
+      return Status::InvalidArgument("required: " + std::to_string(options.required.size()) + " flags for " +
+                                     std::to_string(num_fields) + " fields");
+    }
+    if (options.skip_incomplete) return Status::InvalidArgument("required fields exclude skipping");
+  }
   auto e = std::unique_ptr<Emitter>(new Emitter(options, num_fields, std::move(buffers)));
   if (options.buffer_size != 0) {
     std::optional<int64_t> min_fill;
@@ -61,6 +82,81 @@ EmitSnapshot Emitter::Snapshot() const {
   return s;
 }
 
+bool Emitter::LacksRequired(const Block& block, size_t i, EmitStats* stats) {
+  if (options_.required.empty()) return false;
+  std::vector<int64_t> lacking;
+  for (size_t f = 0; f < num_fields_; ++f) {
+    if (options_.required[f] && !block.fields[f].valid[i]) lacking.push_back(static_cast<int64_t>(f));
+  }
+  if (lacking.empty()) return false;
+  stats->required_missing = true;
+  stats->missing_global = block.global[i];
+  stats->missing_segment = block.segment_pos[i];
+  stats->missing_value = block.values[i];
+  stats->missing_fields = std::move(lacking);
+  stopped_ = true;
+  return true;
+}
+
+void Emitter::Hold(const Block& block, size_t i, int64_t id) {
+  Stored s = Store(block, i);
+  stored_bytes_ += s.bytes;
+  stored_.emplace(id, std::move(s));
+}
+
+Status Emitter::ProcessOrdered(Block block, std::vector<Block>* out) {
+  const size_t n = block.global.size();
+  EmitStats stats;
+  stats.skipped_by_field.assign(num_fields_, 0);
+  // The samples that count: all, or those before the first one lacking a required field.
+  size_t arrived = n;
+  for (size_t i = 0; i < n; ++i) {
+    if (LacksRequired(block, i, &stats)) {
+      arrived = i;
+      break;
+    }
+  }
+  const int64_t base = next_id_;
+  const int64_t limit = base + static_cast<int64_t>(arrived);
+  next_id_ += static_cast<int64_t>(n);
+  // Samples arrive in fetch order, so an entry can go out once its position is below `limit`.
+  const std::vector<int64_t>& order = options_.emit_order;
+  std::vector<int64_t> sequence;
+  std::vector<uint8_t> out_now(arrived, 0);  // samples of this block handed out now
+  bool waited = false;                       // some of them come from earlier blocks
+  while (next_emit_ < order.size() && order[next_emit_] < limit) {
+    const int64_t p = order[next_emit_++];
+    sequence.push_back(p);
+    if (p < base) {
+      waited = true;
+    } else {
+      out_now[static_cast<size_t>(p - base)] = 1;
+    }
+  }
+  stats.total_skipped = total_skipped_;
+  stats.total_skipped_by_field = total_by_field_;
+  if (!waited) {
+    // Pass the block through (no copy); the samples that wait for their turn are copied out.
+    if (!stopped_) {
+      for (size_t i = 0; i < arrived; ++i) {
+        if (!out_now[i]) Hold(block, i, base + static_cast<int64_t>(i));
+      }
+    }
+    block.emit.clear();
+    for (int64_t p : sequence) block.emit.push_back(static_cast<int32_t>(p - base));
+    stats.buffered = static_cast<int64_t>(stored_.size());
+    stats.buffered_bytes = stored_bytes_;
+    block.emitted = std::move(stats);
+    out->push_back(std::move(block));
+    return Status::OK();
+  }
+  for (size_t i = 0; i < arrived; ++i) {
+    if (out_now[i] || !stopped_) Hold(block, i, base + static_cast<int64_t>(i));
+  }
+  out->push_back(Gather(sequence, std::move(stats), EmitSnapshot{}));
+  return Status::OK();
+}
+
 Status Emitter::Admit(const Block& block, size_t i, std::vector<int64_t>* emitted, std::vector<int64_t>* pushes) {
   const int64_t id = block.positions[i];
   if (stored_.count(id) != 0) return Status::Internal("emit stage: position " + std::to_string(id) + " twice");
@@ -88,6 +184,7 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
       yuv_.push_back(fo.yuv);
     }
   }
+  if (!options_.emit_order.empty()) return ProcessOrdered(std::move(block), out);
   EmitStats stats;
   stats.skipped_by_field.assign(num_fields_, 0);
   std::vector<int32_t> emit;     // without a buffer: positions in `block`
@@ -98,6 +195,7 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
   if (block.positions.size() != n) return Status::Internal("emit stage: a block without positions");
   emit.reserve(n);
   for (size_t i = 0; i < n; ++i) {
+    if (LacksRequired(block, i, &stats)) break;
     bool complete = true;
     for (size_t f = 0; f < num_fields_ && complete; ++f) complete = block.fields[f].valid[i] != 0;
     if (!complete && options_.skip_incomplete) {
@@ -126,6 +224,10 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
 }
 
 Status Emitter::Finish(std::vector<Block>* out) {
+  if (!stopped_ && next_emit_ < options_.emit_order.size()) {
+    return Status::Internal("emit stage: the iteration ended before sample " +
+                            std::to_string(options_.emit_order[next_emit_]) + " of the emission order arrived");
+  }
   if (stopped_ || !buffer_ || buffer_->finished()) return Status::OK();
   if (!restoring_.empty()) return Status::Internal("emit stage: the restored buffer's samples never came");
   EmitSnapshot snapshot = Snapshot();
@@ -195,7 +297,7 @@ Block Emitter::Gather(const std::vector<int64_t>& ids, EmitStats stats, EmitSnap
   stats.buffered = static_cast<int64_t>(stored_.size());
   stats.buffered_bytes = stored_bytes_;
   b.emitted = std::move(stats);
-  b.snapshot = std::make_shared<const EmitSnapshot>(std::move(snapshot));
+  if (buffer_) b.snapshot = std::make_shared<const EmitSnapshot>(std::move(snapshot));
   return b;
 }
 

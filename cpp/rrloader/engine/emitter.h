@@ -15,7 +15,15 @@
 //     block is freed as soon as it has been read, and the buffer costs exactly the bytes of
 //     the samples it holds (reported in EmitStats::buffered_bytes; bounded by buffer_size
 //     samples); emitted samples are handed out from those buffers without another copy.
-// Without a buffer and with nothing dropped, blocks pass through untouched.
+//  3. With an explicit emission order (a rerun 0.41 manifest's `emit_rank`), samples are
+//     handed out in that order instead: each sample waits, copied out of its block like a
+//     buffered one, until every sample before it in the order has arrived. A block whose
+//     samples are all handed out as it arrives (in any order among themselves) passes
+//     through without a copy; only the samples that wait are copied.
+//  4. Required fields (a manifest replay's strictness): the first sample lacking one stops
+//     the iteration, after what was emitted before it arrived; EmitStats says which sample
+//     and which fields (the front end raises its error).
+// Without a buffer or an order, and with nothing dropped, blocks pass through untouched.
 //
 // Thread safety: not thread-safe; the Pipeline's decode thread owns it.
 #pragma once
@@ -40,6 +48,16 @@ struct EmitOptions {
   // buffer_seed: the numpy SeedSequence entropy of the buffer's generator (0.41: [epoch,
   // rank, worker id]).
   std::vector<uint64_t> buffer_seed;
+  // emit_order: an explicit emission order, or empty. emit_order[k] is the position, in the
+  // iteration's fetch order, of the k-th sample to hand out: a permutation of 0..n-1 where n
+  // is the number of samples of the iteration (the Pipeline checks n). Excludes the buffer
+  // and skip_incomplete. What waits is bounded by the order itself (a manifest baked from a
+  // buffer of B samples holds fewer than B plus one fetch block); EmitStats::buffered_bytes
+  // reports it.
+  std::vector<int64_t> emit_order;
+  // required: per field (spec order), whether a sample lacking it stops the iteration
+  // (EmitStats::required_missing); empty: none. Excludes skip_incomplete.
+  std::vector<uint8_t> required;
   // Resuming a buffer (a saved state, see EmitSnapshot): the ids (order positions) it held, in
   // its order, its phase and its generator's state then (instead of buffer_seed). Those
   // samples must come first in the order; they are stored, not pushed.
@@ -63,7 +81,9 @@ struct EmitSnapshot {
 class Emitter {
  public:
   // Make: kInvalidArgument for a buffer_size of 1 or below 0, or a min_fill outside
-  // [1, buffer_size] (0.41's rules).
+  // [1, buffer_size] (0.41's rules); for an emit_order that is not a permutation or comes
+  // with a buffer or skip_incomplete; for `required` not of num_fields entries or with
+  // skip_incomplete.
   [[nodiscard]] static Result<std::unique_ptr<Emitter>> Make(const EmitOptions& options, size_t num_fields,
                                                              std::shared_ptr<BufferPool> buffers);
 
@@ -84,6 +104,13 @@ class Emitter {
   // goes to `emitted`. A sample the buffer was restored with is only stored.
   [[nodiscard]] Status Admit(const Block& block, size_t i, std::vector<int64_t>* emitted, std::vector<int64_t>* pushes);
   EmitSnapshot Snapshot() const;
+  // ProcessOrdered: Process under an explicit emit_order.
+  [[nodiscard]] Status ProcessOrdered(Block block, std::vector<Block>* out);
+  // LacksRequired: whether sample i of `block` lacks a required field; if so records it in
+  // `stats` and stops the emitter.
+  bool LacksRequired(const Block& block, size_t i, EmitStats* stats);
+  // Hold: sample i of `block` copied into the store under `id`.
+  void Hold(const Block& block, size_t i, int64_t id);
 
   // Stored: one buffered sample, its bytes copied out of its block.
   struct Stored {
@@ -111,6 +138,8 @@ class Emitter {
   std::unordered_map<int64_t, Stored> stored_;
   int64_t stored_bytes_ = 0;
   std::unordered_map<int64_t, bool> restoring_;  // restored held ids not stored yet
+  int64_t next_id_ = 0;   // explicit order: the next fetch position
+  size_t next_emit_ = 0;  // explicit order: the next entry of emit_order to hand out
   int64_t consecutive_ = 0;
   int64_t total_skipped_ = 0;
   std::vector<int64_t> total_by_field_;

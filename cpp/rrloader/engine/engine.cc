@@ -467,9 +467,12 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
       out->assign(n * static_cast<size_t>(T), CellRef{});
       for (const auto& [seg, members] : samples_by_segment) {
         vals.clear();
-        const int64_t hi = f.window ? f.window->second : 0;
         for (size_t i : members) {
-          for (int64_t t = 0; t < T; ++t) vals.push_back(fb.values[i] + hi - (T - 1 - t) * step);
+          if (!f.window) {
+            vals.push_back(fb.values[i]);
+            continue;
+          }
+          for (int64_t off : *f.window) vals.push_back(fb.values[i] + off);
         }
         auto segment = segment_of(seg, col.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");

@@ -145,8 +145,17 @@ struct EmitStats {
   int64_t consecutive_skipped = 0;
   int64_t total_skipped = 0;
   std::vector<int64_t> total_skipped_by_field;
-  int64_t buffered = 0;        // samples in the emission buffer after this block
-  int64_t buffered_bytes = 0;  // and their bytes
+  int64_t buffered = 0;        // samples held by the emit stage after this block (emission
+  int64_t buffered_bytes = 0;  // buffer or explicit order), and their bytes
+  // required_missing: a sample lacked a field of EmitOptions::required; this is the last block
+  // and holds what was emitted before that sample arrived. missing_global / missing_segment
+  // (segment number) / missing_value locate the sample; missing_fields lists the required
+  // fields it lacked (positions in spec order).
+  bool required_missing = false;
+  int64_t missing_global = -1;
+  int32_t missing_segment = -1;
+  int64_t missing_value = 0;
+  std::vector<int64_t> missing_fields;
 };
 
 // FetchedBlock: a block after the fetch stage (internal to the pipeline).
@@ -215,10 +224,15 @@ class Engine {
     int64_t blocks = 0;
   };
   FetchStats fetch_stats() const { return {samples_fetched_.load(), blocks_fetched_.load()}; }
-  // VideoKeyframeTimes: the index values of the verified keyframes of video field `field` in
-  // segment number `segment_number`, ascending (the stream is indexed, every part of it read:
-  // the whole stream's chunks are loaded once). For planning orders (InterleavedShuffle).
-  [[nodiscard]] Result<std::vector<int64_t>> VideoKeyframeTimes(size_t field, int32_t segment_number) const;
+  // VideoKeyframes: the index values of every verified keyframe (video_index.h's rules: the
+  // `is_keyframe` marks checked against the bitstream, or the bitstream alone) of video field
+  // `field` in segment number `segment`, ascending (a value once per keyframe packet: two
+  // keyframes logged at one value appear twice). Reads the whole stream, cluster by cluster
+  // (a remote dataset fetches one cluster's chunks at a time); the index stays cached.
+  // kInvalidArgument when `field` is not a video field or `segment` is out of range; the
+  // loads' errors otherwise. Empty when the segment has no packets.
+  [[nodiscard]] Result<std::vector<int64_t>> VideoKeyframes(size_t field, int32_t segment) const;
+
 
  private:
   struct Prepared;  // per-field resolved types (selector, dtype)

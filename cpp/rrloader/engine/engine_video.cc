@@ -755,37 +755,73 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
   return Status::OK();
 }
 
-Result<std::vector<int64_t>> Engine::VideoKeyframeTimes(size_t field, int32_t segment_number) const {
+Result<std::vector<int64_t>> Engine::VideoKeyframes(size_t field, int32_t segment) const {
   if (field >= fields_.size() || fields_[field].kind != FieldKind::kVideo) {
     return Status::InvalidArgument("field number " + std::to_string(field) + " is not a video field");
   }
-  if (segment_number < 0 || static_cast<size_t>(segment_number) >= segment_ids_.size()) {
-    return Status::InvalidArgument("segment number " + std::to_string(segment_number) + " out of range");
+  if (segment < 0 || static_cast<size_t>(segment) >= segment_ids_.size()) {
+    return Status::InvalidArgument("segment number " + std::to_string(segment) + " out of range");
   }
   const FieldSpec& f = fields_[field];
   const VideoPrepared& vp = video_prepared_[field];
-  const std::string where = "field '" + f.key + "' (column '" + f.path + "') at segment '" +
-                            segment_ids_[static_cast<size_t>(segment_number)] + "'";
-  auto index =
-      video_indexes_->GetOrBuild(VideoKey(field, segment_number), [&]() -> Result<std::shared_ptr<const VideoIndex>> {
-        auto segment = SegmentFor(segment_number, vp.columns.sample.entity_path);
-        if (!segment.ok()) return segment.status().WithPrefix(where);
-        video_counters_[field]->streams_indexed.fetch_add(1);
-        return CreateVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
-      });
+  VideoFieldCounters& counters = *video_counters_[field];
+  const std::string where =
+      "field '" + f.key + "' (column '" + f.path + "') at segment '" + segment_ids_[static_cast<size_t>(segment)] + "'";
+  const std::string key = VideoKey(field, segment);
+  std::vector<std::shared_ptr<const chunk::Chunk>> keep_alive;
+  bool built = false;
+  auto index = video_indexes_->GetOrBuild(key, [&]() -> Result<std::shared_ptr<const VideoIndex>> {
+    built = true;
+    auto seg = SegmentFor(segment, vp.columns.sample.entity_path);
+    if (!seg.ok()) return seg.status().WithPrefix(where);
+    if (*seg != nullptr && dataset_->WantsPrefetch()) {
+      // The chunks the index is created from, in one batch (as a block's prefetch does).
+      const VideoIndexLayout layout = LayoutVideoIndex(**seg, options_.index, vp.columns);
+      catalog::ChunkWant want{*seg, layout.setup};
+      for (size_t c : layout.setup_clusters)
+        want.chunks.insert(want.chunks.end(), layout.clusters[c].chunks.begin(), layout.clusters[c].chunks.end());
+      std::sort(want.chunks.begin(), want.chunks.end());
+      want.chunks.erase(std::unique(want.chunks.begin(), want.chunks.end()), want.chunks.end());
+      RRL_RETURN_IF_ERROR(dataset_->Prefetch({want}, &keep_alive));
+    }
+    return CreateVideoIndex(*seg, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
+  });
   if (!index.ok()) return index.status();
-  std::vector<int64_t> times;
-  for (size_t c = 0; c < (*index)->clusters.size(); ++c) {
-    bool newly = false;
-    auto packets = (*index)->Load(c, dataset_->cache(), &newly);
-    if (!packets.ok()) return packets.status().WithPrefix(where);
-    if (newly) video_counters_[field]->clusters_loaded.fetch_add(1);
-    for (size_t k = 0; k < (*packets)->times.size(); ++k) {
-      if ((*packets)->keyframe[k]) times.push_back((*packets)->times[k]);
+  const VideoIndex& vi = **index;
+  if (built) {
+    counters.streams_indexed.fetch_add(1);
+    counters.clusters_loaded.fetch_add(vi.clusters_loaded());
+    counters.keyframes_rejected.fetch_add(vi.keyframes_rejected());
+  }
+  keep_alive.clear();
+  std::vector<int64_t> out;
+  for (size_t c = 0; c < vi.clusters.size(); ++c) {
+    std::shared_ptr<const VideoClusterPackets> packets = vi.Loaded(c);
+    if (packets == nullptr) {
+      // One cluster's chunks at a time: a remote stream is never held whole.
+      if (dataset_->WantsPrefetch()) {
+        std::vector<size_t> chunks(vi.ChunksOf(c).begin(), vi.ChunksOf(c).end());
+        RRL_RETURN_IF_ERROR(dataset_->Prefetch({catalog::ChunkWant{vi.segment, std::move(chunks)}}, &keep_alive));
+      }
+      bool newly = false;
+      auto loaded = vi.Load(c, dataset_->cache(), &newly);
+      if (!loaded.ok()) return loaded.status();
+      if (newly) {
+        counters.clusters_loaded.fetch_add(1);
+        counters.keyframes_rejected.fetch_add((*loaded)->keyframes_rejected);
+      }
+      packets = *loaded;
+      keep_alive.clear();
+    }
+    for (size_t k = 0; k < packets->times.size(); ++k) {
+      if (packets->keyframe[k]) out.push_back(packets->times[k]);
     }
   }
-  video_indexes_->Resize(VideoKey(field, segment_number));
-  return times;
+  video_indexes_->Resize(key);
+  // Clusters are disjoint in time and their packets in stream order, so this is sorted
+  // already; sorting keeps the promise whatever a cluster's internal order.
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 Result<VideoFieldStats> Engine::VideoStats(size_t field) const {

@@ -36,6 +36,10 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> e
   if (!ends.empty() && ends.back() != total) {
     return Status::InvalidArgument("the last fetch block must end at the order's length " + std::to_string(total));
   }
+  if (!options.emit.emit_order.empty() && static_cast<int64_t>(options.emit.emit_order.size()) != total) {
+    return Status::InvalidArgument("the emission order has " + std::to_string(options.emit.emit_order.size()) +
+                                   " entries for an order of " + std::to_string(total) + " samples");
+  }
   // The ramp: the first fetch block is cut at first_block_size, 2x, 4x, ...
   std::vector<int64_t> cuts;
   if (!ends.empty()) {

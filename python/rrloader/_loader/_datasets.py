@@ -73,6 +73,11 @@ class Iteration:
     positions: np.ndarray | None = None
     restore: dict[str, Any] | None = None
     progress: Progress | None = None
+    # A manifest replay: emit_order[k] is the fetch position handed out k-th (None: fetch
+    # order); a sample lacking a field named in `required` ends the iteration with the front
+    # end's _required_missing_error.
+    emit_order: np.ndarray | None = None
+    required: tuple[str, ...] = ()
 
 
 class EngineDataset:
@@ -244,6 +249,11 @@ class EngineDataset:
         shard; with ``num_workers=0`` this process's. A state saved before any sample of the
         epoch was read says so (no shard).
         """
+        if getattr(self, "_manifest", None) is not None:
+            raise InvalidArgumentError(
+                "a dataset replaying a manifest has no resumable state; a manifest fixes the whole epoch, "
+                "so resume by skipping the samples already trained on"
+            )
         header = self._state_header()
         pending = getattr(self, "_resume", None)
         if pending is not None and pending["epoch"] == header["epoch"]:
@@ -302,6 +312,9 @@ class EngineDataset:
         positions = np.empty(0, np.int64) if it.positions is None else np.ascontiguousarray(it.positions, np.int64)
         # A shard saved before its buffer saw a sample restores nothing (the buffer starts seeded).
         restore = it.restore if it.restore is not None and it.buffer_size and it.restore.get("rng") else None
+        emit_order = np.empty(0, dtype=np.int64) if it.emit_order is None else it.emit_order
+        required = set(it.required)
+        flags = [int(f.key in required) for f in self._engine_fields] if required else []
         pipe = engine.iterate(
             np.ascontiguousarray(it.order, dtype=np.int64),
             int(it.block_size),
@@ -317,6 +330,8 @@ class EngineDataset:
             None if restore is None else _rng_tuple(restore["rng"]),
             [] if restore is None else [int(x) for x in restore["held"]],
             False if restore is None else bool(restore["awaiting_extra"]),
+            np.ascontiguousarray(emit_order, dtype=np.int64),
+            flags,
         )
         try:
             while True:
@@ -344,8 +359,14 @@ class EngineDataset:
         if it.progress is not None:
             it.progress.python_stage = python_stage and (it.skip_incomplete or bool(it.buffer_size))
             it.progress.buffer_size, it.progress.min_fill = (0, None) if python_stage else (it.buffer_size, it.min_fill)
-        native = dataclasses.replace(it, skip_incomplete=False, buffer_size=0) if python_stage else it
+        native = (
+            dataclasses.replace(it, skip_incomplete=False, buffer_size=0, emit_order=None, required=())
+            if python_stage
+            else it
+        )
         samples = self._native_samples(native, prefetch_blocks, max_ready_bytes)
+        if python_stage and (it.required or it.emit_order is not None):
+            samples = self._python_replay(samples, it)
         if python_stage and it.skip_incomplete:
             samples = self._python_skip(samples, it.max_consecutive_skips)
         if python_stage and it.buffer_size:
@@ -378,6 +399,40 @@ class EngineDataset:
                 raise self._skip_limit_error(
                     it.max_consecutive_skips, stats["consecutive_skipped"], stats["total_skipped"], by_field
                 )
+            if stats["required_missing"]:
+                segment = self._sample_index.segments[stats["missing_segment"]].segment_id
+                lacking = [keys[k] for k in stats["missing_fields"]]
+                raise self._required_missing_error(
+                    lacking, segment, self._sample_index.typed(stats["missing_value"])
+                )
+
+    def _python_replay(self, samples: Iterator[dict[str, Any]], it: Iteration) -> Iterator[dict[str, Any]]:
+        """``it.required`` and ``it.emit_order`` applied in Python (when a field has a Python
+        decoder, its values exist only here): samples are checked in fetch order and handed out
+        in the emission order, each held until its turn."""
+        required = list(it.required)
+        held: dict[int, dict[str, Any]] = {}
+        order = None if it.emit_order is None else it.emit_order.tolist()
+        position = 0  # fetch position of the next sample to arrive
+        turn = 0  # the next entry of `order` to hand out
+        try:
+            for sample in samples:
+                lacking = [k for k in required if sample.get(k) is None]
+                if lacking:
+                    g = int(it.order[position])
+                    seg, value = self._sample_index.global_to_local(g)
+                    raise self._required_missing_error(lacking, seg.segment_id, value)
+                if order is None:
+                    position += 1
+                    yield sample
+                    continue
+                held[position] = sample
+                position += 1
+                while turn < len(order) and order[turn] in held:
+                    yield held.pop(order[turn])
+                    turn += 1
+        finally:
+            samples.close()
 
     def _python_skip(self, samples: Iterator[dict[str, Any]], limit: int | None) -> Iterator[dict[str, Any]]:
         consecutive = total = 0
@@ -401,6 +456,12 @@ class EngineDataset:
 
     def _on_skipped_fields(self, keys: list[str]) -> None:
         """Called when samples missing ``keys`` were dropped (front ends may warn)."""
+
+    def _required_missing_error(self, keys: list[str], segment_id: str, index_value: Any) -> Exception:
+        """The error of a sample at ``(segment_id, index_value)`` lacking the required ``keys``."""
+        return RrloaderError(
+            f"required fields {', '.join(sorted(keys))} are missing at segment {segment_id!r}, index {index_value}"
+        )
 
     def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
         counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)

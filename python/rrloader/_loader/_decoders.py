@@ -35,12 +35,12 @@ def decode_python(field: EngineField, out: dict[str, Any], seg_pos: np.ndarray, 
         return _batch_decode(field, col, slots, rows, seg_pos, values, ds)
     if field.window is None and field.context_range:
         return _context_decode(field, seg_pos, values, ds)
-    segs = ds.sample_index.segments
+    segs = ds._sample_index.segments
     result = []
     for i in range(len(seg_pos)):
         r = rows[i * slots : (i + 1) * slots]
         seg_id = segs[int(seg_pos[i])].segment_id
-        value = ds.sample_index.typed(int(values[i]))
+        value = ds._sample_index.typed(int(values[i]))
         raw = pa.chunked_array([], type=pa.null()) if col is None else col.take(pa.array(r, mask=r < 0, type=pa.int64()))
         result.append(field.decoder.decode(raw, value, seg_id))
     return result
@@ -53,7 +53,7 @@ def _context_decode(field: EngineField, seg_pos: np.ndarray, values: np.ndarray,
     (``indices_in_range``) with latest-at fill, and each sample's decoder receives the rows of
     its own segment whose index lies in its range.
     """
-    si = ds.sample_index
+    si = ds._sample_index
     segs = si.segments
     ranges: list[tuple[int, int]] = []
     wanted: dict[str, set[int]] = {}
@@ -103,7 +103,7 @@ def _batch_decode(
     result: list[Any] = [None] * n
     if n == 0 or col is None:
         return result
-    si = ds.sample_index
+    si = ds._sample_index
     segs = si.segments
     # Segments ranked by first appearance in the block; samples in row order (segment, value).
     seg_pos = np.asarray(seg_pos, dtype=np.int64)

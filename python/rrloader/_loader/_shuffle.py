@@ -191,7 +191,7 @@ def bind_strategy(strategy: ShuffleStrategy, ds: Any) -> ShuffleStrategy:
     si = ds.sample_index
     runs = []
     for k, seg in enumerate(si.segments):
-        keyframes = engine.video_keyframe_times(video[0], k)
+        keyframes = np.unique(engine.video_keyframes(video[0], k))
         values = seg.index_start + np.arange(seg.num_samples, dtype=np.int64) * si.step
         gop = np.searchsorted(keyframes, values, side="right")  # a sample's GOP: its latest keyframe
         runs.append(np.flatnonzero(np.diff(gop, prepend=-1)).astype(np.int64))

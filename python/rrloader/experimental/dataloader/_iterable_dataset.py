@@ -89,16 +89,73 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
             key_order=keys,
             video_session_bytes=strategy.session_cache_bytes() if isinstance(strategy, InterleavedShuffle) else None,
         )
+        self._manifest: Any = None
         self._fetch_block_size = int(fetch_block_size)
         self._shuffle_strategy = bind_strategy(strategy, self)
         self._max_consecutive_skipped_samples = max_consecutive_skipped_samples
         self._prefetch_blocks = int(prefetch_blocks)
         self._max_ready_bytes = int(max_ready_bytes)
-        self._manifest: Any = None
         # The epoch lives in shared memory so that set_epoch reaches persistent DataLoader
         # workers too (their dataset copies are made once, at the first iter(loader)).
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._warned: set[str] = set()
+
+    @classmethod
+    def from_manifest(
+        cls,
+        manifest: Any,
+        source: DataSource,
+        fields: Mapping[str, Field],
+        *,
+        decode_threads: int | None = None,
+        prefetch_blocks: int = 2,
+        max_ready_bytes: int = DEFAULT_MAX_READY_BYTES,
+        thread_nice: int = 10,
+    ) -> RerunIterableDataset:
+        """A dataset that replays ``manifest``: its samples, shards, fetch blocks and order.
+
+        ``fields`` supplies the decoders (a manifest records only their description; a subset
+        of its fields is fine). Each (rank, worker) reads its own shard (lazily from a
+        parquet-backed manifest) and the run's topology must be the manifest's (``ValueError``
+        otherwise). The engine fetches the shard's ``fetch_group`` s in order and hands samples
+        out in ``emit_rank`` order, natively. Strict: a sample whose required field (of the
+        manifest's ``required_fields``) has no value raises ``RuntimeError``; nothing is skipped.
+        ``set_epoch`` has no effect; ``sample_index`` does not exist (``AttributeError``).
+        """
+        if decode_threads is not None and decode_threads < 1:
+            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
+        from ._prepare import prepare_replay
+
+        self = cls.__new__(cls)
+        torch.utils.data.IterableDataset.__init__(self)
+        source, replay, engine_fields, keys = prepare_replay(manifest, source, fields)
+        self._fields = dict(fields)
+        self._setup(
+            source.native_dataset(),
+            manifest.metadata.index_name,
+            engine_fields,
+            replay.sample_index,
+            decode_threads=decode_threads,
+            thread_nice=thread_nice,
+            key_order=keys,
+        )
+        self._manifest = manifest
+        self._replay = replay
+        self._fetch_block_size = int(manifest.metadata.fetch_block_size) or 128
+        self._shuffle_strategy = None
+        self._max_consecutive_skipped_samples = None
+        self._prefetch_blocks = int(prefetch_blocks)
+        self._max_ready_bytes = int(max_ready_bytes)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._warned = set()
+        return self
+
+    @property
+    def sample_index(self) -> Any:
+        """The ``SampleIndex`` of the epoch (a dataset replaying a manifest has none)."""
+        if self._manifest is not None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute '_sample_index'")
+        return self._sample_index
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch (the seed of the shuffle, like ``DistributedSampler.set_epoch``); reaches
@@ -106,7 +163,10 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
-        """The samples of the whole epoch (over all ranks and workers; skipped samples included)."""
+        """The samples of the whole epoch (over all ranks and workers; skipped samples included);
+        of a replay, the manifest's rows."""
+        if self._manifest is not None:
+            return self._manifest.num_rows
         return self._sample_index.total_samples
 
     def _plan(self) -> Iteration:
@@ -151,9 +211,42 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
             "strategy": repr(self._shuffle_strategy),
             "fetch_block_size": self._fetch_block_size,
         }
+    def _replay_plan(self) -> Iteration:
+        """This (rank, worker)'s shard of the manifest as the engine's iteration."""
+        from .manifest._manifest import emit_order_of, fetch_group_ends
+
+        rank, world = self._ddp_topology()
+        worker, workers = worker_topology()
+        manifest = self._manifest
+        manifest.validate_topology(world, workers)
+        rows = manifest.worker_assignments(rank, worker)
+        emit = emit_order_of(rows)
+        identity = bool(np.array_equal(emit, np.arange(len(emit))))
+        required = tuple(k for k in manifest.metadata.required_fields if k in self._fields)
+        return Iteration(
+            order=self._replay.global_ids(rows),
+            block_ends=fetch_group_ends(rows),
+            block_size=self._fetch_block_size,
+            emit_order=None if identity else emit,
+            required=required,
+        )
+
+    def _iter_manifest(self) -> Iterator[dict[str, Any]]:
+        # A generator, so the topology is checked at the first sample (as rerun-sdk does).
+        it = self._replay_plan()
+        yield from self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
+
+    def _required_missing_error(self, keys: list[str], segment_id: str, index_value: Any) -> Exception:
+        return RuntimeError(
+            f"Required fields decoded to nothing: {', '.join(sorted(keys))}. The manifest was built "
+            "against different data, so regenerate it.\n"
+            f"Segment: {segment_id} at {index_value}"
+        )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._warned = set()
+        if self._manifest is not None:
+            return self._iter_manifest()
         it = self._plan()
         buffer = self._shuffle_strategy.emission_buffer()
         if buffer is not None and type(buffer) is not ShuffleBuffer:

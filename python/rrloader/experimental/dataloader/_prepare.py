@@ -31,6 +31,33 @@ def prepare(
     return source, si, engine_fields, key_order(fields)
 
 
+def prepare_replay(
+    manifest: Any, source: Any, fields: Mapping[str, Field]
+) -> tuple[DataSourceBase, Any, list[EngineField], list[str]]:
+    """``(source, replay space, engine fields, sample key order)`` of a dataset replaying ``manifest``."""
+    from .manifest import Manifest
+    from .manifest._manifest_read import space
+
+    if not isinstance(manifest, Manifest):
+        raise TypeError(
+            f"manifest must be an rrloader.experimental.dataloader.Manifest (Manifest.generate or "
+            f"Manifest.from_parquet, which reads rerun-sdk's files too), got {manifest!r}"
+        )
+    if not isinstance(source, DataSourceBase):
+        source = DataSource(source)
+    for key, f in fields.items():
+        check_generation(f, RERUN_041, f"field {key!r}")
+        if not isinstance(f, Field):
+            raise TypeError(f"field {key!r} must be an rrloader.experimental.dataloader.Field, got {f!r}")
+    meta = manifest.metadata
+    kind = {"datetime64[ns]": "timestamp", "timedelta64[ns]": "duration"}.get(meta.ns_dtype or "", "sequence")
+    replay = space(manifest)
+    engine_fields = [f._engine_field(key, kind, meta.ns_per_sample) for key, f in fields.items()]
+    if isinstance(source.native_dataset(), RemoteDataset):
+        warn_if_fork(stacklevel=4)
+    return source, replay, engine_fields, key_order(fields)
+
+
 def key_order(fields: Mapping[str, Field]) -> list[str]:
     """The key order of rerun 0.41's sample dicts: fields grouped by how 0.41 queries them
     (latest-at fill, keyframe-anchored range, window), groups in order of first appearance."""
