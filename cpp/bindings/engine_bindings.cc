@@ -28,9 +28,10 @@ using Int64Array = nb::ndarray<const int64_t, nb::ndim<1>, nb::c_contig, nb::dev
 using NumpyArray = nb::ndarray<nb::numpy>;
 // RngTuple: numpy PCG64 state (state high, state low, inc high, inc low, has_uint32, uinteger).
 using RngTuple = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, bool, uint32_t>;
-// VideoTuple: (fallback codec name or "", height, width (0, 0: own size), session cache bytes, threads,
-// output format "rgb" | "yuv420p").
-using VideoTuple = std::tuple<std::string, int, int, int64_t, int, std::string>;
+// VideoTuple: (codec name or "", height, width (0, 0: own size), session cache bytes, threads (0:
+// libavcodec chooses), output format "rgb" | "yuv420p", max sessions (-1: no bound), whether the
+// codec overrides the stream's codec component (else it is a fallback)).
+using VideoTuple = std::tuple<std::string, int, int, int64_t, int, std::string, int64_t, bool>;
 // FieldTuple: (key, path, kind, window offsets or None, select, join, video options, semantics).
 using FieldTuple = std::tuple<std::string, std::string, std::string, std::optional<std::vector<int64_t>>, std::string,
                               std::vector<std::string>, VideoTuple, std::string>;
@@ -267,8 +268,11 @@ class PyEngine {
         f.kind = rrl::engine::FieldKind::kImage;
       } else if (kind == "video") {
         f.kind = rrl::engine::FieldKind::kVideo;
-        const auto& [codec, height, width, session_cache_bytes, threads, output_format] = video;
+        const auto& [codec, height, width, session_cache_bytes, threads, output_format, max_sessions, codec_overrides] =
+            video;
         f.video.codec = codec;
+        f.video.codec_overrides = codec_overrides;
+        f.video.max_sessions = max_sessions;
         f.video.size.height = height;
         f.video.size.width = width;
         f.video.session_cache_bytes = session_cache_bytes;

@@ -15,7 +15,8 @@
 //       0..n-1; wanted: positions; None where no frame exists (see VideoFrameDecoder).
 //       color_space: "bt601" | "bt709" | "bt2020" | "unspecified"; color_range: "limited" |
 //       "full" | "unspecified" (rerun-sdk 0.41's Yuv420Frame metadata). yuv420p takes no size.
-//   _core.VideoFrameDecoder(*, session_cache_bytes=256 MiB, threads=1, max_pixels=2**26)
+//   _core.VideoFrameDecoder(*, session_cache_bytes=256 MiB, threads=1, max_pixels=2**26,
+//                           max_sessions=-1)
 //       .decode_gop(stream_key, codec, packets, positions, wanted, *, size=None,
 //                   verify_keyframe=True, output_format="rgb")
 //           -> list[ndarray | tuple | None]  (aligned with wanted, as above)
@@ -193,9 +194,10 @@ nb::list DecodeVideoPackets(nb::handle codec, const std::vector<nb::object>& pac
 
 class PyVideoFrameDecoder {
  public:
-  PyVideoFrameDecoder(int64_t session_cache_bytes, int threads, int64_t max_pixels) {
+  PyVideoFrameDecoder(int64_t session_cache_bytes, int threads, int64_t max_pixels, int64_t max_sessions) {
     rrl::decode::VideoFrameDecoderOptions options;
     options.session_cache_bytes = session_cache_bytes;
+    options.max_sessions = max_sessions;
     options.decoder.threads = threads;
     options.decoder.max_pixels = max_pixels;
     decoder_ = std::make_unique<rrl::decode::VideoFrameDecoder>(options);
@@ -271,8 +273,9 @@ void BindVideo(nanobind::module_& m) {
         "[3, H, W] RGB arrays, or with output_format='yuv420p' into (y [1, H, W], uv [2, ceil(H/2), "
         "ceil(W/2)], color_space, color_range) tuples; None where no frame exists (internal; GIL released).");
   nb::class_<PyVideoFrameDecoder>(m, "VideoFrameDecoder")
-      .def(nb::init<int64_t, int, int64_t>(), nb::kw_only(), "session_cache_bytes"_a = defaults.session_cache_bytes,
-           "threads"_a = defaults.decoder.threads, "max_pixels"_a = defaults.decoder.max_pixels)
+      .def(nb::init<int64_t, int, int64_t, int64_t>(), nb::kw_only(),
+           "session_cache_bytes"_a = defaults.session_cache_bytes, "threads"_a = defaults.decoder.threads,
+           "max_pixels"_a = defaults.decoder.max_pixels, "max_sessions"_a = defaults.max_sessions)
       .def("decode_gop", &PyVideoFrameDecoder::decode_gop, "stream_key"_a, "codec"_a, "packets"_a, "positions"_a,
            "wanted"_a, nb::kw_only(), "size"_a = nb::none(), "verify_keyframe"_a = true, "output_format"_a = "rgb")
       .def("stats", &PyVideoFrameDecoder::stats)

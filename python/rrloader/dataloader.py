@@ -481,9 +481,7 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
             si,
             decode_threads=decode_threads,
             thread_nice=thread_nice,
-            video_session_bytes=shuffle_strategy.session_cache_bytes()
-            if isinstance(shuffle_strategy, InterleavedShuffle)
-            else None,
+            video_sessions=shuffle_strategy.video_sessions if isinstance(shuffle_strategy, InterleavedShuffle) else None,
         )
         self._strategy = None if shuffle_strategy is None else bind_strategy(shuffle_strategy, self)
         self._fetch_size = int(fetch_size)

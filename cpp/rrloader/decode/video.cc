@@ -231,8 +231,9 @@ VideoColor FrameColor(const AVFrame& frame) {
 }
 
 Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const VideoDecoderOptions& options) {
-  if (options.threads < 1 || options.threads > 64) {
-    return Status::InvalidArgument("video decoder threads must be 1..64, got " + std::to_string(options.threads));
+  if (options.threads < 0 || options.threads > 64) {
+    return Status::InvalidArgument("video decoder threads must be 0..64 (0: libavcodec chooses), got " +
+                                   std::to_string(options.threads));
   }
   if (options.max_pixels <= 0) return Status::InvalidArgument("video decoder max_pixels must be positive");
   if (options.kept_frames < 1 || options.kept_frames > 1024) {
@@ -254,9 +255,12 @@ Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const
   }
   AVCodecContext* ctx = d->ctx_.get();
   ctx->thread_count = options.threads;
-  // Slice threads only: frame threads delay output by thread_count - 1 frames, and the
-  // session relies on a low-delay stream giving back each frame right after its packet.
-  ctx->thread_type = FF_THREAD_SLICE;
+  // One thread: nothing to choose. More (or libavcodec's choice): frame threading where the
+  // decoder has it (H.264, H.265), slices otherwise. Frame threads hand each frame out up to
+  // thread_count - 1 packets late; frames carry their packet's position as pts, and
+  // DecodeGop feeds the packets after a wanted one (or flushes at the end of a GOP), so the
+  // delay changes when frames come out, never which frame a position gets.
+  ctx->thread_type = options.threads == 1 ? FF_THREAD_SLICE : FF_THREAD_FRAME | FF_THREAD_SLICE;
   ctx->max_pixels = options.max_pixels;
   // Errors the decoder can detect are reported instead of concealed: a damaged frame is
   // never delivered as if it were the real one.
@@ -372,6 +376,11 @@ Status VideoDecoder::Feed(const uint8_t* data, size_t size, int64_t position, co
   Status st = SendAndDrain(packet_.get(), position, on_frame);
   av_packet_unref(packet_.get());
   return st;
+}
+
+int VideoDecoder::frame_delay() const {
+  if (ctx_ == nullptr || (ctx_->active_thread_type & FF_THREAD_FRAME) == 0) return 0;
+  return std::max(ctx_->thread_count - 1, 0);
 }
 
 void VideoDecoder::Reset() {
@@ -566,7 +575,8 @@ int64_t VideoDecoder::EstimatedBytes() const {
   // that is per thread now).
   int64_t refs = codec_ == VideoCodec::kAV1 ? 8 : std::clamp<int64_t>(ctx_ ? ctx_->refs : 4, 1, 16);
   const int64_t delay = ctx_ ? std::max(ctx_->has_b_frames, 0) : 0;
-  const int64_t frames = refs + delay + options_.threads + 2 + static_cast<int64_t>(kept_.size());
+  const int64_t threads = ctx_ ? std::max(ctx_->thread_count, 1) : std::max(options_.threads, 1);
+  const int64_t frames = refs + delay + threads + 2 + static_cast<int64_t>(kept_.size());
   return frames * frame_bytes_ + frame_bytes_ / 5 + (int64_t{64} << 10);
 }
 
@@ -593,7 +603,7 @@ void VideoFrameDecoder::Checkin(std::string key, uint64_t hash, size_t size, std
   std::vector<std::unique_ptr<VideoDecoder>> evicted;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (bytes > options_.session_cache_bytes) return;
+    if (bytes > options_.session_cache_bytes || options_.max_sessions == 0) return;
     if (auto it = index_.find(key); it != index_.end()) {
       bytes_cached_ -= it->second->bytes;
       dropped = std::move(it->second->session);
@@ -603,7 +613,11 @@ void VideoFrameDecoder::Checkin(std::string key, uint64_t hash, size_t size, std
     lru_.push_front(CachedSession{key, hash, size, std::move(session), bytes});
     index_[key] = lru_.begin();
     bytes_cached_ += bytes;
-    while (bytes_cached_ > options_.session_cache_bytes && !lru_.empty()) {
+    const auto over = [&] {
+      return bytes_cached_ > options_.session_cache_bytes ||
+             (options_.max_sessions >= 0 && static_cast<int64_t>(lru_.size()) > options_.max_sessions);
+    };
+    while (over() && !lru_.empty()) {
       CachedSession& last = lru_.back();
       bytes_cached_ -= last.bytes;
       evicted.push_back(std::move(last.session));
@@ -617,7 +631,9 @@ std::unique_ptr<VideoDecoder> VideoFrameDecoder::Recyclable(VideoCodec codec) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
     if (it->session->codec() != codec) continue;
-    if (bytes_cached_ + it->bytes <= options_.session_cache_bytes) return nullptr;  // room left: keep it
+    const bool room = bytes_cached_ + it->bytes <= options_.session_cache_bytes &&
+                      (options_.max_sessions < 0 || static_cast<int64_t>(lru_.size()) < options_.max_sessions);
+    if (room) return nullptr;  // checking in one more session would not evict it: keep it
     std::unique_ptr<VideoDecoder> taken = std::move(it->session);
     bytes_cached_ -= it->bytes;
     index_.erase(it->key);
@@ -716,27 +732,32 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
   const uint64_t hash = Fnv1a(keyframe.data, keyframe.size);
   const std::string key = request.stream_key + '\0' + std::to_string(keyframe.position);
   std::unique_ptr<VideoDecoder> session = Checkout(key, hash, keyframe.size);
+  bool continues = false;
+  if (session && session->codec() != request.codec) session.reset();
   if (session) {
+    // A flushed session takes no more packets: it serves its kept frames only.
     const auto& pending = session->pending_positions();
+    continues = true;
     for (int64_t t : targets) {
-      const bool servable = t > session->last_fed_position() ||
-                            std::find(pending.begin(), pending.end(), t) != pending.end() ||
-                            session->KeptFrame(t) != nullptr;
-      if (!servable || session->flushed() || session->codec() != request.codec) {
-        session.reset();
+      const bool to_come = !session->flushed() && (t > session->last_fed_position() ||
+                                                   std::find(pending.begin(), pending.end(), t) != pending.end());
+      if (!to_come && session->KeptFrame(t) == nullptr) {
+        continues = false;
         break;
       }
     }
   }
-  if (session) {
+  if (continues) {
     outcome.session_hit = true;
     session_hits_.fetch_add(1);
   } else {
     session_misses_.fetch_add(1);
-    // Under random access the cache is full of sessions nobody will continue: reuse the
-    // oldest one's allocations instead of freeing them and allocating the same again (a
-    // 640x480 H.264 session is ~3 MiB of fresh pages, faulted in and cleared by the kernel).
-    session = Recyclable(request.codec);
+    // The GOP's own session, when it cannot continue, is reset and decodes the GOP again;
+    // else, under random access the cache is full of sessions nobody will continue: reuse
+    // the oldest one's allocations instead of freeing them and allocating the same again (a
+    // 640x480 H.264 session is ~3 MiB of fresh pages, faulted in and cleared by the kernel;
+    // with frame threading, its threads too).
+    if (session == nullptr) session = Recyclable(request.codec);
     if (session != nullptr) {
       session->Reset();
       sessions_recycled_.fetch_add(1);
@@ -799,7 +820,7 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
   }
   std::sort(outcome.missing.begin(), outcome.missing.end());
   std::sort(outcome.delivered.begin(), outcome.delivered.end());
-  if (!session->flushed()) Checkin(key, hash, keyframe.size, std::move(session));
+  Checkin(key, hash, keyframe.size, std::move(session));
   return outcome;
 }
 

@@ -118,9 +118,12 @@ VideoColor FrameColor(const AVFrame& frame);
 
 // VideoDecoderOptions: settings of one decoding session.
 struct VideoDecoderOptions {
-  // threads: libavcodec decoding threads (default 1). Above 1, slice threading is used for
-  // H.264/H.265 (frame threading would hold frames back and break one-frame-per-packet
-  // output); libdav1d gets that many tile threads with max_frame_delay = 1.
+  // threads: libavcodec decoding threads (default 1; 0: libavcodec chooses, from the CPU
+  // count). Other than 1, H.264 and H.265 use frame threading (several frames decode at
+  // once), which holds each frame back until up to threads - 1 later packets are fed
+  // (frame_delay()): frames still carry their own positions, and a GopRequest's packets
+  // past its last wanted one let the held-back frames out without a flush, so a session
+  // stays open for later blocks. libdav1d gets that many threads with max_frame_delay = 1.
   int threads = 1;
   // max_pixels: frames (or resize targets) larger than width * height = max_pixels are
   // refused with kUnsupported (default 2^26, ~67 MP).
@@ -202,6 +205,10 @@ class VideoDecoder {
   [[nodiscard]] Status CopyYuv420(const AVFrame& frame, uint8_t* y_dst, uint8_t* uv_dst);
 
   VideoCodec codec() const { return codec_; }
+  // frame_delay: how many packets past a frame's own libavcodec may need before it hands
+  // the frame out (frame threading: its thread count - 1; else 0). B-frame reordering
+  // comes on top (and is refused when reject_reordering is set).
+  int frame_delay() const;
   // last_fed_position: the position of the last sample fed (INT64_MIN before the first).
   int64_t last_fed_position() const { return last_fed_position_; }
   // frames_decoded: frames that came out of libavcodec in this session.
@@ -345,15 +352,19 @@ struct VideoStats {
   int64_t sessions_cached = 0;     // sessions in the cache now
 };
 
-// VideoFrameDecoderOptions: decoder settings plus the session cache bound.
+// VideoFrameDecoderOptions: decoder settings plus the session cache bounds.
 struct VideoFrameDecoderOptions {
   VideoDecoderOptions decoder;
   // session_cache_bytes: LRU bound on the EstimatedBytes of idle sessions (default
   // 256 MiB; 0 keeps none, so every call starts from the keyframe).
   int64_t session_cache_bytes = int64_t{256} << 20;
+  // max_sessions: LRU bound on the number of idle sessions, beside the byte bound (default
+  // -1: none; 0 keeps none, as rerun-sdk 0.41's max_decoder_sessions=0).
+  int64_t max_sessions = -1;
 };
 
-// VideoFrameDecoder: GOP-at-a-time frame decoding with a byte-bounded session cache.
+// VideoFrameDecoder: GOP-at-a-time frame decoding with a session cache bounded in bytes
+// and, optionally, in sessions.
 // Thread-safe: DecodeGop may run concurrently on any threads (a session is used by one
 // call at a time; two calls on the same GOP at once use two sessions).
 class VideoFrameDecoder {
@@ -366,10 +377,12 @@ class VideoFrameDecoder {
   // DecodeGop: delivers the wanted frames of one GOP to `sink`, feeding each packet at
   // most once. A cached session for (stream_key, keyframe) continues when every wanted
   // position is still to come, still held by the decoder, or one of the session's kept
-  // frames (VideoDecoderOptions::kept_frames);
-  // otherwise a new session decodes from the keyframe. Feeding stops as soon as every
-  // wanted frame is delivered; if the packets run out while a wanted frame is still held
-  // back (B-frames), the session is flushed (and not cached).
+  // frames (VideoDecoderOptions::kept_frames); otherwise the GOP decodes from its keyframe
+  // on that session reset (avcodec_flush_buffers), on a reset idle one when the cache is
+  // full, or on a new one. Feeding stops as soon as every wanted frame is delivered; if the
+  // packets run out while a wanted frame is still held back (B-frames, or frame threading
+  // at the end of a GOP), the session is flushed: it is cached still, serving only its kept
+  // frames until it is reset for another GOP.
   // Missing (not an error): packets[0] is not a keyframe (verify_keyframe), a wanted
   // position that is not a packet's, a frame libavcodec never outputs (e.g. an H.265 RASL
   // picture after a CRA it cannot decode). Errors: kInvalidArgument for an empty packet
@@ -397,8 +410,8 @@ class VideoFrameDecoder {
   };
   std::unique_ptr<VideoDecoder> Checkout(const std::string& key, uint64_t hash, size_t size);
   // Recyclable: the least recently used idle session of `codec`, taken out of the cache,
-  // when the cache is so full that checking in one more session of its size would evict it
-  // anyway; else null.
+  // when the cache is so full (in bytes or sessions) that checking in one more session of
+  // its size would evict it anyway; else null.
   std::unique_ptr<VideoDecoder> Recyclable(VideoCodec codec);
   void Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
 

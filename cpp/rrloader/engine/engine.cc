@@ -273,6 +273,9 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
           auto c = decode::ParseVideoCodec(f.video.codec);
           if (!c.ok()) return c.status().WithPrefix("field '" + f.key + "' (VideoFrameDecoder codec)");
           vp.fallback_codec = *c;
+          vp.codec_overrides = f.video.codec_overrides;
+        } else if (f.video.codec_overrides) {
+          return Status::InvalidArgument("field '" + f.key + "': codec_overrides needs a codec");
         }
         const std::string codec_path = SiblingPath(f.path, "codec");
         if (!vp.fallback_codec && types.find(codec_path) == types.end()) {
@@ -286,8 +289,12 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
         if (f.video.session_cache_bytes < 0) {
           return Status::InvalidArgument("field '" + f.key + "': session_cache_bytes must be >= 0");
         }
-        if (f.video.threads < 1 || f.video.threads > 64) {
-          return Status::InvalidArgument("field '" + f.key + "': decoder threads must be 1..64");
+        if (f.video.threads < 0 || f.video.threads > 64) {
+          return Status::InvalidArgument("field '" + f.key +
+                                         "': decoder threads must be 0..64 (0: libavcodec chooses)");
+        }
+        if (f.video.max_sessions < -1) {
+          return Status::InvalidArgument("field '" + f.key + "': max_sessions must be >= 0 (or -1: no bound)");
         }
         if (f.video.output_format == decode::VideoOutputFormat::kYuv420 && f.video.size.resize()) {
           return Status::InvalidArgument("field '" + f.key + "': YUV 4:2:0 output takes no resize");
@@ -308,6 +315,7 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
     if (fields[fi].kind != FieldKind::kVideo) continue;
     decode::VideoFrameDecoderOptions vo;
     vo.session_cache_bytes = fields[fi].video.session_cache_bytes;
+    vo.max_sessions = fields[fi].video.max_sessions;
     vo.decoder.threads = fields[fi].video.threads;
     vo.decoder.reject_reordering = true;  // see VideoDecoderOptions: samples sorted by time
     // A window's frames overlap the previous block's by up to its span in grid steps: keep
@@ -573,11 +581,13 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     };
     const bool r041 = f.semantics == Semantics::kRerun041;
     // Slot cell (after the selector), or false when missing. Under kRerun041 a tombstone (a
-    // Clear at exactly this value) reads as the empty batch rerun's query returns there.
+    // Clear at exactly this value) reads as the empty batch rerun's query returns there; a
+    // selector finds nothing in an empty batch (its first step picks an instance).
     auto slot_cell = [&](int64_t i, int64_t t, decode::Span* cell) -> bool {
       const CellRef& ref = fc.cells[static_cast<size_t>(i * T + t)];
       decode::Span c;
       if (r041 && ref.list == nullptr && ref.tombstone) {
+        if (p.selector && !p.selector->is_identity()) return false;
         *cell = decode::Span{nullptr, 0, 0, false};
         return true;
       }

@@ -251,7 +251,8 @@ Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_
             it != segments.end() && it->second != nullptr ? Result(it->second)
                                                           : SegmentFor(segment_number, vp.columns.sample.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix(where);
-        return CreateVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where);
+        return CreateVideoIndex(*segment, dataset_->cache(), options_.index, vp.columns, vp.fallback_codec, where,
+                                vp.codec_overrides);
       });
       if (!index.ok()) return index.status();
       ++fb->stats.queries;
@@ -352,7 +353,7 @@ Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_
     std::vector<VideoStreamView> views;
     views.reserve(video->views.size());
     for (const auto& v : video->views) views.push_back(v.View());
-    video->plan = PlanVideoBlock(views, sample_stream, field_slot_values[fi], T, kVideoLookaheadPackets);
+    video->plan = PlanVideoBlock(views, sample_stream, field_slot_values[fi], T, VideoLookahead(f.video.threads));
 
     // Packet bytes, in place in the chunks (kept alive by the block); each chunk looked up once.
     std::vector<std::map<uint32_t, const arrow::ListArray*>> columns_by_chunk(video->streams.size());

@@ -39,23 +39,48 @@ namespace rrl::engine {
 inline constexpr int64_t kDefaultVideoSessionCacheBytes = int64_t{32} << 20;
 
 // kVideoLookaheadPackets: packets past a GOP request's last wanted one that the decoder may
-// be fed (within the GOP) so that a stream with B-frames delivers without a flush.
+// be fed (within the GOP) so that a stream with B-frames delivers without a flush; a field
+// with frame-threaded sessions gets at least their frame delay (VideoLookahead).
 inline constexpr int64_t kVideoLookaheadPackets = 8;
+
+// kVideoAutoThreads: the most threads libavcodec gives a session that leaves the count to
+// it (threads = 0: the CPU count + 1, at most 16), so its frame delay is at most 15.
+inline constexpr int kVideoAutoThreads = 16;
 
 // VideoFieldOptions: a video field's settings (FieldSpec::video).
 struct VideoFieldOptions {
-  std::string codec;             // fallback codec name (decode::ParseVideoCodec); "" = none
+  // codec: a codec name (decode::ParseVideoCodec); "" = none. A fallback for streams that log
+  // no `codec` component, or, with codec_overrides, the codec of every stream whatever it
+  // logs (rerun-sdk 0.41's VideoFrameDecoder(codec=...) never reads the component).
+  std::string codec;
+  bool codec_overrides = false;
   decode::VideoOutputSize size;  // 0 x 0: each frame's own size
   int64_t session_cache_bytes = kDefaultVideoSessionCacheBytes;
-  int threads = 1;  // libavcodec threads per session (the pool decodes GOPs in parallel)
+  // max_sessions: a bound on the cached decoder sessions beside the byte bound (-1: none;
+  // 0: none are kept, every GOP decodes from its keyframe).
+  int64_t max_sessions = -1;
+  // threads: libavcodec threads per session (the pool decodes GOPs in parallel); 0 lets
+  // libavcodec choose. Other than 1, H.264/H.265 sessions are frame-threaded, and the plan
+  // feeds them up to their frame delay past the last wanted packet of a GOP (VideoLookahead)
+  // so that sessions stay open across blocks.
+  int threads = 1;
   // output_format: [3, H, W] RGB, or libavcodec's own YUV 4:2:0 planes (no resize then).
   decode::VideoOutputFormat output_format = decode::VideoOutputFormat::kRgb;
 };
+
+// VideoLookahead: packets past a GOP request's last wanted one the plan hands the decoder
+// for a field decoded with `threads` per session (kVideoLookaheadPackets, or the frame
+// delay of frame threading when larger).
+inline int64_t VideoLookahead(int threads) {
+  const int64_t delay = threads == 0 ? kVideoAutoThreads - 1 : threads - 1;
+  return delay > kVideoLookaheadPackets ? delay : kVideoLookaheadPackets;
+}
 
 // VideoPrepared: what Engine::Make resolved for a video field.
 struct VideoPrepared {
   VideoStreamColumns columns;
   std::optional<decode::VideoCodec> fallback_codec;  // from VideoFieldOptions::codec
+  bool codec_overrides = false;                      // fallback_codec wins over the component
 };
 
 // VideoStreamBlock: the part of one stream a block reads: the packets of the clusters its

@@ -346,7 +346,7 @@ Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const
                                                            store::ChunkCache& cache, const std::string& index,
                                                            const VideoStreamColumns& columns,
                                                            std::optional<decode::VideoCodec> fallback_codec,
-                                                           const std::string& where) {
+                                                           const std::string& where, bool codec_overrides) {
   if (segment_ptr == nullptr) return Status::Internal(where + ": no segment");
   const store::Segment& segment = *segment_ptr;
   VideoIndexLayout layout = LayoutVideoIndex(segment, index, columns);
@@ -414,8 +414,11 @@ Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const
       }
     }
   }
-  // Codec: static wins; else the temporal values, which must agree; else the fallback.
-  if (static_codec) {
+  // Codec: an overriding codec; else static wins; else the temporal values, which must agree;
+  // else the fallback.
+  if (codec_overrides && fallback_codec) {
+    out->codec = *fallback_codec;
+  } else if (static_codec) {
     auto c = decode::VideoCodecFromRerun(static_codec->second);
     if (!c.ok()) return c.status().WithPrefix(where + ": codec component");
     out->codec = *c;

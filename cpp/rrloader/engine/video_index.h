@@ -156,7 +156,7 @@ class VideoIndex {
                                                                     store::ChunkCache&, const std::string&,
                                                                     const VideoStreamColumns&,
                                                                     std::optional<decode::VideoCodec>,
-                                                                    const std::string&);
+                                                                    const std::string&, bool);
   mutable std::mutex mu_;
   mutable std::vector<std::shared_ptr<const VideoClusterPackets>> loaded_;  // per cluster
   mutable std::atomic<int64_t> keyframes_{0};
@@ -172,10 +172,12 @@ class VideoIndex {
 // error messages. Errors: the chunk loads' statuses; kInvalidArgument when the stream has
 // samples but no codec is known; kUnsupported for a codec the decoder does not read
 // (VP8/VP9), temporal codec values that disagree, or samples logged as static; kCorrupt for
-// an unknown codec value.
+// an unknown codec value. `codec_overrides`: the stream is decoded as `fallback_codec` whatever
+// its codec component says (the component is not read, nor checked).
 [[nodiscard]] Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(
     std::shared_ptr<const store::Segment> segment, store::ChunkCache& cache, const std::string& index,
-    const VideoStreamColumns& columns, std::optional<decode::VideoCodec> fallback_codec, const std::string& where);
+    const VideoStreamColumns& columns, std::optional<decode::VideoCodec> fallback_codec, const std::string& where,
+    bool codec_overrides = false);
 
 // VideoSampleBytes: the bytes of the sample cell at `row` of `list` (List<List<UInt8>>,
 // List<Binary> or List<LargeBinary>): its one instance in place, or several instances

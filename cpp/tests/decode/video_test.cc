@@ -388,6 +388,111 @@ TEST(VideoDecodeTest, CacheIsBoundedInBytes) {
   EXPECT_FALSE(again->session_hit);
 }
 
+TEST(VideoDecodeTest, CacheIsBoundedInSessions) {
+  EncodeSpec spec;
+  spec.frames = 36;
+  ENCODE_OR_SKIP(s, spec);
+  // max_sessions = 0: nothing is kept, every GOP decodes from its keyframe.
+  VideoFrameDecoderOptions none;
+  none.max_sessions = 0;
+  VideoFrameDecoder d0(none);
+  Frames f;
+  ASSERT_TRUE(d0.DecodeGop(Request(s, 0, 12, {2}), f.Sink()).ok());
+  auto r = d0.DecodeGop(Request(s, 0, 12, {4}), f.Sink());
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->session_hit);
+  EXPECT_EQ(r->packets_fed, 5);
+  EXPECT_EQ(d0.stats().sessions_cached, 0);
+  // max_sessions = 2 with bytes to spare: the least recently used of three GOPs goes, and its
+  // session is reused (reset) for the next GOP rather than freed.
+  VideoFrameDecoderOptions two;
+  two.max_sessions = 2;
+  VideoFrameDecoder d2(two);
+  ASSERT_TRUE(d2.DecodeGop(Request(s, 0, 12, {2}), f.Sink()).ok());
+  ASSERT_TRUE(d2.DecodeGop(Request(s, 12, 24, {13}), f.Sink()).ok());
+  EXPECT_EQ(d2.stats().sessions_cached, 2);
+  EXPECT_EQ(d2.stats().sessions_recycled, 0);
+  ASSERT_TRUE(d2.DecodeGop(Request(s, 24, 36, {25}), f.Sink()).ok());
+  EXPECT_EQ(d2.stats().sessions_cached, 2);
+  EXPECT_EQ(d2.stats().sessions_recycled, 1);
+  auto oldest = d2.DecodeGop(Request(s, 0, 12, {3}), f.Sink());  // GOP 0's session was the one reused
+  ASSERT_TRUE(oldest.ok());
+  EXPECT_FALSE(oldest->session_hit);
+  auto kept = d2.DecodeGop(Request(s, 24, 36, {27}), f.Sink());
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(kept->session_hit);
+  EXPECT_EQ(kept->packets_fed, 2);
+  // The frames equal a fresh decode's.
+  VideoFrameDecoder fresh;
+  Frames g;
+  ASSERT_TRUE(fresh.DecodeGop(Request(s, 0, 12, {2, 3}), g.Sink()).ok());
+  ASSERT_TRUE(fresh.DecodeGop(Request(s, 24, 36, {25, 27}), g.Sink()).ok());
+  for (int64_t p : {2, 3, 25, 27}) EXPECT_EQ(f.by_position[p], g.by_position[p]) << p;
+}
+
+// Frame-threaded sessions hold frames back; the packets after a wanted frame let it out, so
+// the session stays open for the next request, and the frames equal single-threaded ones.
+TEST(VideoDecodeTest, FrameThreadingKeepsSessionsOpen) {
+  for (const char* encoder : {"libx264", "libx265"}) {
+    EncodeSpec spec;
+    spec.encoder = encoder;
+    spec.frames = 24;
+    spec.gop = 12;
+    Stream s = Encode(spec);
+    if (s.packets.empty()) {
+      ADD_FAILURE() << encoder << " missing";
+      continue;
+    }
+    VideoDecoderOptions four;
+    four.threads = 4;
+    auto session = VideoDecoder::Open(s.codec, four);
+    ASSERT_TRUE(session.ok()) << session.status().ToString();
+    EXPECT_EQ((*session)->frame_delay(), 3) << encoder;
+    VideoDecoderOptions one;
+    EXPECT_EQ(VideoDecoder::Open(s.codec, one).value()->frame_delay(), 0);
+    VideoDecoderOptions chosen;
+    chosen.threads = 0;
+    auto automatic = VideoDecoder::Open(s.codec, chosen);
+    ASSERT_TRUE(automatic.ok());
+    EXPECT_GE((*automatic)->frame_delay(), 0);
+
+    VideoFrameDecoder single;
+    Frames want;
+    ASSERT_TRUE(single.DecodeGop(Request(s, 0, 12, {3, 7, 11}), want.Sink()).ok());
+    VideoFrameDecoderOptions threaded;
+    threaded.decoder.threads = 4;
+    VideoFrameDecoder decoder(threaded);
+    Frames f;
+    auto r1 = decoder.DecodeGop(Request(s, 0, 12, {3}), f.Sink());
+    ASSERT_TRUE(r1.ok()) << r1.status().ToString();
+    EXPECT_EQ(r1->delivered, std::vector<int64_t>{3});
+    EXPECT_EQ(r1->packets_fed, 7) << encoder;  // frame 3 comes out when packet 6 goes in
+    auto r2 = decoder.DecodeGop(Request(s, 0, 12, {7}), f.Sink());
+    ASSERT_TRUE(r2.ok());
+    EXPECT_TRUE(r2->session_hit) << encoder;
+    EXPECT_EQ(r2->packets_fed, 4);
+    // At the end of the GOP no packet follows: the session is flushed to let frame 11 out,
+    // then serves it again from its kept frames.
+    auto r3 = decoder.DecodeGop(Request(s, 0, 12, {11}), f.Sink());
+    ASSERT_TRUE(r3.ok());
+    EXPECT_TRUE(r3->session_hit);
+    EXPECT_EQ(r3->delivered, std::vector<int64_t>{11});
+    auto r4 = decoder.DecodeGop(Request(s, 0, 12, {11}), f.Sink());
+    ASSERT_TRUE(r4.ok());
+    EXPECT_TRUE(r4->session_hit);
+    EXPECT_EQ(r4->packets_fed, 0);
+    for (int64_t p : {3, 7, 11}) EXPECT_EQ(f.by_position[p], want.by_position[p]) << encoder << " " << p;
+    // Stepping back resets the GOP's own session (its threads and pictures are kept).
+    Frames g;
+    auto r5 = decoder.DecodeGop(Request(s, 0, 12, {5}), g.Sink());
+    ASSERT_TRUE(r5.ok());
+    EXPECT_FALSE(r5->session_hit);
+    EXPECT_EQ(decoder.stats().sessions_recycled, 1);
+    ASSERT_TRUE(single.DecodeGop(Request(s, 0, 12, {5}), want.Sink()).ok());
+    EXPECT_EQ(g.by_position[5], want.by_position[5]);
+  }
+}
+
 TEST(VideoDecodeTest, BFramesMapFramesToTheirPackets) {
   EncodeSpec spec;
   spec.frames = 30;
@@ -416,7 +521,14 @@ TEST(VideoDecodeTest, BFramesMapFramesToTheirPackets) {
   ASSERT_TRUE(r3.ok()) << r3.status().ToString();
   EXPECT_EQ(r3->delivered, std::vector<int64_t>{int64_t(b_index)});
   EXPECT_EQ(g.by_position, f.by_position);
-  EXPECT_EQ(d3.stats().sessions_cached, 0);
+  // The flushed session stays cached (for its kept frame, the last one out); asked for
+  // another frame, it is reset and decodes the GOP again.
+  EXPECT_EQ(d3.stats().sessions_cached, 1);
+  Frames h;
+  auto again = d3.DecodeGop(Request(s, 0, s.packets.size(), {int64_t(b_index)}), h.Sink());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(h.by_position, f.by_position);
+  EXPECT_EQ(d3.stats().sessions_recycled, again->session_hit ? 0 : 1);
 }
 
 TEST(VideoDecodeTest, NoKeyframeMeansMissingNeverACorruptFrame) {

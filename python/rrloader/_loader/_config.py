@@ -47,11 +47,22 @@ class VideoOptions:
     height: int = 0  # 0 x 0: each frame's own size
     width: int = 0
     session_cache_bytes: int = 0
-    threads: int = 1  # libavcodec threads per session (0: libavcodec chooses)
+    threads: int = 1  # libavcodec threads per session (0: libavcodec chooses; else 1 frame-threads)
     output_format: str = "rgb"  # or "yuv420p"
+    max_sessions: int = -1  # cached decoder sessions (-1: bounded by session_cache_bytes only)
+    codec_overrides: bool = False  # `codec` wins over the stream's codec component
 
-    def spec(self) -> tuple[str, int, int, int, int, str]:
-        return (self.codec, self.height, self.width, self.session_cache_bytes, self.threads, self.output_format)
+    def spec(self) -> tuple[str, int, int, int, int, str, int, bool]:
+        return (
+            self.codec,
+            self.height,
+            self.width,
+            self.session_cache_bytes,
+            self.threads,
+            self.output_format,
+            self.max_sessions,
+            self.codec_overrides,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

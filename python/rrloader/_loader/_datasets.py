@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,7 @@ class EngineDataset:
         decode_threads: int | None,
         thread_nice: int = 10,
         key_order: Sequence[str] | None = None,
-        video_session_bytes: int | None = None,
+        video_sessions: Callable[[Any], Any] | None = None,
     ) -> None:
         if not fields:
             raise InvalidArgumentError("a dataset needs at least one field")
@@ -105,18 +105,8 @@ class EngineDataset:
             raise InvalidArgumentError(f"decode_threads must be >= 1, got {decode_threads}")
         if not 0 <= int(thread_nice) <= 19:
             raise InvalidArgumentError(f"thread_nice must be in 0..19, got {thread_nice}")
-        if video_session_bytes is not None:  # a strategy that keeps many GOPs open (InterleavedShuffle)
-            fields = [
-                dataclasses.replace(
-                    f,
-                    video=dataclasses.replace(
-                        f.video, session_cache_bytes=max(f.video.session_cache_bytes, int(video_session_bytes))
-                    ),
-                )
-                if f.kind == "video"
-                else f
-                for f in fields
-            ]
+        if video_sessions is not None:  # a strategy that keeps many GOPs open (InterleavedShuffle)
+            fields = [dataclasses.replace(f, video=video_sessions(f.video)) if f.kind == "video" else f for f in fields]
         self._dataset = dataset
         self._index = index
         self._engine_fields = list(fields)

@@ -125,8 +125,11 @@ class InterleavedShuffle(ShuffleStrategy):
     DataLoader workers are cut from it like the other strategies'.
 
     Memory: the open decoder sessions (about ``open_runs`` per video field, a few MiB each at
-    640x480); ``max_session_bytes`` bounds them per video field (default ``open_runs`` x 16
-    MiB, a cap: sessions only take what libavcodec allocates). Ready samples stay bounded by
+    640x480). The strategy sets its video fields' session bounds: at least ``2 * open_runs``
+    sessions (a decoder's smaller ``max_decoder_sessions`` is raised, since decoding each frame
+    once needs them: a fetch block opens new runs while the runs it finishes still hold theirs), and ``max_session_bytes`` bytes per video field when given (it wins over
+    the decoder's), else the larger of the decoder's and ``open_runs`` x 16 MiB (a cap:
+    sessions only take what libavcodec allocates). Ready samples stay bounded by
     the dataset's ``max_ready_bytes``.
     """
 
@@ -151,6 +154,14 @@ class InterleavedShuffle(ShuffleStrategy):
     def session_cache_bytes(self) -> int:
         """The decoder-session budget of each video field this strategy asks for."""
         return int(self.max_session_bytes if self.max_session_bytes is not None else self.open_runs * (16 << 20))
+
+    def video_sessions(self, video: Any) -> Any:
+        """``video`` (a field's VideoOptions) with this strategy's session bounds (see above)."""
+        budget = self.session_cache_bytes()
+        if self.max_session_bytes is None:
+            budget = max(budget, int(video.session_cache_bytes))
+        count = video.max_sessions if video.max_sessions < 0 else max(int(video.max_sessions), 2 * int(self.open_runs))
+        return dataclasses.replace(video, session_cache_bytes=budget, max_sessions=count)
 
     def runs(self, sample_index: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(run starts, run lengths)`` over the global sample numbers of ``sample_index``."""

@@ -90,13 +90,7 @@ class Field:
         native = native_kind(self.decode)
         video = VideoOptions()
         if native == "video":
-            d = self.decode
-            video = VideoOptions(
-                codec=d.codec,
-                session_cache_bytes=d._session_cache_bytes(),
-                threads=d._threads(),
-                output_format=d.output_format,
-            )
+            video = self.decode._video_options()
         select = ""
         if self.select is not None:
             if native == "video":

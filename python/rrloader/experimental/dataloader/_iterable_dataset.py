@@ -87,7 +87,7 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
             decode_threads=decode_threads,
             thread_nice=thread_nice,
             key_order=keys,
-            video_session_bytes=strategy.session_cache_bytes() if isinstance(strategy, InterleavedShuffle) else None,
+            video_sessions=strategy.video_sessions if isinstance(strategy, InterleavedShuffle) else None,
         )
         self._manifest: Any = None
         self._fetch_block_size = int(fetch_block_size)

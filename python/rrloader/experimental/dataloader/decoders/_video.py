@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .... import _core
+from ...._loader._config import VideoOptions
 from ...._loader._yuv import Yuv420Frame, frame_from_planes
 from ....errors import RrloaderError
 from ._base import ColumnDecoder, DecodedValue, DecodeRequest, FieldBatch
@@ -16,9 +17,24 @@ from ._image import blob_bytes
 
 _FormatT = TypeVar("_FormatT", Literal["rgb"], Literal["yuv420p"])
 
-# The session cache's budget for max_decoder_sessions sessions: a 640x480 H.264 session's
-# pictures take about 4 MiB, 1080p about 12 MiB; the engine bounds sessions by bytes.
-_BYTES_PER_SESSION = 4 << 20
+# The engine bounds a field's decoder sessions by count (max_decoder_sessions, as 0.41) and,
+# as every rrloader cache, in bytes: 1 GiB, far above what 8 sessions take (a 640x480 H.264
+# session holds about 4 MiB, a 1080p one about 15 MiB, a 4K one about 60 MiB).
+_SESSION_CACHE_BYTES = 1 << 30
+
+
+class _StreamCodec(str):
+    """``VideoFrameDecoder``'s default codec: "h264" to read and print (as rerun 0.41's default),
+    but a stream that logs its ``VideoStream:codec`` component is decoded with that codec. An
+    explicit ``codec=`` (a plain str) wins over the component."""
+
+    __slots__ = ()
+
+    def __reduce__(self):
+        return (_StreamCodec, (str(self),))
+
+
+_DEFAULT_CODEC = _StreamCodec("h264")
 
 
 class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
@@ -32,15 +48,22 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
     pass, half the bytes), windows stacked. ``None`` when no keyframe precedes the sample or
     libavcodec rejects the GOP.
 
-    rrloader differs from rerun 0.41 in one way: keyframes come from the stream's
-    ``is_keyframe`` column when it is logged, and from the bitstream otherwise (0.41 requires
-    the column); a logged mark is always checked against the bitstream. The stream's
-    ``VideoStream:codec`` component, when logged, wins over ``codec``.
+    rrloader differs from rerun 0.41 where it can do better: keyframes come from the stream's
+    ``is_keyframe`` column when it is logged, and from the bitstream otherwise (0.41 raises
+    ``ValueError`` without the column); a logged mark is always checked against the bitstream.
+    With ``thread_count`` other than 1, sessions stay open across blocks (0.41 gives reuse up).
 
-    - ``codec``: ``"h264"`` (default), ``"h265"``/``"hevc"``, ``"av1"`` (``"avc"`` = h264).
-    - ``max_decoder_sessions``: open decoder sessions kept to continue GOPs in later blocks
-      (0: none, every GOP is decoded from its keyframe).
-    - ``thread_count``: libavcodec threads per session (1; 0: libavcodec chooses).
+    - ``codec``: ``"h264"``, ``"h265"``/``"hevc"``, ``"av1"`` (``"avc"`` = h264). Given, it is
+      the codec of every stream, as in 0.41; left out, a stream that logs its
+      ``VideoStream:codec`` component is decoded with that codec, else as H.264 (``repr`` and
+      ``.codec`` say ``'h264'`` either way, as 0.41's).
+    - ``max_decoder_sessions``: open decoder sessions kept (per field, per process) to
+      continue GOPs in later blocks, least recently used first out (0: none, every GOP is
+      decoded from its keyframe). They are also bounded at 1 GiB together.
+    - ``thread_count``: libavcodec threads per session (1; 0: libavcodec chooses the count).
+      Other than 1, H.264 and H.265 sessions are frame-threaded, and the engine feeds a
+      session the packets after the frames it wants (or flushes it at the end of a GOP) so
+      that the frames held back come out: sessions stay reusable.
     - ``window_storage``: ``"copy"`` or ``"view"`` (windows as views of one frame bank); both
       give equal values (the engine's windows always view one block buffer).
     - ``output_format``: ``"rgb"`` or ``"yuv420p"``.
@@ -51,7 +74,7 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
     def __init__(
         self,
         *,
-        codec: str = "h264",
+        codec: str = _DEFAULT_CODEC,
         max_decoder_sessions: int = 8,
         thread_count: int = 1,
         window_storage: Literal["copy", "view"] = "copy",
@@ -86,12 +109,16 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
         prefix, sep, _ = field_path.rpartition(":")
         return f"{prefix}:is_keyframe" if sep else None
 
-    def _session_cache_bytes(self) -> int:
-        return self._max_decoder_sessions * _BYTES_PER_SESSION
-
-    def _threads(self) -> int:
-        # 0 (libavcodec chooses) runs one thread per session: the engine decodes GOPs in parallel.
-        return max(1, self.thread_count)
+    def _video_options(self) -> VideoOptions:
+        """The engine's settings of a field decoded by this decoder."""
+        return VideoOptions(
+            codec=str(self.codec),
+            codec_overrides=not isinstance(self.codec, _StreamCodec),
+            session_cache_bytes=_SESSION_CACHE_BYTES,
+            max_sessions=self._max_decoder_sessions,
+            threads=self.thread_count,
+            output_format=self.output_format,
+        )
 
     def decode(self, batch: FieldBatch, requests: Sequence[DecodeRequest]) -> list[DecodedValue | None]:
         """Each request's frame(s), decoded from its first decode row (which must be a keyframe)."""
@@ -122,7 +149,7 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
                 _core.video_codec_name(self.codec),
                 packets[: wanted[-1] + 1],
                 wanted,
-                threads=max(1, self.thread_count),
+                threads=self.thread_count,
                 reject_reordering=True,
                 output_format=self.output_format,
             )
