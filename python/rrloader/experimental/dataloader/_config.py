@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, ClassVar
 
 from ..._loader._config import (
@@ -14,6 +15,52 @@ from ..._loader._config import (
     check_generation,
     native_kind,
 )
+
+# The selectors the engine evaluates exactly as rerun's Selector.execute does, for a
+# NumericDecoder field: an instance picked by position, then struct fields and elements of
+# (variable-size) lists by position ("[0]", "[1].pose.x", "[0].v[2]"). Each keeps one value (or
+# a null) per row, as the engine's path does; a null or an index out of range on the way is a
+# null, which the decoder makes None (the engine: missing). Everything else runs through rerun:
+# "[]" iteration, "?", "!", "|", string constants, a Python callable piped in, and what rerun
+# refuses (a field picked from the row's list; an index into a fixed-size list, "not yet
+# implemented" in rerun 0.41), so that the error is rerun's own.
+_SELECTOR_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]")
+
+
+def native_selector(select: Any, column_type: Any) -> str | None:
+    """The engine's spelling of a rerun ``Selector`` it evaluates exactly like rerun on a column
+    of ``column_type`` ("" for the identity "."), or None when rerun must run it (see above)."""
+    import pyarrow as pa
+
+    internal = getattr(select, "_internal", None)
+    text = internal.try_to_string() if internal is not None and hasattr(internal, "try_to_string") else None
+    if text is None or column_type is None:
+        return None  # a Python callable piped in, not a rerun Selector, or an unknown column
+    text = text.strip()
+    steps, at = [], 1 if text == "." else 0
+    while at < len(text):
+        m = _SELECTOR_STEP.match(text, at)
+        if m is None:
+            return None
+        steps.append(m.groups())
+        at = m.end()
+    t = column_type
+    for k, (name, index) in enumerate(steps):
+        if index is not None:
+            # The first step picks an instance of the row's list; later ones need a list value.
+            if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or (k == 0) != (t is column_type):
+                return None
+            t = t.value_type
+        else:
+            if k == 0 or not pa.types.is_struct(t) or t.get_field_index(name) < 0:
+                return None
+            t = t.field(name).type
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    # Numbers only: for anything else rerun fails (or gives None) per value, the engine at once.
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        return None
+    return "" if text == "." else "." + text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +133,19 @@ class Field:
         offsets = self._native_window(kind)
         return None if offsets is None else (min(offsets), max(offsets))
 
-    def _engine_field(self, key: str, kind: str, step: int | None) -> EngineField:
+    def _engine_field(self, key: str, kind: str, step: int | None, column_type: Any = None) -> EngineField:
         native = native_kind(self.decode)
         video = VideoOptions()
         if native == "video":
             video = self.decode._video_options()
         select = ""
         if self.select is not None:
-            if native == "video":
-                select = str(self.select)  # the engine refuses it, naming the field
+            engine_select = native_selector(self.select, column_type) if native == "numeric" else None
+            if engine_select is not None:
+                select = engine_select  # "" for the identity
             else:
                 # rerun's own Selector.execute runs on the block's rows, then the decoder's
-                # Python path (the same values as the engine's): exact for every operator.
+                # Python path: exact for every operator (video: 0.41's keyframe-range query).
                 native = "raw"
         return EngineField(
             key=key,

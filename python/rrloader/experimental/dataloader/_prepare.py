@@ -25,7 +25,8 @@ def prepare(
         if not isinstance(f, Field):
             raise TypeError(f"field {key!r} must be an rrloader.experimental.dataloader.Field, got {f!r}")
     si = SampleIndex.build(source, index, fields, timeline_sampling=timeline_sampling)
-    engine_fields = [f._engine_field(key, si.kind, si.ns_per_sample) for key, f in fields.items()]
+    types = column_types(source, fields)
+    engine_fields = [f._engine_field(key, si.kind, si.ns_per_sample, types[key]) for key, f in fields.items()]
     if isinstance(source.native_dataset(), RemoteDataset):
         warn_if_fork(stacklevel=4)
     return source, si, engine_fields, key_order(fields)
@@ -52,10 +53,18 @@ def prepare_replay(
     meta = manifest.metadata
     kind = {"datetime64[ns]": "timestamp", "timedelta64[ns]": "duration"}.get(meta.ns_dtype or "", "sequence")
     replay = space(manifest)
-    engine_fields = [f._engine_field(key, kind, meta.ns_per_sample) for key, f in fields.items()]
+    types = column_types(source, fields)
+    engine_fields = [f._engine_field(key, kind, meta.ns_per_sample, types[key]) for key, f in fields.items()]
     if isinstance(source.native_dataset(), RemoteDataset):
         warn_if_fork(stacklevel=4)
     return source, replay, engine_fields, key_order(fields)
+
+
+def column_types(source: DataSourceBase, fields: Mapping[str, Field]) -> dict[str, Any]:
+    """Each field's Arrow column type (None for a column the dataset lacks; the engine names it):
+    which selectors the engine can evaluate itself depends on it."""
+    schema = source.native_dataset().schema()
+    return {key: schema.field(f.path).type if f.path in schema.names else None for key, f in fields.items()}
 
 
 def key_order(fields: Mapping[str, Field]) -> list[str]:
