@@ -233,7 +233,6 @@ class Engine {
   // loads' errors otherwise. Empty when the segment has no packets.
   [[nodiscard]] Result<std::vector<int64_t>> VideoKeyframes(size_t field, int32_t segment) const;
 
-
  private:
   struct Prepared;  // per-field resolved types (selector, dtype)
   Engine() = default;
