@@ -61,14 +61,15 @@ def _child_main(conn: Any, log_path: str) -> None:  # pragma: no cover - runs in
                 runner = u.WorkerRunner(datasets, switch_type=RefSwitch)
                 conn.send(("ok", None))
             elif msg[0] == "run":
-                _, name, case, configs = msg
+                _, name, case, configs, *rest = msg
+                side = rest[0] if rest else "reference"
                 out = []
                 for config in configs:
                     if config.workers:
                         key = (case.number, config.strategy)
                         out.append(runner.run(key, config.epoch, lengths[key]))
                     else:
-                        out.append(u.run(ref, sources[name], case, "reference", config))
+                        out.append(u.run(ref, sources[name], case, side, config))
                 conn.send(("ok", out))
             else:
                 conn.send(("err", f"unknown message {msg[0]!r}"))

@@ -310,9 +310,13 @@ class FieldSpec:
     rrl_video_entity: str = "/cam_n"  # what rrloader reads for a video field (the reference: /cam_k)
 
     def path(self, side: str) -> str:
+        """The column ``side`` reads: "rrloader", "reference", or "reference-unmarked" (the
+        reference on the video stream without ``is_keyframe``, which rerun-sdk refuses)."""
         entity, component = ENTITIES[self.kind]
         if self.kind == "video" and side == "rrloader":
             entity = self.rrl_video_entity
+        if self.kind == "video" and side == "reference-unmarked":
+            entity = "/cam_n"
         return f"{entity}:{component}"
 
 

@@ -34,6 +34,7 @@ Standalone (prints every configuration's verdict): python tests/python/test_data
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -183,6 +184,73 @@ def test_plain_spawned_dataloader_carries_the_epoch(env):
     assert theirs.samples, "the reference yielded nothing: a vacuous comparison"
     why = u.outcome_diff(ours, theirs, compare_warnings=False)
     assert why is None, case.describe() + "\n" + why
+
+
+def test_video_without_is_keyframe_is_a_deliberate_difference(env):
+    """Deliberate difference (docs/dataloader.md): rerun-sdk 0.41 needs the stream's
+    ``is_keyframe`` column and raises ``ValueError`` without it; rrloader finds the keyframes in
+    the bitstream. On the same stream without the markers (``/cam_n``), rerun-sdk raises and
+    rrloader yields exactly what rerun-sdk yields on the marked copy (``/cam_k``)."""
+    import rrloader.experimental.dataloader as L
+
+    case = next(c for c in env.cases if any(f.kind == "video" for f in c.fields))
+    case = dataclasses.replace(
+        case, fields=tuple(dataclasses.replace(f, rrl_video_entity="/cam_n") for f in case.fields)
+    )
+    configs = [u.Config("iter", "none", 0, 0), u.Config("iter", "blockbuf_fill", 1, 0), u.Config("map", map_seed=3)]
+    unmarked = env.ref.call(("run", f"ds{case.dataset_seed}", case, configs, "reference-unmarked"))
+    marked = env.theirs(case, configs)
+    for config, theirs_unmarked, theirs in zip(configs, unmarked, marked, strict=True):
+        assert theirs_unmarked.error is not None and theirs_unmarked.error[0] == "ValueError", (
+            config.label(),
+            theirs_unmarked.error,
+        )
+        assert "keyframe" in theirs_unmarked.error[1].lower(), theirs_unmarked.error
+        assert theirs.samples and theirs.error is None, (config.label(), theirs.error)
+        ours = u.run(L, env.local[f"ds{case.dataset_seed}"], case, "rrloader", config)
+        why = u.outcome_diff(ours, theirs)
+        assert why is None, f"[{config.label()}] {why}"
+
+
+def test_null_inside_a_numeric_cell_is_a_deliberate_difference(tmp_path):
+    """Deliberate difference (docs/dataloader.md): a numeric cell with a null inside its list is
+    NaN in rerun-sdk 0.41 and ``None`` in rrloader. Over dlutil's numeric dataset (``/nully``:
+    [5, 6] at frame 2, [1, null] at frame 6 of seg_a), the map datasets of both agree on every
+    other sample and differ exactly where rerun-sdk's value has a NaN, with rrloader's ``None``."""
+    import dlutil
+    import rerun as rr
+    import rerun041
+    import rrloader
+    import rrloader.experimental.dataloader as L
+    import torch
+
+    dlutil.write_numeric_dataset(tmp_path)
+    ref = rerun041.ref
+    server = rr.server.Server(host="127.0.0.1", datasets={"num": str(tmp_path)})
+    try:
+        entry = server.client().get_dataset("num")
+        path = dlutil.NUM_COLUMNS["nully"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 0.41's fork warning (a remote dataset; workers are not used)
+            theirs_ds = ref.RerunMapDataset(
+                ref.DataSource(entry), "frame", {"v": ref.Field(path, decode=ref.NumericDecoder())}
+            )
+        ours_ds = L.RerunMapDataset(
+            L.DataSource(rrloader.LocalDataset(str(tmp_path))), "frame", {"v": L.Field(path, decode=L.NumericDecoder())}
+        )
+        assert len(ours_ds) == len(theirs_ds)
+        ids = list(range(len(ours_ds)))
+        nan_samples = 0
+        for ours, theirs in zip(ours_ds.__getitems__(ids), theirs_ds.__getitems__(ids), strict=True):
+            t = theirs["v"]
+            if t is not None and bool(torch.isnan(t).any()):
+                nan_samples += 1
+                assert ours["v"] is None, (ours, theirs)
+            else:
+                assert u.encode_sample(ours) == u.encode_sample(theirs)
+        assert nan_samples > 0, "the data has no null inside a cell: a vacuous check"
+    finally:
+        server.shutdown()
 
 
 def test_generated_data_exercises_what_it_claims(env):
