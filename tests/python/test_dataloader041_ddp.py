@@ -40,11 +40,17 @@ def _all_ids() -> list[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory):
-    import rerun as rr
-
+def data_dir(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("ddp041_data")
     dlutil.write_numeric_dataset(data)
+    return data
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory, data_dir):
+    import rerun as rr
+
+    data = data_dir
     out = tmp_path_factory.mktemp("ddp041_ranks")
     server = rr.server.Server(host="127.0.0.1", datasets={"num": str(data)})
     try:
@@ -92,6 +98,42 @@ def test_shards_are_disjoint_and_cover_the_epoch_once(reports, config):
     twice = sorted(i for i, c in seen.items() if c > 1)
     assert not twice, f"{config}: read more than once: {twice}"
     assert sorted(seen) == sorted(everything), f"{config}: missing {sorted(set(everything) - set(seen))}"
+
+
+def _simulated_shard(data: Path, front: str, rank: int, worker: int, monkeypatch) -> list[tuple[int, int]]:
+    """What (rank, worker) of 2 x 2 reads, in order, iterated here with the topology patched in."""
+    import ddp_spawn_worker
+    import rrloader
+    import rrloader.dataloader as seed_dl
+    import rrloader.experimental.dataloader._iterable_dataset as new_iter
+
+    ds = ddp_spawn_worker.dataset(front, rrloader.LocalDataset(str(data)), SEED)
+    ds.set_epoch(EPOCH)
+    with monkeypatch.context() as m:
+        if front == "seed":
+            m.setattr(seed_dl, "_distributed", lambda: (rank, 2))
+            m.setattr(seed_dl, "_worker", lambda: (worker, 2))
+        else:
+            m.setattr(ds, "_ddp_topology", lambda: (rank, 2))
+            m.setattr(new_iter, "worker_topology", lambda: (worker, 2))
+        out = []
+        for sample in ds:
+            v = int(sample["state"][0])
+            out.append((v // 1000, (v % 1000) // 10))
+    return out
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_each_worker_reads_its_own_shard_in_order(reports, data_dir, config, monkeypatch):
+    """Each (rank, worker) of the torchrun yields exactly the shard that the same dataset iterated
+    in one process with that topology patched in yields, in the same order."""
+    front = config.split("/")[0]
+    for r, rep in enumerate(reports):
+        got: dict[int, list[tuple[int, int]]] = {}
+        for worker, ident in rep["runs"][config]["samples"]:
+            got.setdefault(worker, []).append(tuple(ident))
+        for w in (0, 1):
+            assert got.get(w) == _simulated_shard(data_dir, front, r, w, monkeypatch), f"{config} rank {r} worker {w}"
 
 
 @pytest.mark.parametrize("front", ["seed", "0.41"])
