@@ -21,7 +21,9 @@ error that ended the run (type and message). The reference is rerun-sdk over
 rrloader reads a ``LocalDataset`` of the same folder, and for every third case also the
 served dataset (through rrloader's own remote path).
 
-What rrloader deliberately does differently is kept out of the data (see ``diff041util``).
+What rrloader deliberately does differently (docs/dataloader.md) is kept out of the random data
+(see ``diff041util``) and asserted instead, against rerun-sdk, by its own tests here: video
+without ``is_keyframe`` (rerun-sdk's ValueError) and a null inside a numeric cell (NaN vs None).
 
 Environment:
   RRLOADER_D41_CASES              number of cases (default 8)
