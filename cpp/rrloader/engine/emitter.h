@@ -143,6 +143,7 @@ class Emitter {
   int64_t consecutive_ = 0;
   int64_t total_skipped_ = 0;
   std::vector<int64_t> total_by_field_;
+  std::vector<int64_t> first_skipped_;  // see EmitStats::first_skipped
   bool stopped_ = false;
 };
 

@@ -257,14 +257,16 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         return self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
 
     def _on_skipped_fields(self, keys: list[str]) -> None:
-        for key in sorted(set(keys) - self._warned):
+        for key in keys:
+            if key in self._warned:
+                continue
+            self._warned.add(key)
             warnings.warn(
                 f"Skipping samples where field {key!r} has no value. "
                 "Batches stay at full size; the epoch yields fewer samples.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self._warned.update(keys)
 
     def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
         counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)

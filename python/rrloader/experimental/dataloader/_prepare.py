@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ..._loader._config import RERUN_041, DataSourceBase, EngineField, check_generation
+from ..._loader._config import RERUN_041, DataSourceBase, EngineField, as_source, check_generation
 from ..._loader._sample_index import FixedRateSampling, SampleIndex
 from ..._remote import RemoteDataset
 from ._config import DataSource, Field
@@ -18,8 +18,7 @@ def prepare(
     source: Any, index: str, fields: Mapping[str, Field], timeline_sampling: FixedRateSampling | None
 ) -> tuple[DataSourceBase, SampleIndex, list[EngineField], list[str]]:
     """``(source, sample index, engine fields, sample key order)`` of a 0.41 dataset."""
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, RERUN_041, DataSource)
     for key, f in fields.items():
         check_generation(f, RERUN_041, f"field {key!r}")
         if not isinstance(f, Field):
@@ -43,8 +42,7 @@ def prepare_replay(
             f"manifest must be an rrloader.experimental.dataloader.Manifest (Manifest.generate or "
             f"Manifest.from_parquet, which reads rerun-sdk's files too), got {manifest!r}"
         )
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, RERUN_041, DataSource)
     for key, f in fields.items():
         check_generation(f, RERUN_041, f"field {key!r}")
         if not isinstance(f, Field):
