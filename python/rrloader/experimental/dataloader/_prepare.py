@@ -30,10 +30,15 @@ def prepare(
     return source, si, engine_fields, key_order(fields)
 
 
-def prepare_replay(
-    manifest: Any, source: Any, fields: Mapping[str, Field]
-) -> tuple[DataSourceBase, Any, list[EngineField], list[str]]:
-    """``(source, replay space, engine fields, sample key order)`` of a dataset replaying ``manifest``."""
+def setup_replay(
+    ds: Any, manifest: Any, source: Any, fields: Mapping[str, Field], *, decode_threads: int | None, thread_nice: int
+) -> None:
+    """Set up ``ds`` (a dataset made with ``__new__``, of either kind) to replay ``manifest``.
+
+    Both datasets' ``from_manifest`` call this directly (the fork warning's stack level counts on it).
+    """
+    if decode_threads is not None and decode_threads < 1:
+        raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
     from .manifest import Manifest
     from .manifest._manifest_read import space
 
@@ -53,7 +58,18 @@ def prepare_replay(
     engine_fields = [f._engine_field(key, kind, meta.ns_per_sample) for key, f in fields.items()]
     if isinstance(source.native_dataset(), RemoteDataset):
         warn_if_fork(stacklevel=4)
-    return source, replay, engine_fields, key_order(fields)
+    ds._fields = dict(fields)
+    ds._setup(
+        source.native_dataset(),
+        meta.index_name,
+        engine_fields,
+        replay.sample_index,
+        decode_threads=decode_threads,
+        thread_nice=thread_nice,
+        key_order=key_order(fields),
+    )
+    ds._manifest = manifest
+    ds._replay = replay
 
 
 def key_order(fields: Mapping[str, Field]) -> list[str]:
