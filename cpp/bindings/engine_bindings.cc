@@ -189,6 +189,7 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["consecutive_skipped"] = e.consecutive_skipped;
   stats["total_skipped"] = e.total_skipped;
   stats["total_skipped_by_field"] = e.total_skipped_by_field;
+  stats["first_skipped"] = e.first_skipped;
   stats["buffered"] = e.buffered;
   stats["buffered_bytes"] = e.buffered_bytes;
   stats["positions"] = VecArray(std::vector<int64_t>(b.positions), nb::dtype<int64_t>());

@@ -38,7 +38,15 @@ from torch.utils.data import Dataset, IterableDataset
 
 from . import _core, tracing
 from ._loader._collate import collate_samples
-from ._loader._config import SEED, DataSourceBase, EngineField, VideoOptions, check_generation, native_kind
+from ._loader._config import (
+    SEED,
+    DataSourceBase,
+    EngineField,
+    VideoOptions,
+    as_source,
+    check_generation,
+    native_kind,
+)
 from ._loader._datasets import (
     DEFAULT_MAX_READY_BYTES,
     EngineDataset,
@@ -393,6 +401,8 @@ class DataSource(DataSourceBase):
     dataset: Any
     segments: list[str] | None = None
 
+    _rrl_generation: ClassVar[str] = SEED
+
     def __post_init__(self) -> None:
         native = self.native_dataset()
         if native is not self.dataset:
@@ -411,8 +421,7 @@ def _worker() -> tuple[int, int]:
 
 
 def _prepare(source: Any, index: str, fields: Mapping[str, Field], timeline_sampling) -> tuple:
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, SEED, DataSource)
     for key, f in fields.items():
         check_generation(f, SEED, f"field {key!r}")
         if not isinstance(f, Field):

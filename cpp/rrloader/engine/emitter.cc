@@ -51,7 +51,11 @@ Result<std::unique_ptr<Emitter>> Emitter::Make(const EmitOptions& options, size_
 }
 
 Emitter::Emitter(const EmitOptions& options, size_t num_fields, std::shared_ptr<BufferPool> buffers)
-    : options_(options), num_fields_(num_fields), buffers_(std::move(buffers)), total_by_field_(num_fields, 0) {}
+    : options_(options),
+      num_fields_(num_fields),
+      buffers_(std::move(buffers)),
+      total_by_field_(num_fields, 0),
+      first_skipped_(num_fields, 0) {}
 
 bool Emitter::Drop(const Block& block, size_t i, EmitStats* stats) {
   ++stats->skipped;
@@ -60,13 +64,14 @@ bool Emitter::Drop(const Block& block, size_t i, EmitStats* stats) {
   for (size_t f = 0; f < num_fields_; ++f) {
     if (block.fields[f].valid[i]) continue;
     ++stats->skipped_by_field[f];
-    ++total_by_field_[f];
+    if (total_by_field_[f]++ == 0) first_skipped_[f] = total_skipped_;
   }
   if (options_.max_consecutive_skips >= 0 && consecutive_ > options_.max_consecutive_skips) {
     stats->skip_limit_exceeded = true;
     stats->consecutive_skipped = consecutive_;
     stats->total_skipped = total_skipped_;
     stats->total_skipped_by_field = total_by_field_;
+    stats->first_skipped = first_skipped_;
     stopped_ = true;
     return false;
   }
@@ -135,6 +140,7 @@ Status Emitter::ProcessOrdered(Block block, std::vector<Block>* out) {
   }
   stats.total_skipped = total_skipped_;
   stats.total_skipped_by_field = total_by_field_;
+  stats.first_skipped = first_skipped_;
   if (!waited) {
     // Pass the block through (no copy); the samples that wait for their turn are copied out.
     if (!stopped_) {
@@ -211,6 +217,7 @@ Status Emitter::Process(Block block, std::vector<Block>* out) {
   }
   stats.total_skipped = total_skipped_;
   stats.total_skipped_by_field = total_by_field_;
+  stats.first_skipped = first_skipped_;
   if (buffer_) {
     // The decoded block is released here: every sample it contributed now has bytes of its own.
     snapshot.pushes = std::move(pushes);
@@ -239,6 +246,7 @@ Status Emitter::Finish(std::vector<Block>* out) {
   stats.skipped_by_field.assign(num_fields_, 0);
   stats.total_skipped = total_skipped_;
   stats.total_skipped_by_field = total_by_field_;
+  stats.first_skipped = first_skipped_;
   out->push_back(Gather(*rest, std::move(stats), std::move(snapshot)));
   return Status::OK();
 }

@@ -138,11 +138,12 @@ class Emitter {
   std::unordered_map<int64_t, Stored> stored_;
   int64_t stored_bytes_ = 0;
   std::unordered_map<int64_t, bool> restoring_;  // restored held ids not stored yet
-  int64_t next_id_ = 0;   // explicit order: the next fetch position
-  size_t next_emit_ = 0;  // explicit order: the next entry of emit_order to hand out
+  int64_t next_id_ = 0;                          // explicit order: the next fetch position
+  size_t next_emit_ = 0;                         // explicit order: the next entry of emit_order to hand out
   int64_t consecutive_ = 0;
   int64_t total_skipped_ = 0;
   std::vector<int64_t> total_by_field_;
+  std::vector<int64_t> first_skipped_;  // see EmitStats::first_skipped
   bool stopped_ = false;
 };
 

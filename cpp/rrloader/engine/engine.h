@@ -145,6 +145,10 @@ struct EmitStats {
   int64_t consecutive_skipped = 0;
   int64_t total_skipped = 0;
   std::vector<int64_t> total_skipped_by_field;
+  // first_skipped: per field, which dropped sample of the iteration (1-based, 0: none yet) was
+  // the first one missing it. rerun 0.41 warns once per field when it first drops a sample
+  // missing it (fields of one sample by name): sorting by this gives its warning order.
+  std::vector<int64_t> first_skipped;
   int64_t buffered = 0;        // samples held by the emit stage after this block (emission
   int64_t buffered_bytes = 0;  // buffer or explicit order), and their bytes
   // required_missing: a sample lacked a field of EmitOptions::required; this is the last block
@@ -232,7 +236,6 @@ class Engine {
   // kInvalidArgument when `field` is not a video field or `segment` is out of range; the
   // loads' errors otherwise. Empty when the segment has no packets.
   [[nodiscard]] Result<std::vector<int64_t>> VideoKeyframes(size_t field, int32_t segment) const;
-
 
  private:
   struct Prepared;  // per-field resolved types (selector, dtype)

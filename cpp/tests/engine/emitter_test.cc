@@ -202,5 +202,51 @@ TEST(EmitterRequired, WithAnOrderHandsOutOnlyWhatPrecededTheFailure) {
   EXPECT_EQ(outs.back().emitted.missing_value, 50);
 }
 
+TEST(EmitterSkip, FirstSkippedSaysWhichDropFirstLackedEachField) {
+  // rerun 0.41 warns once per field, when it first drops a sample lacking it; first_skipped
+  // (1-based drop number, 0: never) lets the front end warn in that order.
+  EmitOptions o;
+  o.skip_incomplete = true;
+  auto e = Emitter::Make(o, 2, BufferPool::Make(0));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  std::vector<Block> out;
+  // Block 1, positions 0..4: position 1 lacks field 1, position 3 lacks both.
+  Block b = MakeBlock(0, 5, {1, 3});
+  b.fields[0].valid[3] = 0;
+  ASSERT_TRUE((*e)->Process(std::move(b), &out).ok());
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Positions(out[0]), (std::vector<int64_t>{0, 2, 4}));
+  EXPECT_EQ(out[0].emitted.skipped, 2);
+  EXPECT_EQ(out[0].emitted.skipped_by_field, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(out[0].emitted.first_skipped, (std::vector<int64_t>{2, 1}));
+  // Block 2, positions 5..7: position 6 lacks field 0 only; the first drops stay.
+  Block c = MakeBlock(5, 3);
+  c.fields[0].valid[1] = 0;
+  ASSERT_TRUE((*e)->Process(std::move(c), &out).ok());
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(Positions(out[1]), (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(out[1].emitted.total_skipped, 3);
+  EXPECT_EQ(out[1].emitted.total_skipped_by_field, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(out[1].emitted.first_skipped, (std::vector<int64_t>{2, 1}));
+}
+
+TEST(EmitterSkip, TheSkipLimitStopCarriesFirstSkipped) {
+  EmitOptions o;
+  o.skip_incomplete = true;
+  o.max_consecutive_skips = 1;
+  auto e = Emitter::Make(o, 2, BufferPool::Make(0));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  std::vector<Block> out;
+  // Positions 2 and 3 lack field 1: the second drop in a row exceeds the limit of 1.
+  ASSERT_TRUE((*e)->Process(MakeBlock(0, 6, {2, 3}), &out).ok());
+  ASSERT_EQ(out.size(), 1u);
+  const EmitStats& s = out[0].emitted;
+  EXPECT_TRUE(s.skip_limit_exceeded);
+  EXPECT_TRUE((*e)->stopped());
+  EXPECT_EQ(s.consecutive_skipped, 2);
+  EXPECT_EQ(s.first_skipped, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(Positions(out[0]), (std::vector<int64_t>{0, 1}));
+}
+
 }  // namespace
 }  // namespace rrl::engine

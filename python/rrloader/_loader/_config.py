@@ -26,6 +26,15 @@ def check_generation(obj: Any, generation: str, what: str) -> None:
         )
 
 
+def as_source(source: Any, generation: str, make: Any) -> DataSourceBase:
+    """``source`` as a ``DataSource`` of ``generation``: one of it as is, a dataset wrapped with
+    ``make``; a ``DataSource`` of the other generation is a ``TypeError`` (see ``check_generation``)."""
+    check_generation(source, generation, "source")
+    if isinstance(source, DataSourceBase):
+        return source
+    return make(source)
+
+
 def native_kind(decoder: Any) -> str:
     """How the engine runs ``decoder``: ``"numeric"``/``"image"``/``"video"`` natively, ``"raw"`` in Python.
 

@@ -372,7 +372,9 @@ class EngineDataset:
         for samples, stats, emit in self._blocks(it, prefetch_blocks=prefetch_blocks, max_ready_bytes=max_ready_bytes):
             dropped = [k for k, c in zip(keys, stats["skipped_by_field"], strict=True) if c]
             if dropped:
-                self._on_skipped_fields(dropped)
+                # In the order the fields were first found missing (ties by key), as 0.41 warns.
+                first = dict(zip(keys, stats["first_skipped"], strict=True))
+                self._on_skipped_fields(sorted(dropped, key=lambda k: (first[k], k)))
             if progress is not None:
                 progress.start_block(stats, emit)
             samples.reverse()
@@ -438,14 +440,16 @@ class EngineDataset:
                 total += 1
                 for k in missing:
                     by_field[k] = by_field.get(k, 0) + 1
-                self._on_skipped_fields(missing)
+                self._on_skipped_fields(sorted(missing))
                 if limit is not None and consecutive > limit:
                     raise self._skip_limit_error(limit, consecutive, total, by_field)
         finally:
             samples.close()
 
     def _on_skipped_fields(self, keys: list[str]) -> None:
-        """Called when samples missing ``keys`` were dropped (front ends may warn)."""
+        """Called when samples missing ``keys`` were dropped (front ends may warn): the keys in the
+        order they were first found missing in this iteration, keys first missing in the same
+        sample sorted by name."""
 
     def _required_missing_error(self, keys: list[str], segment_id: str, index_value: Any) -> Exception:
         """The error of a sample at ``(segment_id, index_value)`` lacking the required ``keys``."""

@@ -172,3 +172,5 @@ class DataSource(DataSourceBase):
 
     dataset: Any
     segments: list[str] | None = None
+
+    _rrl_generation: ClassVar[str] = RERUN_041

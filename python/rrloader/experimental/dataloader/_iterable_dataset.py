@@ -122,25 +122,11 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         manifest's ``required_fields``) has no value raises ``RuntimeError``; nothing is skipped.
         ``set_epoch`` has no effect; ``sample_index`` does not exist (``AttributeError``).
         """
-        if decode_threads is not None and decode_threads < 1:
-            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
-        from ._prepare import prepare_replay
+        from ._prepare import setup_replay
 
         self = cls.__new__(cls)
         torch.utils.data.IterableDataset.__init__(self)
-        source, replay, engine_fields, keys = prepare_replay(manifest, source, fields)
-        self._fields = dict(fields)
-        self._setup(
-            source.native_dataset(),
-            manifest.metadata.index_name,
-            engine_fields,
-            replay.sample_index,
-            decode_threads=decode_threads,
-            thread_nice=thread_nice,
-            key_order=keys,
-        )
-        self._manifest = manifest
-        self._replay = replay
+        setup_replay(self, manifest, source, fields, decode_threads=decode_threads, thread_nice=thread_nice)
         self._fetch_block_size = int(manifest.metadata.fetch_block_size) or 128
         self._shuffle_strategy = None
         self._max_consecutive_skipped_samples = None
@@ -257,14 +243,16 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
         return self._iterate(it, prefetch_blocks=self._prefetch_blocks, max_ready_bytes=self._max_ready_bytes)
 
     def _on_skipped_fields(self, keys: list[str]) -> None:
-        for key in sorted(set(keys) - self._warned):
+        for key in keys:
+            if key in self._warned:
+                continue
+            self._warned.add(key)
             warnings.warn(
                 f"Skipping samples where field {key!r} has no value. "
                 "Batches stay at full size; the epoch yields fewer samples.",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        self._warned.update(keys)
 
     def _skip_limit_error(self, limit: int | None, consecutive: int, total: int, by_field: dict[str, int]) -> Exception:
         counts = ", ".join(f"{k}={c}" for k, c in sorted(by_field.items()) if c)

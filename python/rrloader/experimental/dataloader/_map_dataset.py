@@ -65,25 +65,11 @@ class RerunMapDataset(EngineDataset, torch.utils.data.Dataset):
         missing fields are ``None``, as for any map dataset. ``sample_index`` is an empty index
         with the manifest's step and dtype (as rerun-sdk's).
         """
-        if decode_threads is not None and decode_threads < 1:
-            raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
-        from ._prepare import prepare_replay
+        from ._prepare import setup_replay
 
         self = cls.__new__(cls)
         torch.utils.data.Dataset.__init__(self)
-        source, replay, engine_fields, keys = prepare_replay(manifest, source, fields)
-        self._fields = dict(fields)
-        self._setup(
-            source.native_dataset(),
-            manifest.metadata.index_name,
-            engine_fields,
-            replay.sample_index,
-            decode_threads=decode_threads,
-            thread_nice=thread_nice,
-            key_order=keys,
-        )
-        self._manifest = manifest
-        self._replay = replay
+        setup_replay(self, manifest, source, fields, decode_threads=decode_threads, thread_nice=thread_nice)
         self._row_ids: np.ndarray | None = None
         return self
 

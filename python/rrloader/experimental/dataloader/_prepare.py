@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ..._loader._config import RERUN_041, DataSourceBase, EngineField, check_generation
+from ..._loader._config import RERUN_041, DataSourceBase, EngineField, as_source, check_generation
 from ..._loader._sample_index import FixedRateSampling, SampleIndex
 from ..._remote import RemoteDataset
 from ._config import DataSource, Field
@@ -18,8 +18,7 @@ def prepare(
     source: Any, index: str, fields: Mapping[str, Field], timeline_sampling: FixedRateSampling | None
 ) -> tuple[DataSourceBase, SampleIndex, list[EngineField], list[str]]:
     """``(source, sample index, engine fields, sample key order)`` of a 0.41 dataset."""
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, RERUN_041, DataSource)
     for key, f in fields.items():
         check_generation(f, RERUN_041, f"field {key!r}")
         if not isinstance(f, Field):
@@ -32,10 +31,15 @@ def prepare(
     return source, si, engine_fields, key_order(fields)
 
 
-def prepare_replay(
-    manifest: Any, source: Any, fields: Mapping[str, Field]
-) -> tuple[DataSourceBase, Any, list[EngineField], list[str]]:
-    """``(source, replay space, engine fields, sample key order)`` of a dataset replaying ``manifest``."""
+def setup_replay(
+    ds: Any, manifest: Any, source: Any, fields: Mapping[str, Field], *, decode_threads: int | None, thread_nice: int
+) -> None:
+    """Set up ``ds`` (a dataset made with ``__new__``, of either kind) to replay ``manifest``.
+
+    Both datasets' ``from_manifest`` call this directly (the fork warning's stack level counts on it).
+    """
+    if decode_threads is not None and decode_threads < 1:
+        raise ValueError(f"decode_threads must be at least 1, got {decode_threads}")
     from .manifest import Manifest
     from .manifest._manifest_read import space
 
@@ -44,8 +48,7 @@ def prepare_replay(
             f"manifest must be an rrloader.experimental.dataloader.Manifest (Manifest.generate or "
             f"Manifest.from_parquet, which reads rerun-sdk's files too), got {manifest!r}"
         )
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, RERUN_041, DataSource)
     for key, f in fields.items():
         check_generation(f, RERUN_041, f"field {key!r}")
         if not isinstance(f, Field):
@@ -57,7 +60,18 @@ def prepare_replay(
     engine_fields = [f._engine_field(key, kind, meta.ns_per_sample, types[key]) for key, f in fields.items()]
     if isinstance(source.native_dataset(), RemoteDataset):
         warn_if_fork(stacklevel=4)
-    return source, replay, engine_fields, key_order(fields)
+    ds._fields = dict(fields)
+    ds._setup(
+        source.native_dataset(),
+        meta.index_name,
+        engine_fields,
+        replay.sample_index,
+        decode_threads=decode_threads,
+        thread_nice=thread_nice,
+        key_order=key_order(fields),
+    )
+    ds._manifest = manifest
+    ds._replay = replay
 
 
 def column_types(source: DataSourceBase, fields: Mapping[str, Field]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .... import _core
-from ...._loader._config import RERUN_041, DataSourceBase, check_generation
+from ...._loader._config import RERUN_041, DataSourceBase, as_source, check_generation
 from ...._loader._sample_index import SampleIndex, SegmentMetadata
 from ...._loader._shuffle import (
     NoShuffle,
@@ -76,8 +76,7 @@ def build_table(
     scan_max_workers: int | None,
 ) -> pa.Table:
     """The table of ``Manifest.generate`` (the header in its schema metadata)."""
-    if not isinstance(source, DataSourceBase):
-        source = DataSource(source)
+    source = as_source(source, RERUN_041, DataSource)
     for key, f in fields.items():
         check_generation(f, RERUN_041, f"field {key!r}")
         if not isinstance(f, Field):
