@@ -119,7 +119,15 @@ def _batch_decode(
         batch, requests = _reader_batch(field, keyframe_path, bool(decoder.fill_latest_at), seg_pos, values, ds)
         if batch is None:
             return result
-    decoded = decoder.decode(batch, requests)
+    try:
+        decoded = decoder.decode(batch, requests)
+    except Exception as e:
+        if field.batch_select is not None:
+            # rerun-sdk's exception as it is (type and message), plus which field and selector.
+            from ..experimental.dataloader._config import selector_note
+
+            e.add_note(selector_note(field.key, field.path, field.batch_select, batch._chunks.type, decoder))
+        raise
     if len(decoded) != len(requests):
         raise RuntimeError(
             f"{type(decoder).__name__}.decode returned {len(decoded)} results "

@@ -18,25 +18,28 @@ from ..._loader._config import (
 
 # The selectors the engine evaluates exactly as rerun's Selector.execute does, for a
 # NumericDecoder field: an instance picked by position, then struct fields and elements of
-# (variable-size) lists by position ("[0]", "[1].pose.x", "[0].v[2]"). Each keeps one value (or
-# a null) per row, as the engine's path does; a null or an index out of range on the way is a
-# null, which the decoder makes None (the engine: missing). Everything else runs through rerun:
-# "[]" iteration, "?", "!", "|", string constants, a Python callable piped in, and what rerun
-# refuses (a field picked from the row's list; an index into a fixed-size list, "not yet
-# implemented" in rerun 0.41), so that the error is rerun's own.
+# (variable-size) lists by position ("[0]", "[1].pose.x", "[0].v[2]"), ending at numbers or
+# bools (possibly in lists). Each keeps one value (or a null) per row, as the engine's path does;
+# a null or an index out of range on the way is a null, which the decoder makes None (the engine:
+# missing). Everything else runs through rerun: "[]" iteration, "?", "!", "|", string constants,
+# a Python callable piped in, other leaves, and what rerun refuses (a field picked from the row's
+# list; an index into a fixed-size list, "not yet implemented" in rerun 0.41; a field the struct
+# lacks), so that the values, or the exception's type and message, are rerun's own
+# (tests/python/test_selectors041.py). A failure there gets a note naming the field, the
+# selector and, where the column type tells, the step at fault (``selector_note``).
 _SELECTOR_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[([0-9]+)\]")
 
 
-def native_selector(select: Any, column_type: Any) -> str | None:
-    """The engine's spelling of a rerun ``Selector`` it evaluates exactly like rerun on a column
-    of ``column_type`` ("" for the identity "."), or None when rerun must run it (see above)."""
-    import pyarrow as pa
-
+def _selector_text(select: Any) -> str | None:
+    """The query of a rerun ``Selector`` without a Python callable piped in, else None."""
     internal = getattr(select, "_internal", None)
     text = internal.try_to_string() if internal is not None and hasattr(internal, "try_to_string") else None
-    if text is None or column_type is None:
-        return None  # a Python callable piped in, not a rerun Selector, or an unknown column
-    text = text.strip()
+    return None if text is None else text.strip()
+
+
+def _selector_steps(text: str) -> list[tuple[str | None, str | None]] | None:
+    """``(name, index)`` per step of a path of ``.name`` and ``[i]`` steps ([] for "."), or None
+    for any other query."""
     steps, at = [], 1 if text == "." else 0
     while at < len(text):
         m = _SELECTOR_STEP.match(text, at)
@@ -44,23 +47,84 @@ def native_selector(select: Any, column_type: Any) -> str | None:
             return None
         steps.append(m.groups())
         at = m.end()
-    t = column_type
+    return steps
+
+
+def _is_list(t: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _walk(steps: list, column_type: Any) -> tuple[Any, str | None]:
+    """``(selected type, None)``, or ``(None, why)`` for the first step rerun refuses (or whose
+    result is no value per row) on a column of ``column_type``."""
+    import pyarrow as pa
+
+    t, done = column_type, ""
     for k, (name, index) in enumerate(steps):
+        step = f"[{index}]" if index is not None else f".{name}"
+        where = f"step {step!r}" + (f" (after {done!r})" if done else "")
         if index is not None:
             # The first step picks an instance of the row's list; later ones need a list value.
-            if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or (k == 0) != (t is column_type):
-                return None
+            if pa.types.is_fixed_size_list(t) and k > 0:
+                return None, f"{where}: an index into {t} (rerun 0.41 does not implement it)"
+            if not _is_list(t):
+                return None, f"{where}: needs a list, found {t}"
             t = t.value_type
         else:
-            if k == 0 or not pa.types.is_struct(t) or t.get_field_index(name) < 0:
-                return None
+            if k == 0:
+                return None, (
+                    f"{where}: picks a field of the row's list of instances; "
+                    f"pick an instance first ('[0]{step}') or all of them ('[]{step}')"
+                )
+            if not pa.types.is_struct(t):
+                return None, f"{where}: needs a struct, found {t}"
+            if t.get_field_index(name) < 0:
+                fields = ", ".join(t.field(i).name for i in range(t.num_fields))
+                return None, f"{where}: the struct has no field {name!r} (fields: {fields})"
             t = t.field(name).type
+        done += step
+    return t, None
+
+
+def _numeric_leaf(t: Any) -> bool:
+    import pyarrow as pa
+
     while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         t = t.value_type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def native_selector(select: Any, column_type: Any) -> str | None:
+    """The engine's spelling of a rerun ``Selector`` it evaluates exactly like rerun on a column
+    of ``column_type`` ("" for the identity "."), or None when rerun must run it (see above)."""
+    text = _selector_text(select)
+    if text is None or column_type is None:
+        return None  # a Python callable piped in, not a rerun Selector, or an unknown column
+    steps = _selector_steps(text)
+    if steps is None:
+        return None
+    t, _ = _walk(steps, column_type)
     # Numbers only: for anything else rerun fails (or gives None) per value, the engine at once.
-    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+    if t is None or not _numeric_leaf(t):
         return None
     return "" if text == "." else "." + text
+
+
+def selector_note(key: str, path: str, select: Any, column_type: Any, decoder: Any) -> str:
+    """What a failure of rerun's ``Selector.execute`` (or of the decoder after it) is about: a
+    note added to the exception, whose type and message stay rerun-sdk's."""
+    note = f"field {key!r} (column {path!r}): select={select!r} ran through rerun's Selector.execute"
+    text = _selector_text(select)
+    steps = None if text is None or column_type is None else _selector_steps(text)
+    if steps is not None:
+        t, why = _walk(steps, column_type)
+        if why is not None:
+            note += f"; {why}"
+        elif native_kind(decoder) == "numeric" and not _numeric_leaf(t):
+            note += f"; it selects {t} values, which NumericDecoder cannot make a tensor of"
+    return note
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +152,13 @@ class Field:
 
     def __post_init__(self) -> None:
         check_generation(self.decode, RERUN_041, f"Field {self.path!r}: the decoder")
+        if self.select is not None and not callable(getattr(self.select, "execute", None)):
+            # rerun-sdk 0.41 takes it here and fails at the first decode ('str' has no 'execute').
+            hint = f"; write Selector({self.select!r})" if isinstance(self.select, str) else ""
+            raise TypeError(
+                f"Field {self.path!r}: select must be a rerun.chunk.Selector, got {type(self.select).__name__} "
+                f"{self.select!r}{hint}"
+            )
         if self.window is not None and not self.window:
             raise ValueError("Field.window must contain at least one offset")
         if self.window is not None and any(not math.isfinite(offset) for offset in self.window):
