@@ -309,6 +309,18 @@ def test_spawned_workers_and_pickles_carry_the_token(proxy, data_root):
     assert_all_carried(proxy.log())
 
 
+def test_a_reconnected_reader_carries_the_token(proxy):
+    """``reader()`` (Python decoders with ``context_range``) in a process without the parent's
+    entry opens rerun-sdk's client itself: with the token, REDAP_TOKEN unset."""
+    remote = pickle.loads(pickle.dumps(RemoteDataset(proxy.url, "num", token=GOOD)))
+    assert remote._state._entry is None
+    proxy.reset(GOOD)
+    table = remote.reader("frame", segments=["seg_a"])
+    assert table.num_rows == len(dlutil.NUM_FRAMES["seg_a"])
+    log = proxy.log()
+    assert log and all(c.client == "rerun" and c.token == GOOD and not c.refused for c in log)
+
+
 # ------------------------------------------------------------------------------------------------ refusals
 def refused(log: list[Call]) -> list[Call]:
     return [c for c in log if c.refused]
