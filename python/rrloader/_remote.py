@@ -25,6 +25,17 @@ entity. A segment that disappeared from the catalog after the epoch was planned 
 a ``NotFoundError`` naming it. Construction (rerun-sdk's client) does not retry: an
 unreachable catalog fails at once, naming the URL.
 
+Auth. A catalog that requires a token gets it as rerun-sdk's client sends it, an
+``authorization: Bearer <token>`` header on every call. The token is, first found: the
+``token=`` argument; the token of the ``CatalogClient`` a rerun-sdk ``DatasetEntry`` came from
+(``CatalogClient(url, token=...)``); the ``REDAP_TOKEN`` environment variable. Like rerun-sdk,
+it must be a JWT, and it is sent only to a host its ``allowed_hosts`` claim names (default
+``.cloud.rerun.io``; ``RERUN_INSECURE_SKIP_HOST_CHECK=1`` skips the check), so that a token is
+never handed to a server it was not made for. It pickles with the dataset (spawned workers
+and ``torchrun`` ranks send it too) and is never printed: not in a repr, not in a message. A
+refused call (UNAUTHENTICATED, PERMISSION_DENIED) is not retried: it fails at once with an
+``RrloaderIOError`` naming the URL and where the token came from (or that none was sent).
+
 Processes. rerun-sdk's client is not fork-safe (its async runtime's threads do not survive
 ``fork``), nor is a gRPC channel: a forked DataLoader worker raises ``RrloaderError`` before
 any remote call and names the fix, ``multiprocessing_context="spawn"``. A ``RemoteDataset``
@@ -35,6 +46,10 @@ its own gRPC channel on its first fetch (and needs no rerun-sdk client at all).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+import json
 import os
 import socket
 import threading
@@ -42,6 +57,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -169,8 +185,6 @@ def _require_grpc() -> Any:
 def _grpc_target(url: str) -> tuple[str, bool]:
     """(host:port, tls) of a catalog URL: rerun+http:// is plaintext HTTP/2 (default port
     51234, as `rerun server`), rerun+https:// and rerun:// are TLS (default port 443)."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -182,6 +196,118 @@ def _grpc_target(url: str) -> tuple[str, bool]:
     tls = scheme in ("rerun+https", "rerun", "https")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"{host}:{port or (443 if tls else 51234)}", tls
+
+
+# --------------------------------------------------------------------------- auth
+TOKEN_ENV = "REDAP_TOKEN"
+SKIP_HOST_CHECK_ENV = "RERUN_INSECURE_SKIP_HOST_CHECK"
+_DEFAULT_ALLOWED_HOSTS = ".cloud.rerun.io"  # rerun-sdk's default for a token without the claim
+_AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def _b64url_json(part: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def _is_jwt(token: str) -> bool:
+    """The shape rerun-sdk requires of a token: header.payload.signature, the header a JSON
+    object naming its algorithm (``jsonwebtoken::decode_header``)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        return False
+    try:
+        header = _b64url_json(parts[0])
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+
+
+def _norm_host(host: str) -> str:
+    host = host.strip().lower()
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        return host
+    return f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    """rerun-sdk's (RFC 6265) rule: '.example.com' matches its subdomains, not itself; any
+    other pattern matches exactly."""
+    host = _norm_host(host)
+    if pattern.startswith("."):
+        suffix = _norm_host(pattern[1:]).split(".")
+        labels = host.split(".")
+        return len(labels) > len(suffix) and labels[-len(suffix) :] == suffix
+    return _norm_host(pattern) == host
+
+
+def _token_allowed_for_host(token: str, host: str) -> bool:
+    """Whether rerun-sdk would send ``token`` to ``host``: its (unverified) ``allowed_hosts``
+    claim, a pattern or a list of them, names the host (default ``.cloud.rerun.io``); a payload
+    that does not parse does not restrict; ``RERUN_INSECURE_SKIP_HOST_CHECK=1`` skips the check."""
+    if os.environ.get(SKIP_HOST_CHECK_ENV) == "1":
+        return True
+    try:
+        claims = _b64url_json(token.split(".")[1])
+    except (ValueError, IndexError, binascii.Error):
+        return True
+    if not isinstance(claims, dict):
+        return True
+    hosts = claims.get("allowed_hosts")
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    elif hosts is None:
+        hosts = []
+    elif not (isinstance(hosts, list) and all(isinstance(h, str) for h in hosts)):
+        return True
+    return any(_host_matches(p, host) for p in hosts or [_DEFAULT_ALLOWED_HOSTS])
+
+
+def _entry_token(entry: Any) -> str | None:
+    """The token of the rerun-sdk ``CatalogClient`` a ``DatasetEntry`` came from, if it was
+    given one (``CatalogClient(url, token=...)``)."""
+    try:
+        token = entry.catalog._internal.token
+    except Exception:  # noqa: BLE001 — an entry of another rerun-sdk version: no token from it
+        return None
+    return token if isinstance(token, str) and token.strip() else None
+
+
+def _resolve_token(token: Any, entry: Any) -> tuple[str | None, str | None]:
+    """(token, where it came from) — the argument, the entry's client, ``REDAP_TOKEN`` — or
+    (None, None). A malformed argument is an error (the token is not quoted); a malformed
+    ``REDAP_TOKEN`` is ignored with a warning, as rerun-sdk does."""
+    if token is not None:
+        if not isinstance(token, str) or not token.strip():
+            raise InvalidArgumentError(
+                f"token must be a non-empty string (a JWT), got a {type(token).__name__}"
+            )
+        token = token.strip()
+        if not _is_jwt(token):
+            raise InvalidArgumentError(
+                "token is not a JWT (header.payload.signature), which rerun-sdk requires"
+            )
+        return token, "the token= argument"
+    if entry is not None:
+        found = _entry_token(entry)
+        if found is not None:
+            return found.strip(), "the DatasetEntry's CatalogClient"
+    env = os.environ.get(TOKEN_ENV, "").strip()
+    if env:
+        if _is_jwt(env):
+            return env, f"the {TOKEN_ENV} environment variable"
+        import warnings
+
+        warnings.warn(f"{TOKEN_ENV} is set but is not a JWT: ignored (as rerun-sdk ignores it)", stacklevel=3)
+    return None, None
+
+
+def _is_auth_error(e: BaseException) -> bool:
+    # rerun-sdk raises PermissionError for UNAUTHENTICATED / PERMISSION_DENIED answers.
+    text = str(e)
+    return isinstance(e, PermissionError) or "(Unauthenticated)" in text or "(PermissionDenied)" in text
 
 
 def _is_fatal(e: BaseException) -> bool:
@@ -228,11 +354,15 @@ class _RemoteState:
         self.all_segments: list[str] = spec["segment_ids"]
         self.schema: pa.Schema = spec["schema"]
         self.index_ranges: pa.Table = spec["index_ranges"]
+        # The token and where it came from (see "Auth" above); never printed.
+        self.token: str | None = spec.get("token")
+        self.token_source: str | None = spec.get("token_source")
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._entry = entry
         self._grpc_channel: Any = None
         self._grpc_calls: dict[str, Any] = {}
+        self._metadata: tuple[tuple[str, Any], ...] | None = None
         self._core_obj: Any = None
         self.timelines: dict[str, str] = {}
         for f in self.schema:
@@ -250,6 +380,47 @@ class _RemoteState:
     def describe(self) -> str:
         return f"catalog {self.url} (dataset {self.name!r})"
 
+    # ----------------------------------------------------------------- auth
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def sends_token(self) -> bool:
+        """Whether this process sends the token (rerun-sdk's allowed_hosts rule)."""
+        return self.token is not None and _token_allowed_for_host(self.token, self.host())
+
+    def metadata(self) -> tuple[tuple[str, Any], ...]:
+        """The metadata of every call: the entry name, and the token where it may be sent."""
+        if self._metadata is None:
+            md: list[tuple[str, Any]] = [("x-rerun-entry-name-bin", self.name.encode())]
+            if self.sends_token():
+                md.append(("authorization", f"Bearer {self.token}"))
+            self._metadata = tuple(md)
+        return self._metadata
+
+    def redact(self, text: str) -> str:
+        """``text`` without the token (a server may quote what it was sent)."""
+        return text.replace(self.token, "<token>") if self.token else text
+
+    def auth_error(self, what: str, detail: str, *, named: bool = True) -> RrloaderIOError:
+        """The error of a refused call: what was sent and what to do, after the catalog's URL
+        (``named=False``: the engine puts it in front)."""
+        if self.token is None:
+            hint = (
+                "no token was sent: pass RemoteDataset(..., token=...), open the entry with "
+                f"CatalogClient(url, token=...), or set {TOKEN_ENV}"
+            )
+        elif not self.sends_token():
+            hint = (
+                f"the token (from {self.token_source}) was not sent: its allowed_hosts claim does not name "
+                f"host {self.host()!r} (rerun-sdk's rule; {SKIP_HOST_CHECK_ENV}=1 sends it anyway)"
+            )
+        else:
+            hint = f"the server rejected the token (from {self.token_source})"
+        prefix = f"{self.describe()}: " if named else ""
+        return RrloaderIOError(
+            f"{prefix}{what}: the catalog refused the credentials: {hint} ({self.redact(detail)})"
+        )
+
     def check_process(self) -> None:
         if os.getpid() != self.pid:
             raise RrloaderError(_FORK_MESSAGE.format(what=f"{self.name!r} on {self.url}"))
@@ -263,13 +434,15 @@ class _RemoteState:
         retries: int | None = None,
         not_found: Callable[[BaseException], BaseException] | None = None,
         named: bool = True,
+        hint: str = "",
     ) -> Any:
         """``fn(retrying_not_found)`` with the deadline, retries and backoff described above.
 
         A not-found answer is retried once with ``fn(True)`` (which should drop cached
         handles: a server restarted on the same URL does not know the old ones), then turned
         into ``not_found(e)``. ``named=False``: the message leaves the catalog out (the engine
-        puts it in front of fetch errors).
+        puts it in front of fetch errors). ``hint`` follows ``what`` in the message of a call
+        that failed or timed out (not in that of refused credentials).
         """
         retries = self.retries if retries is None else retries
         deadline = time.monotonic() + self.timeout_s
@@ -290,6 +463,8 @@ class _RemoteState:
             except BaseException as e:  # noqa: BLE001
                 if _is_fatal(e):
                     raise
+                if _is_auth_error(e):  # asking again will not help
+                    raise self.auth_error(what, _first_line(e)) from None
                 if _is_not_found(e):
                     if not fresh:
                         fresh = True
@@ -302,7 +477,8 @@ class _RemoteState:
                 time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
                 delay *= 2
         prefix = f"{self.describe()}: " if named else ""
-        raise _gave_up(prefix + what, self.timeout_s, attempts, None if last is None else _first_line(last))
+        detail = None if last is None else self.redact(_first_line(last))
+        raise _gave_up(prefix + what + hint, self.timeout_s, attempts, detail)
 
     def entry(self) -> Any:
         """The live DatasetEntry (connected now in a fresh process)."""
@@ -312,9 +488,7 @@ class _RemoteState:
                 return self._entry
 
         def connect(_fresh: bool) -> Any:
-            import rerun as rr
-
-            return rr.catalog.CatalogClient(self.url).get_dataset(self.name)
+            return _connect(self.url, self.name, self.token)
 
         entry = self.call(
             connect,
@@ -367,14 +541,15 @@ class _RemoteState:
         The deadline, retries and backoff described above. NOT_FOUND is a NotFoundError at
         once (the engine tells a removed segment from stale chunk keys); errors that asking
         again will not fix (a malformed request, a method the server lacks, no permission)
-        fail at once too. The engine puts the dataset, segment and entity in front.
+        fail at once too; so does a refused token (UNAUTHENTICATED, PERMISSION_DENIED). The
+        engine puts the dataset, segment and entity in front.
         """
         grpc = _require_grpc()
         if method not in _METHODS:
             raise InvalidArgumentError(f"unknown catalog method {method!r}")
         streaming, what = _METHODS[method]
         call = self._grpc_call(method)
-        metadata = (("x-rerun-entry-name-bin", self.name.encode()),)
+        metadata = self.metadata()
         retryable = {
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.UNKNOWN,
@@ -402,10 +577,14 @@ class _RemoteState:
                     last = None
                     break
                 if code == grpc.StatusCode.NOT_FOUND:
-                    raise NotFoundError(f"{what}: the server answered NOT_FOUND: {e.details()}") from None
+                    details = self.redact(e.details() or "")
+                    raise NotFoundError(f"{what}: the server answered NOT_FOUND: {details}") from None
+                if code.name in _AUTH_CODES:
+                    raise self.auth_error(what, f"{code.name}: {e.details()}", named=False) from None
                 if code not in retryable:
+                    details = self.redact(e.details() or "")
                     raise RrloaderIOError(
-                        f"{what} failed: the server answered {code.name}: {e.details()} ({self.url})"
+                        f"{what} failed: the server answered {code.name}: {details} ({self.url})"
                     ) from None
                 last = e
                 if attempts > self.retries:
@@ -415,7 +594,7 @@ class _RemoteState:
         detail = None
         if last is not None:
             lines = (last.details() or "").strip().splitlines()
-            detail = f"{last.code().name}: {lines[0] if lines else ''}"
+            detail = self.redact(f"{last.code().name}: {lines[0] if lines else ''}")
         raise _gave_up(what, self.timeout_s, attempts, detail)
 
     def rpc_many(self, method: str, requests: list[bytes], in_flight: int) -> list[Any]:
@@ -434,7 +613,7 @@ class _RemoteState:
             raise InvalidArgumentError(f"unknown catalog method {method!r}")
         streaming = _METHODS[method][0]
         call = self._grpc_call(method)
-        metadata = (("x-rerun-entry-name-bin", self.name.encode()),)
+        metadata = self.metadata()
         deadline = time.monotonic() + self.timeout_s
         out: list[Any] = [None] * len(requests)
         step = max(1, int(in_flight))
@@ -450,7 +629,11 @@ class _RemoteState:
             for k, p in enumerate(pending, start=lo):
                 try:
                     out[k] = list(p) if streaming else [p.result()]
-                except grpc.RpcError:
+                except grpc.RpcError as e:
+                    if e.code().name in _AUTH_CODES:  # refused: not asked again
+                        detail = f"{e.code().name}: {e.details()}"
+                        out[k] = self.auth_error(_METHODS[method][1], detail, named=False)
+                        continue
                     try:  # once more on its own: rpc's retries, deadline and messages
                         out[k] = self.rpc(method, requests[k])
                     except Exception as e:  # noqa: BLE001 - handed to the engine, which maps it
@@ -520,6 +703,9 @@ class RemoteDataset:
     - ``manifest_cache_bytes``: segment manifests (chunk indexes) kept per process
       (default 64 MiB).
     - ``fetch_concurrency``: gRPC calls in flight per block (default 4).
+    - ``token``: the catalog's access token, a JWT, sent as ``authorization: Bearer ...`` on
+      every call (default: the token of the entry's ``CatalogClient``, else ``REDAP_TOKEN``;
+      see "Auth" in the module's documentation). Pickled with the dataset, never printed.
 
     Shaped like ``LocalDataset`` / rerun's ``DatasetEntry`` where the dataloader needs it:
     ``segment_ids()``, ``schema()``, ``timelines()``, ``get_index_ranges()``,
@@ -541,6 +727,7 @@ class RemoteDataset:
         cache_bytes: int = DEFAULT_REMOTE_CACHE_BYTES,
         manifest_cache_bytes: int = DEFAULT_MANIFEST_CACHE_BYTES,
         fetch_concurrency: int = DEFAULT_FETCH_CONCURRENCY,
+        token: str | None = None,
         _entry: Any = None,
     ):
         if not isinstance(url, str) or not url:
@@ -554,6 +741,7 @@ class RemoteDataset:
             )
         _grpc_target(url)  # a URL the transport cannot use fails here, not at the first fetch
         _require_grpc()
+        token, token_source = _resolve_token(token, _entry)
         spec: dict[str, Any] = {
             "url": url,
             "name": str(name),
@@ -562,6 +750,8 @@ class RemoteDataset:
             "cache_bytes": int(cache_bytes),
             "manifest_cache_bytes": int(manifest_cache_bytes),
             "fetch_concurrency": int(fetch_concurrency),
+            "token": token,
+            "token_source": token_source,
         }
         state = _RemoteState({**spec, "segment_ids": [], "schema": pa.schema([]), "index_ranges": pa.table({})}, _entry)
         # Connect and read the metadata now (one attempt: an unreachable catalog fails at once;
@@ -569,9 +759,10 @@ class RemoteDataset:
         if _entry is None and _refused(url, state.timeout_s):
             raise RrloaderIOError(f"{state.describe()}: connecting failed: connection refused (is the server running?)")
         entry = state._entry if _entry is not None else state.call(
-            lambda _f: _connect(url, str(name)),
-            "connecting (is the server running?)",
+            lambda _f: _connect(url, str(name), token),
+            "connecting",
             retries=0,
+            hint=" (is the server running?)",
             not_found=lambda e: NotFoundError(f"{state.describe()}: no such dataset on the server ({_first_line(e)})"),
         )
 
@@ -744,7 +935,7 @@ class RemoteDataset:
         return state.call(read, "reading")
 
 
-def _connect(url: str, name: str) -> Any:
+def _connect(url: str, name: str, token: str | None = None) -> Any:
     import rerun as rr
 
-    return rr.catalog.CatalogClient(url).get_dataset(name)
+    return rr.catalog.CatalogClient(url, token=token).get_dataset(name)
