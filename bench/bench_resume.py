@@ -1,7 +1,7 @@
 """Mid-epoch resume: time from ``load_state_dict`` to the first batch, rrloader vs rerun-sdk 0.41 (issue 15).
 
     python bench/bench_resume.py [--backends rrloader rerun] [--workers 0 2] [--fractions 0 0.5]
-        [--strategy block] [--repeats 3]
+        [--strategy block] [--repeats 3] [--epochs 5]
 
 Both loaders run through torchdata's ``StatefulDataLoader(dataset, batch_size=32,
 num_workers=W)`` (W = 0, and 2 spawned workers) on the video workload (three 640x480 H.264
@@ -15,7 +15,7 @@ otherwise) and seed:
   no ``state_dict``, so StatefulDataLoader restores it the only way it can: it re-iterates
   the dataset and throws away the batches already delivered (its "fast-forward").
 
-For each (loader, W, fraction f of the epoch), a preparing process iterates the loader to
+For each (loader, W, fraction f of the epoch, epoch e), a preparing process iterates the loader to
 ``f * len(dataset)`` samples (whole batches), saves ``loader.state_dict()`` and the ``state``
 rows of the next batch (the uninterrupted run's). Then each measured run, in a fresh
 process: build the dataset and loader (not timed), then time ``loader.load_state_dict(state)``
@@ -23,7 +23,10 @@ and ``next(iter(loader))`` together (with W = 2 that includes spawning the worke
 at every fraction), and check that the batch is the uninterrupted run's. With W = 0 it also
 records what was read before that batch: rrloader's ``fetch_stats()`` samples, and the video
 frames rerun-sdk's decoder decoded. Repeats alternate the order of the runs; the table shows
-medians. Writes ``bench/results/resume.json`` and ``bench/results/resume.png``.
+medians over the repeats and the epochs. rrloader is measured at ``--epochs`` epochs (5; each
+epoch's order starts at other blocks, and a first block's cost depends on where it falls in its
+GOPs and segment: 0.2-0.35 s here), rerun-sdk at ``--reference-epochs`` (1: its fast-forward
+dominates). Writes ``bench/results/resume.json`` and ``bench/results/resume.png``.
 
 Target (issue 15): rrloader's time at 50% of the epoch within 20% of its time at 0%.
 """
@@ -75,6 +78,7 @@ def _loader(backend: Backend, args):
         backend.source, INDEX, make_fields(api, "video"), fetch_block_size=args.fetch,
         shuffle_strategy=make_strategy(api, args.strategy),
     )  # fmt: skip
+    dataset.set_epoch(args.epoch)
     kwargs = {"batch_size": args.batch_size, "num_workers": args.workers}
     if args.workers:
         kwargs["multiprocessing_context"] = "spawn"  # rerun-sdk's client is not fork-safe
@@ -158,12 +162,13 @@ def plot(path: Path, summary: dict, args) -> None:
 # --- driver ---------------------------------------------------------------------------------------------
 
 
-def _child_argv(args, mode: str, backend: str, workers: int, fraction: float, tmp: str) -> list[str]:
+def _child_argv(args, mode: str, case: tuple, tmp: str) -> list[str]:
+    backend, workers, fraction, epoch = case
+    stem = os.path.join(tmp, f"{backend}-w{workers}-{fraction}-e{epoch}")
     return [
-        mode, backend, "--worker-count", str(workers), "--fraction", str(fraction),
+        mode, backend, "--worker-count", str(workers), "--fraction", str(fraction), "--epoch", str(epoch),
         "--data", str(args.data), "--batch-size", str(args.batch_size), "--fetch", str(args.fetch),
-        "--strategy", args.strategy, "--state-out", os.path.join(tmp, f"{backend}-w{workers}-{fraction}.pkl"),
-        "--rows-out", os.path.join(tmp, f"{backend}-w{workers}-{fraction}.npy"),
+        "--strategy", args.strategy, "--state-out", stem + ".pkl", "--rows-out", stem + ".npy",
     ]  # fmt: skip
 
 
@@ -178,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--fetch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--epochs", type=int, default=5, help="rrloader: epochs (different first blocks) per point"
+    )
+    parser.add_argument("--reference-epochs", type=int, default=1, help="rerun-sdk: epochs per point")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--name", default="resume", help="results file stem")
@@ -185,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prepare", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--worker-count", type=int, dest="worker_count", help=argparse.SUPPRESS)
     parser.add_argument("--fraction", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--epoch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--state-out", help=argparse.SUPPRESS)
     parser.add_argument("--rows-out", help=argparse.SUPPRESS)
@@ -202,16 +212,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     uptimes = [("start", uptime_line())]
     print(uptimes[-1][1], flush=True)
     cases = [
-        (b, w, f) for w in args.workers for b in args.backends for f in args.fractions
+        (b, w, f, e) for w in args.workers for b in args.backends for f in args.fractions
+        for e in range(args.epochs if b == "rrloader" else args.reference_epochs)
         if strategy_available(b, args.strategy)
     ]  # fmt: skip
     prepared, runs, errors = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend, workers, fraction in cases:
-            key = f"w{workers}/{backend}/{fraction:g}"
-            res = run_child(
-                Path(__file__), _child_argv(args, "--prepare", backend, workers, fraction, tmp), args.timeout
-            )
+        for case in cases:
+            key = "w{1}/{0}/{2:g}/e{3}".format(*case)
+            res = run_child(Path(__file__), _child_argv(args, "--prepare", case, tmp), args.timeout)
             if "error" in res:
                 errors[key] = res["error"]
                 print(f"  prepare {key}: {res['error']}", file=sys.stderr, flush=True)
@@ -220,29 +229,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  prepared {key:28s} {res['samples_before']:>6,} of {res['dataset_len']:,} samples "
                   f"in {res['prepare_s']:.1f} s", flush=True)  # fmt: skip
         for r in range(args.repeats):
-            for backend, workers, fraction in cases if r % 2 == 0 else list(reversed(cases)):
-                key = f"w{workers}/{backend}/{fraction:g}"
+            for case in cases if r % 2 == 0 else list(reversed(cases)):
+                key = "w{1}/{0}/{2:g}/e{3}".format(*case)
                 if key not in prepared or key in errors:
                     continue
-                res = run_child(
-                    Path(__file__),
-                    _child_argv(args, "--child", backend, workers, fraction, tmp),
-                    args.timeout,
-                )
+                res = run_child(Path(__file__), _child_argv(args, "--child", case, tmp), args.timeout)
                 if "error" in res:
                     errors[key] = res["error"]
                     print(f"  {key}: {res['error']}", file=sys.stderr, flush=True)
                     continue
                 res["load_average"] = load_average()
-                runs.setdefault(key, []).append(res)
+                runs.setdefault(key, []).append({**res, "epoch": case[3]})
                 print(f"  {key:28s} first batch {res['first_batch_s']:7.2f} s, matches the uninterrupted run: "
                       f"{res['matches_uninterrupted']}, read before it: {res['read_before_first_batch']} "
                       f"(load {res['load_average'][0]:.1f})", flush=True)  # fmt: skip
     uptimes.append(("end", uptime_line()))
     print(uptimes[-1][1], flush=True)
 
-    summary = {}
+    # per (workers, loader, fraction): every epoch's runs together (epochs start at different blocks)
+    grouped: dict = {}
     for key, rs in runs.items():
+        grouped.setdefault(key.rsplit("/", 1)[0], []).extend(rs)
+    summary = {}
+    for key, rs in grouped.items():
         summary[key] = {
             "first_batch_s": statistics.median(r["first_batch_s"] for r in rs),
             "first_batch_s_runs": [r["first_batch_s"] for r in rs],
@@ -252,11 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "peak_rss_mb": statistics.median(
                 r["peak_rss_mb" if key.startswith("w0/") else "peak_tree_rss_mb"] or 0 for r in rs
             ),  # fmt: skip
-            **prepared[key],
+            "epochs": sorted({r["epoch"] for r in rs}),
+            **prepared[key + "/e0"],
         }
     rows, checks = [], {}
     base_fraction = min(args.fractions)
-    for backend, workers, fraction in cases:
+    for backend, workers, fraction in dict.fromkeys(c[:3] for c in cases):
         key = f"w{workers}/{backend}/{fraction:g}"
         s = summary.get(key)
         if s is None:
