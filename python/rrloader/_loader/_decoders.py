@@ -164,9 +164,11 @@ def _engine_batch(field: EngineField, col: pa.ChunkedArray, slots: int, rows: np
     keys = np.stack([slot_segment, slot_values], axis=1)
     _, first_slot, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    source_rows = rows[first_slot]
-    take = pa.array(source_rows, mask=source_rows < 0, type=pa.int64())
-    batch = FieldBatch(column=col.take(take), select=field.batch_select, is_windowed=field.window is not None)
+    batch = FieldBatch(
+        column=_cell_views(col, rows[first_slot]),
+        select=field.batch_select,
+        is_windowed=field.window is not None,
+    )
     requests = []
     for i in sample_order.tolist():
         out_rows = tuple(int(r) for r in inverse[i * slots : (i + 1) * slots])
@@ -181,6 +183,43 @@ def _engine_batch(field: EngineField, col: pa.ChunkedArray, slots: int, rows: np
             )
         )
     return batch, requests
+
+
+def _cell_views(col: pa.ChunkedArray, source_rows: np.ndarray) -> pa.ChunkedArray:
+    """Rows ``source_rows`` of ``col`` (-1: null) as a chunked array of zero-copy slices of its
+    chunks: one slice per run of consecutive rows of one chunk, one null chunk per run of nulls.
+
+    A ``take`` would copy every cell's values (a block's images); these views keep the
+    engine's chunks, and ``FieldBatch`` copies at most the rows a decoder takes.
+    """
+    starts = np.cumsum([0, *(len(c) for c in col.chunks)], dtype=np.int64)
+    pieces: list[pa.Array] = []
+    run_chunk = run_start = run_stop = -1  # the open run of rows of one chunk
+    nulls = 0
+
+    def close() -> None:
+        nonlocal run_chunk, nulls
+        if run_chunk >= 0:
+            pieces.append(col.chunk(run_chunk).slice(run_start, run_stop - run_start))
+            run_chunk = -1
+        if nulls:
+            pieces.append(pa.nulls(nulls, type=col.type))
+            nulls = 0
+
+    for r in source_rows.tolist():
+        if r < 0:
+            if run_chunk >= 0:
+                close()
+            nulls += 1
+            continue
+        k = int(np.searchsorted(starts, r, side="right")) - 1
+        local = r - int(starts[k])
+        if nulls or k != run_chunk or local != run_stop:
+            close()
+            run_chunk, run_start = k, local
+        run_stop = local + 1
+    close()
+    return pa.chunked_array(pieces, type=col.type)
 
 
 def _entity_contents(path: str) -> str:
