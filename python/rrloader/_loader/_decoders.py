@@ -29,7 +29,11 @@ from ._config import RERUN_041, EngineField
 def decode_python(field: EngineField, out: dict[str, Any], seg_pos: np.ndarray, values: np.ndarray, ds: Any) -> list:
     """The decoded value of every sample of a block for a Python-decoded field (None where missing)."""
     column = out["raw_column"]
-    col = pa.ChunkedArray._import_from_c_capsule(column) if column is not None else None
+    col = (
+        column
+        if column is None or isinstance(column, pa.ChunkedArray)
+        else pa.ChunkedArray._import_from_c_capsule(column)
+    )
     slots = int(out["raw_slots"])
     rows = out["raw_rows"]
     if field.semantics == RERUN_041:
@@ -45,6 +49,24 @@ def decode_python(field: EngineField, out: dict[str, Any], seg_pos: np.ndarray, 
         raw = pa.chunked_array([], type=pa.null()) if col is None else col.take(pa.array(r, mask=r < 0, type=pa.int64()))
         result.append(field.decoder.decode(raw, value, seg_id))
     return result
+
+
+def merge_raw(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One Python-decoded field's engine outputs of consecutive blocks as one block's: the
+    cells' chunks side by side (no copy), the slot rows renumbered."""
+    slots = int(outs[0]["raw_slots"])
+    columns = [
+        c if c is None or isinstance(c, pa.ChunkedArray) else pa.ChunkedArray._import_from_c_capsule(c)
+        for c in (o["raw_column"] for o in outs)
+    ]
+    typed = [c for c in columns if c is not None]
+    rows, offset = [], 0
+    for o, c in zip(outs, columns, strict=True):
+        r = np.asarray(o["raw_rows"], dtype=np.int64)
+        rows.append(np.where(r < 0, r, r + offset))
+        offset += 0 if c is None else len(c)
+    column = pa.chunked_array([ch for c in typed for ch in c.chunks], type=typed[0].type) if typed else None
+    return {"raw_column": column, "raw_slots": slots, "raw_rows": np.concatenate(rows)}
 
 
 def _context_decode(field: EngineField, seg_pos: np.ndarray, values: np.ndarray, ds: Any) -> list:
