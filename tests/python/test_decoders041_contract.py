@@ -737,3 +737,20 @@ def test_field_batch_matches_rerun(chunked, select, request_rows):
     assert _batch_outcome(rrl, pa.array([1.0]), None, request_rows, False) == _batch_outcome(
         ref, pa.array([1.0]), None, request_rows, False
     )  # not a component column: the same TypeError
+
+
+def test_cell_views_are_slices_of_the_chunks():
+    """The batch of a latest-at field is built of views of the engine's chunks (internal helper):
+    the same rows as a take, without copying the blobs."""
+    from rrloader._loader._decoders import _cell_views
+
+    blobs = pa.array([[b"a" * 10], [b"bb"], None, [b"ccc", b"d"], []], type=pa.list_(pa.binary()))
+    col = pa.chunked_array([blobs.slice(0, 2), blobs.slice(2, 3), pa.array([[b"z"]], type=blobs.type)])
+    rows = np.array([0, 1, 1, -1, -1, 3, 4, 5, 2, -1, 0], dtype=np.int64)
+    views = _cell_views(col, rows)
+    assert views.to_pylist() == col.take(pa.array(rows, mask=rows < 0, type=pa.int64())).to_pylist()
+    # runs: [0, 1], [1], nulls, [3, 4], [5], [2], null, [0]
+    assert [len(c) for c in views.chunks] == [2, 1, 2, 2, 1, 1, 1, 1]
+    data = {c.buffers()[4].address for c in col.chunks}
+    assert {c.buffers()[4].address for c in views.chunks if c.null_count < len(c)} <= data
+    assert len(_cell_views(col, np.array([], dtype=np.int64))) == 0

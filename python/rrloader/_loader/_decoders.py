@@ -215,32 +215,20 @@ def _cell_views(col: pa.ChunkedArray, source_rows: np.ndarray) -> pa.ChunkedArra
     engine's chunks, and ``FieldBatch`` copies at most the rows a decoder takes.
     """
     starts = np.cumsum([0, *(len(c) for c in col.chunks)], dtype=np.int64)
+    rows = np.asarray(source_rows, dtype=np.int64)
+    if rows.size == 0:
+        return pa.chunked_array([], type=col.type)
+    chunk = np.where(rows < 0, -1, np.searchsorted(starts, rows, side="right") - 1)
+    local = rows - starts[np.maximum(chunk, 0)]
+    # A run goes on while the rows stay consecutive in one chunk, or stay null.
+    same = chunk[1:] == chunk[:-1]
+    goes_on = same & ((chunk[1:] < 0) | (local[1:] == local[:-1] + 1))
+    run_starts = np.flatnonzero(np.concatenate([[True], ~goes_on]))
+    run_stops = np.append(run_starts[1:], len(rows))
     pieces: list[pa.Array] = []
-    run_chunk = run_start = run_stop = -1  # the open run of rows of one chunk
-    nulls = 0
-
-    def close() -> None:
-        nonlocal run_chunk, nulls
-        if run_chunk >= 0:
-            pieces.append(col.chunk(run_chunk).slice(run_start, run_stop - run_start))
-            run_chunk = -1
-        if nulls:
-            pieces.append(pa.nulls(nulls, type=col.type))
-            nulls = 0
-
-    for r in source_rows.tolist():
-        if r < 0:
-            if run_chunk >= 0:
-                close()
-            nulls += 1
-            continue
-        k = int(np.searchsorted(starts, r, side="right")) - 1
-        local = r - int(starts[k])
-        if nulls or k != run_chunk or local != run_stop:
-            close()
-            run_chunk, run_start = k, local
-        run_stop = local + 1
-    close()
+    for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+        k = int(chunk[a])
+        pieces.append(pa.nulls(b - a, type=col.type) if k < 0 else col.chunk(k).slice(int(local[a]), b - a))
     return pa.chunked_array(pieces, type=col.type)
 
 
