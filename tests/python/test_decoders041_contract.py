@@ -350,7 +350,8 @@ def run(m: Any, source: Any, spec: dict, mode: str, index: str = "frame", **kwar
                 for batch in u.map_batches(len(ds), 3):
                     samples.extend(u.encode_sample(s) for s in ds.__getitems__(batch))
             else:
-                ds = m.RerunIterableDataset(source, index, fields, shuffle_strategy=m.NoShuffle(), **kwargs)
+                strategy = getattr(m, kwargs.pop("strategy", "NoShuffle"))()
+                ds = m.RerunIterableDataset(source, index, fields, shuffle_strategy=strategy, **kwargs)
                 out["len"] = len(ds)
                 samples.extend(u.encode_sample(s) for s in ds)
         except Exception as e:  # noqa: BLE001 - compared
@@ -415,6 +416,8 @@ def test_user_numeric_decoder_matches_rerun(sources):
         "sum": (STATE, lambda m, d: d["SumRows"](), None),
         "var": (VAR, lambda m, d: d["SumRows"](), None),
         "sumw": (STATE, lambda m, d: d["SumRows"](), (-2, 0, 0, 1)),
+        "sum1": (STATE, lambda m, d: d["SumRows"](), (0,)),  # windowed, one offset
+        "sumu": (VAR, lambda m, d: d["SumRows"](), (1, -2)),  # unsorted
     }
     runs = compare(sources, spec)  # the same calls as rerun-sdk's, field by field
     for (mode, kwargs), (ours, _) in zip(MODES, runs, strict=True):
@@ -430,6 +433,20 @@ def test_user_numeric_decoder_matches_rerun(sources):
     ours = runs[0][0]
     for key in spec:
         assert any(dict(s)[key] is not None for s in ours["samples"]), key
+
+
+@pytest.mark.parametrize("strategy", ["SampleShuffle", "BlockShuffle"])
+def test_user_decoders_under_a_shuffle(sources, strategy):
+    """Blocks mixing segments in a shuffled order: requests grouped by segment in order of first
+    appearance, ascending inside one, ``sample_position`` the place in the shuffled block."""
+    spec = {
+        "sum": (STATE, lambda m, d: d["SumRows"](), (-1, 0)),
+        "img": (JPEG, lambda m, d: d["PillowJpeg"](), None),
+        "span": (VIDEO, lambda m, d: d["KeyframeSpan"](), None),
+    }
+    runs = compare(sources, spec, modes=[("iter", {"fetch_block_size": 5, "strategy": strategy})])
+    calls = runs[0][0]["decoders"]["sum"].calls
+    assert any(len({r[1] for r in c["requests"]}) == 2 for c in calls)  # some block spans both segments
 
 
 def test_user_decoder_on_a_timestamp_timeline(sources):
