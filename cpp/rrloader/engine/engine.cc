@@ -2,6 +2,8 @@
 #include "rrloader/engine/engine.h"
 
 #include <arrow/array.h>
+#include <arrow/array/util.h>
+#include <arrow/scalar.h>
 #include <arrow/table.h>
 
 #include <algorithm>
@@ -546,12 +548,24 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
     if (f.kind == FieldKind::kVideo) continue;  // all video fields at once, below
     if (f.kind == FieldKind::kRaw) {
       // A Python decoder reads the cells as Arrow: one single-row slice per slot, null where
-      // there is no value.
+      // there is no value. Under kRerun041 a tombstone (a Clear at exactly this value) is an
+      // empty list, as rerun 0.41's query hands it to a decoder (not a null).
       arrow::ArrayVector pieces;
       pieces.reserve(fc.cells.size());
+      std::shared_ptr<arrow::Array> empty_cell;
       for (const auto& c : fc.cells) {
         if (c.list != nullptr) {
           pieces.push_back(c.list->Slice(c.row, 1));
+        } else if (c.tombstone && f.semantics == Semantics::kRerun041) {
+          if (empty_cell == nullptr) {
+            const auto& list_type = static_cast<const arrow::BaseListType&>(*p.column_type);
+            auto values = arrow::MakeEmptyArray(list_type.value_type());
+            if (!values.ok()) return Status::Internal(values.status().ToString());
+            auto cell = arrow::MakeArrayFromScalar(arrow::ListScalar(*values, p.column_type), 1);
+            if (!cell.ok()) return Status::Internal(cell.status().ToString());
+            empty_cell = *cell;
+          }
+          pieces.push_back(empty_cell);
         } else {
           auto null_cell = arrow::MakeArrayOfNull(p.column_type, 1);
           if (!null_cell.ok()) return Status::Internal(null_cell.status().ToString());

@@ -323,11 +323,32 @@ class EngineDataset:
             np.ascontiguousarray(emit_order, dtype=np.int64),
             flags,
         )
+        # The engine cuts the first fetch block into a ramp of smaller ones (pipeline.h); a
+        # Python decoder is called once per fetch block (0.41's contract), so its pieces are
+        # decoded together. (With a Python decoder the native emit stage is off, see _iterate.)
+        first_end = int(ends[0]) if ends.size and any(f.kind == "raw" for f in self._engine_fields) else 0
+        pending: list[tuple] = []
+        got = 0
         try:
             while True:
                 block = pipe.next()
-                if block is None:
-                    break
+                if block is not None and got < first_end:
+                    pending.append(block)
+                    got += len(block[0])
+                    del block
+                    if got < first_end:
+                        continue
+                    block = ()
+                if pending:
+                    blocks, pending = pending, []
+                    stats, emit = _merged_stats(blocks)
+                    samples = self._assemble_blocks(blocks)
+                    del blocks
+                    yield samples, stats, emit
+                if not block:
+                    if block is None:
+                        break
+                    continue
                 stats, emit = block[4], block[5]
                 samples = self._assemble(block)
                 del block
@@ -466,29 +487,66 @@ class EngineDataset:
 
     def _assemble(self, block: tuple) -> list[dict[str, Any]]:
         """Per-sample dicts of the samples a block hands out (tensors view the engine's buffers)."""
-        global_ids, seg_pos, values, outputs, stats, emit = block
-        _record_spans(stats)
-        n = len(global_ids)
-        per_field: list[list[Any]] = []
-        for field, out in zip(self._engine_fields, outputs, strict=True):
-            if "raw_slots" in out:
-                per_field.append(_decoders.decode_python(field, out, seg_pos, values, self))
-                continue
-            if "yuv" in out:
-                per_field.append([None if planes is None else frame_from_planes(*planes) for planes in out["yuv"]])
-                continue
-            valid = out["valid"].tolist()
-            if "batch" in out:
-                # unbind: all per-sample views of the [B, ...] buffer in one native call.
-                items = torch.from_numpy(out["batch"]).unbind(0)
-                per_field.append([item if ok else None for item, ok in zip(items, valid, strict=True)])
-            else:
-                per_field.append(
-                    [torch.from_numpy(item) if ok and item is not None else None for item, ok in zip(out["items"], valid, strict=True)]
-                )
+        return self._assemble_blocks([block])
+
+    def _assemble_blocks(self, blocks: list[tuple]) -> list[dict[str, Any]]:
+        """Per-sample dicts of consecutive handed-out blocks, in order; a Python decoder is
+        called once for all of them."""
+        per_field: list[list[Any]] = [[] for _ in self._engine_fields]
+        raw: dict[int, list[dict[str, Any]]] = {}
+        positions: list[int] = []
+        start = 0
+        for block in blocks:
+            global_ids, _, _, outputs, stats, emit = block
+            _record_spans(stats)
+            positions.extend(start + i for i in (range(len(global_ids)) if emit is None else emit.tolist()))
+            start += len(global_ids)
+            for p, out in enumerate(outputs):
+                if "raw_slots" in out:
+                    raw.setdefault(p, []).append(out)
+                    continue
+                per_field[p].extend(self._native_values(out))
+        if raw:
+            seg_pos = np.concatenate([b[1] for b in blocks]) if len(blocks) > 1 else blocks[0][1]
+            values = np.concatenate([b[2] for b in blocks]) if len(blocks) > 1 else blocks[0][2]
+            for p, outs in raw.items():
+                out = outs[0] if len(outs) == 1 else _decoders.merge_raw(outs)
+                per_field[p] = _decoders.decode_python(self._engine_fields[p], out, seg_pos, values, self)
         keys = [(self._engine_fields[p].key, per_field[p]) for p in self._key_positions]
-        positions = range(n) if emit is None else emit.tolist()
         return [{key: values_[i] for key, values_ in keys} for i in positions]
+
+    @staticmethod
+    def _native_values(out: dict[str, Any]) -> list[Any]:
+        """One natively decoded field's value of every sample of a block (None: missing)."""
+        if "yuv" in out:
+            return [None if planes is None else frame_from_planes(*planes) for planes in out["yuv"]]
+        valid = out["valid"].tolist()
+        if "batch" in out:
+            # unbind: all per-sample views of the [B, ...] buffer in one native call.
+            items = torch.from_numpy(out["batch"]).unbind(0)
+            return [item if ok else None for item, ok in zip(items, valid, strict=True)]
+        return [
+            torch.from_numpy(item) if ok and item is not None else None
+            for item, ok in zip(out["items"], valid, strict=True)
+        ]
+
+
+def _merged_stats(blocks: list[tuple]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The stats and emission order of consecutive handed-out blocks taken as one: the last
+    block's (running totals), with every block's sample positions and skip counts."""
+    stats = dict(blocks[-1][4])
+    stats["positions"] = np.concatenate([np.asarray(b[4]["positions"]) for b in blocks])
+    stats["skipped_by_field"] = [
+        sum(c) for c in zip(*(b[4]["skipped_by_field"] for b in blocks), strict=True)
+    ]
+    if all(b[5] is None for b in blocks):
+        return stats, None
+    emit, start = [], 0
+    for b in blocks:
+        n = len(b[0])
+        emit.append(start + (np.arange(n) if b[5] is None else np.asarray(b[5], dtype=np.int64)))
+        start += n
+    return stats, np.concatenate(emit)
 
 
 def _rng_tuple(rng: Sequence[Any]) -> tuple[int, int, int, int, bool, int]:

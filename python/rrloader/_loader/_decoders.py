@@ -29,7 +29,11 @@ from ._config import RERUN_041, EngineField
 def decode_python(field: EngineField, out: dict[str, Any], seg_pos: np.ndarray, values: np.ndarray, ds: Any) -> list:
     """The decoded value of every sample of a block for a Python-decoded field (None where missing)."""
     column = out["raw_column"]
-    col = pa.ChunkedArray._import_from_c_capsule(column) if column is not None else None
+    col = (
+        column
+        if column is None or isinstance(column, pa.ChunkedArray)
+        else pa.ChunkedArray._import_from_c_capsule(column)
+    )
     slots = int(out["raw_slots"])
     rows = out["raw_rows"]
     if field.semantics == RERUN_041:
@@ -45,6 +49,24 @@ def decode_python(field: EngineField, out: dict[str, Any], seg_pos: np.ndarray, 
         raw = pa.chunked_array([], type=pa.null()) if col is None else col.take(pa.array(r, mask=r < 0, type=pa.int64()))
         result.append(field.decoder.decode(raw, value, seg_id))
     return result
+
+
+def merge_raw(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One Python-decoded field's engine outputs of consecutive blocks as one block's: the
+    cells' chunks side by side (no copy), the slot rows renumbered."""
+    slots = int(outs[0]["raw_slots"])
+    columns = [
+        c if c is None or isinstance(c, pa.ChunkedArray) else pa.ChunkedArray._import_from_c_capsule(c)
+        for c in (o["raw_column"] for o in outs)
+    ]
+    typed = [c for c in columns if c is not None]
+    rows, offset = [], 0
+    for o, c in zip(outs, columns, strict=True):
+        r = np.asarray(o["raw_rows"], dtype=np.int64)
+        rows.append(np.where(r < 0, r, r + offset))
+        offset += 0 if c is None else len(c)
+    column = pa.chunked_array([ch for c in typed for ch in c.chunks], type=typed[0].type) if typed else None
+    return {"raw_column": column, "raw_slots": slots, "raw_rows": np.concatenate(rows)}
 
 
 def _context_decode(field: EngineField, seg_pos: np.ndarray, values: np.ndarray, ds: Any) -> list:
@@ -164,9 +186,11 @@ def _engine_batch(field: EngineField, col: pa.ChunkedArray, slots: int, rows: np
     keys = np.stack([slot_segment, slot_values], axis=1)
     _, first_slot, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
-    source_rows = rows[first_slot]
-    take = pa.array(source_rows, mask=source_rows < 0, type=pa.int64())
-    batch = FieldBatch(column=col.take(take), select=field.batch_select, is_windowed=field.window is not None)
+    batch = FieldBatch(
+        column=_cell_views(col, rows[first_slot]),
+        select=field.batch_select,
+        is_windowed=field.window is not None,
+    )
     requests = []
     for i in sample_order.tolist():
         out_rows = tuple(int(r) for r in inverse[i * slots : (i + 1) * slots])
@@ -181,6 +205,31 @@ def _engine_batch(field: EngineField, col: pa.ChunkedArray, slots: int, rows: np
             )
         )
     return batch, requests
+
+
+def _cell_views(col: pa.ChunkedArray, source_rows: np.ndarray) -> pa.ChunkedArray:
+    """Rows ``source_rows`` of ``col`` (-1: null) as a chunked array of zero-copy slices of its
+    chunks: one slice per run of consecutive rows of one chunk, one null chunk per run of nulls.
+
+    A ``take`` would copy every cell's values (a block's images); these views keep the
+    engine's chunks, and ``FieldBatch`` copies at most the rows a decoder takes.
+    """
+    starts = np.cumsum([0, *(len(c) for c in col.chunks)], dtype=np.int64)
+    rows = np.asarray(source_rows, dtype=np.int64)
+    if rows.size == 0:
+        return pa.chunked_array([], type=col.type)
+    chunk = np.where(rows < 0, -1, np.searchsorted(starts, rows, side="right") - 1)
+    local = rows - starts[np.maximum(chunk, 0)]
+    # A run goes on while the rows stay consecutive in one chunk, or stay null.
+    same = chunk[1:] == chunk[:-1]
+    goes_on = same & ((chunk[1:] < 0) | (local[1:] == local[:-1] + 1))
+    run_starts = np.flatnonzero(np.concatenate([[True], ~goes_on]))
+    run_stops = np.append(run_starts[1:], len(rows))
+    pieces: list[pa.Array] = []
+    for a, b in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+        k = int(chunk[a])
+        pieces.append(pa.nulls(b - a, type=col.type) if k < 0 else col.chunk(k).slice(int(local[a]), b - a))
+    return pa.chunked_array(pieces, type=col.type)
 
 
 def _entity_contents(path: str) -> str:
