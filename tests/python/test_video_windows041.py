@@ -17,7 +17,12 @@ rerun-sdk's ``rr.server.Server``. Checked, sample by sample:
 * ``decode(batch, requests)`` called directly, with windows reaching before the request's first
   decode row, across GOPs, repeated and out-of-order offsets: equal between storages and modules;
 * "copy" windows are independent tensors: writing one sample's window in place changes no other
-  sample's value (0.41's "view" windows may share storage, and 0.41 says not to write them).
+  sample's value (0.41's "view" windows may share storage, and 0.41 says not to write them);
+* the same on a timestamp timeline (offsets in seconds, a 30 Hz grid over 10 fps video, so
+  windows repeat frames), with a second segment whose video starts mid-GOP after the segment;
+* a window across a frame size change is ``None`` (both formats, both storages, both modules;
+  directly and through the dataset). Found here: rrloader's direct ``decode`` raised torch's
+  RuntimeError for such a ``yuv420p`` window; it now checks the frames stack first, as 0.41.
 
 Windows (integer "frame" timeline, offsets in frames): contiguous ``(-3, -2, -1, 0)`` (0.41's
 view path slices one frame bank), across GOPs ``(-12, -6, 0)``, repeats / out of order / ahead
@@ -231,6 +236,92 @@ def test_copy_windows_are_independent_tensors(served):
             assert torch.equal(samples[kk][nn], before[kk, nn]), f"writing {k}/{name} changed {kk}/{nn}"
 
 
+# ------------------------------------------------------------- a timestamp timeline, 30 Hz grid
+TIME_WINDOWS = {
+    "recent": (-0.2, -0.1, 0.0),
+    "across_gops": (-0.8, -0.4, 0.0),
+    "repeats": (0.0, -0.04, -0.04, 0.05),
+}
+STEP_NS = 100_000_000  # 10 fps video served on a 30 Hz grid: each frame fills three slots
+
+
+@pytest.fixture(scope="module")
+def served_time(tmp_path_factory):
+    """Two H.264 segments on a timestamp timeline: "t0" the whole stream from T0; "t1" the stream
+    from packet 5 (mid-GOP: packets 5..9 have no keyframe before them) with /idx from T0, so
+    the segment starts before its video. Yields (entry, {segment: (packet times, frames)})."""
+    packets, keys, frames = stream("h264")
+    root = tmp_path_factory.mktemp("windows041_time")
+    times = [vu.T0_NS + k * STEP_NS for k in range(N_PACKETS)]
+    vu.write_stream(root / "t0.rrd", "t0", packets, times, kind="timestamp", timeline="time", keyframes=keys,
+                    keyframe_logging="sparse")  # fmt: skip
+    vu.write_stream(root / "t1.rrd", "t1", packets[5:], times[5:], kind="timestamp", timeline="time",
+                    keyframes=keys[5:], keyframe_logging="sparse", extra_times=times)  # fmt: skip
+    first_key = 5 + keys[5:].index(True)
+    late = vu.reference("h264", packets[first_key:])
+    t1_frames = [None] * (first_key - 5) + list(late)
+    with rr.server.Server(datasets={"video": root}) as server:
+        yield (
+            server.client().get_dataset("video"),
+            {"t0": (times, list(frames)), "t1": (times[5:], t1_frames)},
+        )
+
+
+def ns(value) -> int:
+    """An index value (datetime64, or int ns) as int ns."""
+    return int(np.datetime64(value, "ns").astype(np.int64))
+
+
+def time_fields(dl, **decoder_kw):
+    out = {name: dl.Field(CAM, decode=dl.VideoFrameDecoder(codec="h264", **decoder_kw), window=w)
+           for name, w in TIME_WINDOWS.items()}  # fmt: skip
+    out["single"] = dl.Field(CAM, decode=dl.VideoFrameDecoder(codec="h264", **decoder_kw))
+    return out
+
+
+@pytest.mark.parametrize("output_format", ["rgb", "yuv420p"])
+def test_view_equals_copy_and_rerun041_on_a_timestamp_grid(served_time, output_format):
+    entry, segments = served_time
+    results = {}
+    for prefix, dl in MODULES.items():
+        for storage in ("copy", "view"):
+            m = dl.RerunMapDataset(dl.DataSource(entry), "time",
+                                   time_fields(dl, window_storage=storage, output_format=output_format),
+                                   timeline_sampling=dl.FixedRateSampling(rate_hz=30.0))  # fmt: skip
+            index = [(seg.segment_id, seg.index_start, seg.num_samples) for seg in m.sample_index.segments]
+            results[prefix, storage] = (index, m.__getitems__(list(range(len(m)))))
+    index, base = results["rrloader", "copy"]
+    assert sorted(seg for seg, _, _ in index) == ["t0", "t1"]
+    for key, (idx, samples) in results.items():
+        assert [(s, ns(v), n) for s, v, n in idx] == [(s, ns(v), n) for s, v, n in index], key
+        assert_same_samples(samples, base, f"{key} vs rrloader copy")
+    # The oracle: per offset, the frame of the latest packet at or before it (None before the
+    # segment's first packet, or before its first keyframe); a window with a None is None.
+    grid_ns = round(1e9 / 30.0)
+    expected = []
+    for seg, start, n in index:
+        times, frames = segments[seg]
+        start_ns = ns(start)
+        for k in range(n):
+            v = start_ns + k * grid_ns
+
+            def frame_at(t, times=times, frames=frames):
+                p = vu.latest_at_or_before(times, t)
+                return None if p < 0 or frames[p] is None else torch.from_numpy(frames[p])
+
+            sample = {"single": frame_at(v)}
+            for name, w in TIME_WINDOWS.items():
+                slots = [frame_at(v + round(o * 1e9)) for o in w]
+                sample[name] = None if any(x is None for x in slots) else torch.stack(slots)
+            expected.append(sample)
+    assert len(expected) == len(base)
+    for name in [*TIME_WINDOWS, "single"]:
+        assert [s[name] is None for s in base] == [e[name] is None for e in expected], name
+        assert any(e[name] is None for e in expected) and any(e[name] is not None for e in expected), name
+    if output_format == "rgb":
+        assert_same_samples(base, expected, "rgb vs PyAV")
+
+
 # ------------------------------------------------------------------------- decode() called directly
 def direct_requests(dl, keys):
     """Requests over one batch of the whole stream: (decode rows, output rows) per request."""
@@ -274,3 +365,63 @@ def test_direct_decode_view_equals_copy_and_rerun041(codec, output_format):
             if value is not None:
                 want = np.stack([frames[r] for r in request.output_row_indices])
                 assert np.array_equal(value.numpy(), want)
+
+
+# ------------------------------------------------------------------ a frame size change in a window
+@functools.cache
+def resized_stream():
+    """10 packets at 64x48 then 12 at 32x24 (a new keyframe with its own parameter sets)."""
+    a, ka = vu.encode("h264", 64, 48, 10, 10, seed=1)
+    b, kb = vu.encode("h264", 32, 24, 12, 6, seed=2)
+    return [*a, *b], [*ka, *kb], [*vu.reference("h264", a), *vu.reference("h264", b)]
+
+
+@pytest.mark.parametrize("output_format", ["rgb", "yuv420p"])
+def test_direct_decode_of_a_window_of_two_frame_sizes_is_none(output_format):
+    """0.41 gives None for such a window (rgb and yuv420p, copy and view); rrloader's yuv420p
+    window raised torch's RuntimeError from Yuv420Frame.stack instead."""
+    packets, _, frames = resized_stream()
+    column = pa.array([[p] for p in packets], type=pa.list_(pa.binary()))
+    specs = [(range(0, 12), (9, 10)), (range(10, 14), (11, 13)), (range(0, 10), (8, 9))]
+    got = {}
+    for prefix, dl in MODULES.items():
+        requests = [
+            dl.DecodeRequest(sample_position=i, segment_id="seg", index_value=out[-1], decode_row_indices=tuple(rows),
+                             output_row_indices=out, starts_at_keyframe=True)
+            for i, (rows, out) in enumerate(specs)
+        ]  # fmt: skip
+        for storage in ("copy", "view"):
+            decoder = dl.VideoFrameDecoder(window_storage=storage, output_format=output_format)
+            got[prefix, storage] = list(
+                decoder.decode(dl.FieldBatch(column=column, is_windowed=True), requests)
+            )
+    base = got["rerun", "copy"]
+    assert [v is None for v in base] == [True, False, False]
+    for key, values in got.items():
+        assert all(same(a, b) for a, b in zip(values, base, strict=True)), key
+    if output_format == "rgb":
+        assert np.array_equal(got["rrloader", "view"][1].numpy(), np.stack([frames[11], frames[13]]))
+
+
+def test_dataset_window_across_a_frame_size_change_is_none(tmp_path):
+    packets, keys, frames = resized_stream()
+    vu.write_stream(tmp_path / "s.rrd", "s", packets, list(range(len(packets))), keyframes=keys,
+                    keyframe_logging="sparse")  # fmt: skip
+    with rr.server.Server(datasets={"video": tmp_path}) as server:
+        entry = server.client().get_dataset("video")
+        for output_format in ("rgb", "yuv420p"):
+            got = {}
+            for prefix, dl in MODULES.items():
+                for storage in ("copy", "view"):
+                    decoder = dl.VideoFrameDecoder(window_storage=storage, output_format=output_format)
+                    f = {"w": dl.Field(CAM, decode=decoder, window=(-2, 0))}
+                    m = dl.RerunMapDataset(dl.DataSource(entry), "frame", f)
+                    got[prefix, storage] = m.__getitems__(list(range(len(m))))
+            base = got["rerun", "copy"]
+            # Samples 10 and 11 (positions 8, 9) reach back into the 64x48 frames.
+            assert [s["w"] is None for s in base] == [False] * 8 + [True, True] + [False] * 10
+            for key, samples in got.items():
+                assert_same_samples(samples, base, f"{output_format} {key}")
+            if output_format == "rgb":
+                rgb = got["rrloader", "view"]
+                assert np.array_equal(rgb[-1]["w"].numpy(), np.stack([frames[-3], frames[-1]]))
