@@ -26,8 +26,9 @@ rerun-sdk's ``rr.server.Server``. Checked, sample by sample:
 
 Windows (integer "frame" timeline, offsets in frames): contiguous ``(-3, -2, -1, 0)`` (0.41's
 view path slices one frame bank), across GOPs ``(-12, -6, 0)``, repeats / out of order / ahead
-``(0, -1, -1, 2)``. Streams: H.264 (GOP 10) and H.265 (GOP 8), 64x48, no B-frames (videoutil),
-``is_keyframe`` logged (0.41 requires it): sparse for H.264, dense for H.265.
+``(0, -1, -1, 2)``. Streams: H.264 (GOP 10, tagged BT.709 full range), H.265 and AV1
+(libsvtav1; GOP 8), 64x48, no B-frames (videoutil), ``is_keyframe`` logged (0.41 requires it):
+sparse for H.264, dense for the others. ``thread_count=2`` (frame threading) is compared too.
 """
 
 from __future__ import annotations
@@ -52,14 +53,16 @@ pytestmark = pytest.mark.filterwarnings(
 MODULES = {"rerun": ref, "rrloader": ours}
 CAM = "/cam:VideoStream:sample"
 WINDOWS = {"contiguous": (-3, -2, -1, 0), "across_gops": (-12, -6, 0), "repeats": (0, -1, -1, 2)}
-GOPS = {"h264": 10, "h265": 8}
+GOPS = {"h264": 10, "h265": 8, "av1": 8}
+# The H.264 stream is tagged BT.709 full range (the YUV frames carry it; the others are untagged).
+COLOR = {"h264": {"colorspace": 1, "color_range": 2}}
 N_PACKETS = 34
 LEAD = 16  # the segment's index range starts LEAD frames before the video's first packet
 
 
 @functools.cache
 def stream(codec: str):
-    packets, keys = vu.encode(codec, 64, 48, N_PACKETS, GOPS[codec], seed=5)
+    packets, keys = vu.encode(codec, 64, 48, N_PACKETS, GOPS[codec], seed=5, **COLOR.get(codec, {}))
     assert sum(keys) >= 3 and keys[0]
     return tuple(packets), tuple(keys), tuple(vu.reference(codec, packets))
 
@@ -209,7 +212,12 @@ def test_view_equals_copy_and_rerun041_iterable(served, output_format):
 @pytest.mark.parametrize("prefix", list(MODULES))
 @pytest.mark.parametrize(
     "options",
-    [{"max_decoder_sessions": 0}, {"thread_count": 0}, {"max_decoder_sessions": 0, "thread_count": 0}],
+    [
+        {"max_decoder_sessions": 0},
+        {"thread_count": 0},
+        {"max_decoder_sessions": 0, "thread_count": 0},
+        {"thread_count": 2},
+    ],
 )
 def test_no_session_reuse_and_automatic_threads_give_the_default_frames(served, prefix, options):
     codec, entry = served
