@@ -140,7 +140,9 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
                     packet_rows.append(row)
         if not packets:
             return None
-        where = np.searchsorted(np.asarray(packet_rows), np.asarray(request.output_row_indices), side="right") - 1
+        where = (
+            np.searchsorted(np.asarray(packet_rows), np.asarray(request.output_row_indices), side="right") - 1
+        )
         if (where < 0).any():
             return None
         wanted = sorted(set(where.tolist()))
@@ -165,11 +167,18 @@ class VideoFrameDecoder(ColumnDecoder[DecodedValue], Generic[_FormatT]):
         out = [by_position[p] for p in where.tolist()]
         if not batch.is_windowed:
             return out[0]
-        if self.output_format == "yuv420p":
-            try:
-                return Yuv420Frame.stack(out)
-            except ValueError:
-                return None
-        if any(f.shape != out[0].shape for f in out[1:]):
+        # A window of frames that differ in size (or, in YUV, in colour metadata) is missing, as in 0.41.
+        if any(not _same_layout(f, out[0]) for f in out[1:]):
             return None
-        return torch.stack(out)
+        return Yuv420Frame.stack(out) if self.output_format == "yuv420p" else torch.stack(out)
+
+
+def _same_layout(frame: DecodedValue, first: DecodedValue) -> bool:
+    """Whether two decoded frames stack: same plane shapes and, for YUV, the same colour metadata."""
+    if isinstance(frame, Yuv420Frame):
+        return (
+            frame.y.shape == first.y.shape
+            and frame.uv.shape == first.uv.shape
+            and (frame.color_space, frame.color_range) == (first.color_space, first.color_range)
+        )
+    return frame.shape == first.shape
