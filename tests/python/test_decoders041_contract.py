@@ -14,7 +14,7 @@ over ``rr.server.Server`` serving the ``.rrd`` files rrloader reads as a ``Local
   ``fill_latest_at = False``): the same samples, and the same calls: once per field per fetch
   block, with the same batch length, ``is_windowed``, requests (every field) and rows.
   Also on the served dataset (rrloader's remote path). A ``Clear`` reaches a user decoder as
-  rerun-sdk's empty list (xfail until the engine is rebuilt from this branch's engine.cc).
+  rerun-sdk's empty list (the engine turns a Clear into an empty one-row list under 0.41's rules).
 * Calls come from the iterating thread; a blob column reaches the decoder without a copy (the
   blob buffer a later block hands over is the one an earlier block handed over).
 * ``FieldBatch`` (one array or chunks; selectors, repeats, a row-count-changing selector, a
@@ -495,11 +495,6 @@ def test_user_keyframe_decoder_matches_rerun(sources):
     assert any(len(r[4]) > 1 for c in calls for r in c["requests"])  # decode rows before the output
 
 
-@pytest.mark.xfail(
-    reason="needs the engine built from cpp/rrloader/engine/engine.cc of this commit: a Clear reaches a "
-    "Python decoder as an empty list (rerun-sdk's), the installed engine gives a null",
-    strict=False,
-)
 def test_user_decoder_reads_a_clear_as_rerun(sources):
     spec = {
         "c": (CLEARED, lambda m, d: d["SumRows"](), None),
