@@ -7,6 +7,25 @@
 
 namespace rrl::engine {
 
+std::vector<int64_t> RampCuts(const std::vector<int64_t>& ends, int64_t first_block_size, int64_t block_size) {
+  first_block_size = std::max<int64_t>(first_block_size, 1);
+  std::vector<int64_t> cuts;
+  cuts.reserve(ends.size() + 8);
+  // Cut at c = first_block_size, 2c, 4c, ... (positions from the order's start) while c is
+  // below 2 x block_size, whichever caller block c falls in: so the ramp goes on past a short
+  // first block (a resume inside a block leaves its remainder) instead of leaving the next
+  // whole block to wait for.
+  int64_t c = first_block_size;
+  const int64_t ramp_end = 2 * std::max<int64_t>(block_size, 1);
+  for (const int64_t e : ends) {
+    for (; c < e && c < ramp_end; c *= 2) {
+      if (cuts.empty() || c > cuts.back()) cuts.push_back(c);
+    }
+    if (cuts.empty() || e > cuts.back()) cuts.push_back(e);
+  }
+  return cuts;
+}
+
 Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> engine, std::vector<int64_t> order,
                                                  PipelineOptions options) {
   options.block_size = std::max<int64_t>(options.block_size, 1);
@@ -40,12 +59,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> e
     return Status::InvalidArgument("the emission order has " + std::to_string(options.emit.emit_order.size()) +
                                    " entries for an order of " + std::to_string(total) + " samples");
   }
-  // The ramp: the first fetch block is cut at first_block_size, 2x, 4x, ...
-  std::vector<int64_t> cuts;
-  if (!ends.empty()) {
-    for (int64_t c = options.first_block_size; c < ends.front(); c *= 2) cuts.push_back(c);
-  }
-  cuts.insert(cuts.end(), ends.begin(), ends.end());
+  std::vector<int64_t> cuts = RampCuts(ends, options.first_block_size, options.block_size);
   auto emitter = Emitter::Make(options.emit, engine->fields().size(), engine->buffers());
   if (!emitter.ok()) return emitter.status();
   return std::unique_ptr<Pipeline>(

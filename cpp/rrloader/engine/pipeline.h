@@ -2,12 +2,14 @@
 //
 // A Pipeline walks a list of global sample numbers in fetch blocks: the caller's explicit
 // `block_ends` (rerun 0.41's fetch blocks, which follow its shuffle strategy's blocks), or
-// else blocks of `block_size`. The first blocks ramp up: the first fetch block is cut at
-// `first_block_size`, then at twice that, and so on (16, 16, 32, 64, then the 128s that
-// follow). The first samples then wait for a small block's fetch and decode, not a full
-// one's (a block of 128 samples with two 640x480 JPEGs each is ~0.6 s of decoding on one
-// core), and later blocks still start where the caller's do (a batch never straddles two
-// blocks). Cutting a block never changes the samples or their order. One thread
+// else blocks of `block_size`. The first blocks ramp up (RampCuts): the order is cut at
+// `first_block_size`, then at twice that, and so on while below 2 x `block_size` (16, 16,
+// 32, 64, then the 128s that follow), besides the caller's block ends — also when the first
+// caller block is short (a resume inside a block starts with its remainder), so the ramp
+// goes on into the next one. The first samples then wait for a small block's fetch and
+// decode, not a full one's (a block of 128 samples with two 640x480 JPEGs each is ~0.6 s of
+// decoding on one core), and every caller block still starts where the caller's does.
+// Cutting a block never changes the samples or their order. One thread
 // fetches blocks (dataframe queries) into a queue of at most `fetch_ahead` blocks; another
 // decodes them on the engine's pool into a queue bounded by `max_ready_bytes` (at least one
 // block is always admitted, so a single huge block cannot stall the pipeline). The decode
@@ -55,6 +57,12 @@ struct PipelineOptions {
   // samples had in the epoch's order. Distinct.
   std::vector<int64_t> positions;
 };
+
+// RampCuts: the fetch blocks a Pipeline walks — every one of `ends` (increasing block ends,
+// exclusive, in samples of the order) plus the ramp's cuts at first_block_size x 1, 2, 4, ...
+// below 2 x block_size (see above). Increasing, without repeats.
+[[nodiscard]] std::vector<int64_t> RampCuts(const std::vector<int64_t>& ends, int64_t first_block_size,
+                                            int64_t block_size);
 
 class Pipeline {
  public:

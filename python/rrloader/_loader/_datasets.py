@@ -323,21 +323,31 @@ class EngineDataset:
             np.ascontiguousarray(emit_order, dtype=np.int64),
             flags,
         )
-        # The engine cuts the first fetch block into a ramp of smaller ones (pipeline.h); a
-        # Python decoder is called once per fetch block (0.41's contract), so its pieces are
-        # decoded together. (With a Python decoder the native emit stage is off, see _iterate.)
-        first_end = int(ends[0]) if ends.size and any(f.kind == "raw" for f in self._engine_fields) else 0
+        # The engine cuts the first fetch blocks into a ramp of smaller ones (pipeline.h's
+        # RampCuts, never across a fetch block's end); a Python decoder is called once per
+        # fetch block (0.41's contract), so the pieces of a block are decoded together. (With
+        # a Python decoder the native emit stage is off, see _iterate.)
+        if any(f.kind == "raw" for f in self._engine_fields):
+            total = len(it.order)
+            size = int(it.block_size)
+            merge_ends = [int(e) for e in ends] if ends.size else list(range(size, total, size))
+            merge_ends = [e for e in merge_ends if e < total] + [total]
+        else:
+            merge_ends = []
+        k = 0  # the fetch block being gathered: merge_ends[k]
         pending: list[tuple] = []
         got = 0
         try:
             while True:
                 block = pipe.next()
-                if block is not None and got < first_end:
+                if block is not None and k < len(merge_ends):
                     pending.append(block)
                     got += len(block[0])
                     del block
-                    if got < first_end:
+                    if got < merge_ends[k]:
                         continue
+                    while k < len(merge_ends) and merge_ends[k] <= got:
+                        k += 1
                     block = ()
                 if pending:
                     blocks, pending = pending, []
