@@ -252,7 +252,7 @@ class PyEngine {
   // fields: FieldTuple; kind is "numeric", "image", "video" or "raw".
   PyEngine(nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
            const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
-           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice) {
+           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice, int cpu_budget) {
     std::vector<rrl::sample::SegmentSamples> segs;
     for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
       segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
@@ -301,6 +301,7 @@ class PyEngine {
     o.grid_step = step;
     o.num_threads = num_threads;
     o.thread_nice = thread_nice;
+    o.cpu_budget = cpu_budget;
     auto ds = DatasetOf(dataset);
     rrl::Result<std::shared_ptr<rrl::engine::Engine>> r = rrl::Status::Internal("unset");
     {
@@ -368,6 +369,22 @@ class PyEngine {
     return d;
   }
 
+  // thread_stats: the engine's threads (engine::ThreadStats): the budget (0: none), pool
+  // threads, slots per pool task, threads started / alive, slots held now and at most.
+  nb::dict thread_stats() const {
+    const rrl::engine::ThreadStats s = engine_->thread_stats();
+    nb::dict d;
+    d["budget"] = s.budget;
+    d["pool_threads"] = s.pool_threads;
+    d["task_weight"] = s.task_weight;
+    d["threads_started"] = s.threads_started;
+    d["threads_alive"] = s.threads_alive;
+    d["busy_now"] = s.busy_now;
+    d["max_busy"] = s.max_busy;
+    d["waits"] = s.waits;
+    return d;
+  }
+
   // video_keyframes: the verified keyframes' index values of video field number `field` in
   // segment number `segment`, ascending (Engine::VideoKeyframes: reads the whole stream).
   NumpyArray video_keyframes(size_t field, int32_t segment) const {
@@ -412,9 +429,9 @@ void BindEngine(nb::module_& m) {
   nb::class_<PyPipeline>(m, "Pipeline").def("next", &PyPipeline::next).def("close", &PyPipeline::close);
   nb::class_<PyEngine>(m, "Engine")
       .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
-                    int64_t, const std::vector<FieldTuple>&, std::string, int, int>(),
+                    int64_t, const std::vector<FieldTuple>&, std::string, int, int, int>(),
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
-           "index"_a, "num_threads"_a, "thread_nice"_a)
+           "index"_a, "num_threads"_a, "thread_nice"_a, "cpu_budget"_a = 0)
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
@@ -423,6 +440,7 @@ void BindEngine(nb::module_& m) {
       .def("total", &PyEngine::total)
       .def("video_stats", &PyEngine::video_stats, "field"_a)
       .def("fetch_stats", &PyEngine::fetch_stats)
+      .def("thread_stats", &PyEngine::thread_stats)
       .def("video_keyframes", &PyEngine::video_keyframes, "field"_a, "segment"_a);
   m.def(
       "epoch_order",

@@ -313,6 +313,19 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
   }
   engine->video_decoders_.resize(fields.size());
   engine->video_counters_.resize(fields.size());
+  if (options.cpu_budget < 0) return Status::InvalidArgument("cpu_budget must be >= 0");
+  // Under a CPU budget a session's libavcodec threads count against it: at most the budget
+  // (0, "libavcodec chooses", becomes the budget), and a pool task weighs as many slots.
+  const int hardware = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int task_weight = 1;
+  for (auto& f : fields) {
+    if (f.kind != FieldKind::kVideo) continue;
+    if (options.cpu_budget > 0) {
+      f.video.threads = f.video.threads == 0 ? options.cpu_budget : std::min(f.video.threads, options.cpu_budget);
+    }
+    task_weight =
+        std::max(task_weight, f.video.threads == 0 ? std::min(hardware + 1, kVideoAutoThreads) : f.video.threads);
+  }
   for (size_t fi = 0; fi < fields.size(); ++fi) {
     if (fields[fi].kind != FieldKind::kVideo) continue;
     decode::VideoFrameDecoderOptions vo;
@@ -349,7 +362,14 @@ Result<std::shared_ptr<Engine>> Engine::Make(std::shared_ptr<const catalog::Data
   engine->samples_ = std::move(samples);
   engine->fields_ = std::move(fields);
   engine->options_ = std::move(options);
-  engine->pool_ = std::make_unique<ThreadPool>(engine->options_.num_threads, engine->options_.thread_nice);
+  engine->budget_ = std::make_unique<ThreadBudget>(engine->options_.cpu_budget);
+  int pool_threads = engine->options_.num_threads > 0 ? engine->options_.num_threads : hardware;
+  if (engine->options_.cpu_budget > 0) {
+    pool_threads = std::clamp(pool_threads, 1, std::max(1, engine->options_.cpu_budget / task_weight));
+  }
+  engine->task_weight_ = task_weight;
+  engine->pool_ =
+      std::make_unique<ThreadPool>(pool_threads, engine->options_.thread_nice, engine->budget_.get(), task_weight);
   engine->buffers_ = BufferPool::Make(engine->options_.buffer_pool_bytes);
   return engine;
 }
@@ -362,6 +382,7 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
 }
 
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
+  ThreadBudget::Busy busy(budget_.get());
   FetchedBlock fb;
   fb.stats.fetch_start_ns = NowNs();
   const size_t n = global.size();
@@ -527,6 +548,8 @@ struct ScratchPerWorker {
 }  // namespace
 
 Result<Block> Engine::Decode(FetchedBlock fb) const {
+  // The whole decode holds the slots of a pool task: this thread is the pool's worker 0.
+  ThreadBudget::Busy busy(budget_.get(), task_weight_);
   Block out;
   out.stats = fb.stats;
   out.stats.decode_start_ns = NowNs();
@@ -851,6 +874,13 @@ Result<Block> Engine::Run(const std::vector<int64_t>& global) const {
   auto fetched = Fetch(global);
   if (!fetched.ok()) return fetched.status();
   return Decode(std::move(*fetched));
+}
+
+ThreadStats Engine::thread_stats() const {
+  ThreadStats s = budget_->stats();
+  s.pool_threads = pool_->num_threads();
+  s.task_weight = task_weight_;
+  return s;
 }
 
 }  // namespace rrl::engine

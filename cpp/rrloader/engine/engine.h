@@ -47,6 +47,7 @@
 #include "rrloader/decode/selector.h"
 #include "rrloader/engine/buffer_pool.h"
 #include "rrloader/engine/latest_at.h"
+#include "rrloader/engine/thread_budget.h"
 #include "rrloader/engine/thread_pool.h"
 #include "rrloader/engine/video_field.h"
 #include "rrloader/sample/sample_index.h"
@@ -92,6 +93,12 @@ struct EngineOptions {
   int thread_nice = 10;
   // buffer_pool_bytes: released block buffers kept for the next blocks (BufferPool).
   int64_t buffer_pool_bytes = kDefaultBufferPoolBytes;
+  // cpu_budget: the most engine threads busy at once (thread_budget.h), counting the
+  // pipeline's fetch and decode stages, the pool's tasks and libavcodec's frame threads
+  // (video sessions get at most this many threads); the pool gets at most cpu_budget /
+  // (threads per video session) threads. 0: no budget (num_threads pool threads, each
+  // stage free to run). A DataLoader worker's engine gets its share of the usable cores.
+  int cpu_budget = 0;
 };
 
 // FieldOutput: one field over the samples of a block. Samples are stored one after the
@@ -228,6 +235,10 @@ class Engine {
     int64_t blocks = 0;
   };
   FetchStats fetch_stats() const { return {samples_fetched_.load(), blocks_fetched_.load()}; }
+  // thread_stats: the engine's threads (ThreadBudget's statistics and the pool's size).
+  ThreadStats thread_stats() const;
+  // budget: the engine's ThreadBudget (a Pipeline's stages count themselves in it).
+  ThreadBudget* budget() const { return budget_.get(); }
   // VideoKeyframes: the index values of every verified keyframe (video_index.h's rules: the
   // `is_keyframe` marks checked against the bitstream, or the bitstream alone) of video field
   // `field` in segment number `segment`, ascending (a value once per keyframe packet: two
@@ -265,6 +276,8 @@ class Engine {
   std::vector<FieldSpec> fields_;
   std::vector<std::shared_ptr<const Prepared>> prepared_;
   EngineOptions options_;
+  std::unique_ptr<ThreadBudget> budget_;  // before pool_: the pool's threads use it until joined
+  int task_weight_ = 1;                   // slots a pool task holds
   std::unique_ptr<ThreadPool> pool_;
   std::shared_ptr<BufferPool> buffers_;  // every field's output buffers
   // Video fields: one decoder (with its session cache) and counters per field (null for

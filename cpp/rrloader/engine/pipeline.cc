@@ -101,6 +101,7 @@ void Pipeline::Cancel() {
 
 void Pipeline::FetchLoop() {
   LowerThreadPriority(engine_->options().thread_nice);
+  engine_->budget()->ThreadStarted();
   int64_t begin = 0;
   for (int64_t end : cuts_) {
     {
@@ -124,6 +125,7 @@ void Pipeline::FetchLoop() {
     fetch_done_ = true;
   }
   cv_.notify_all();
+  engine_->budget()->ThreadExited();
 }
 
 bool Pipeline::Queue(Result<Block> block) {
@@ -141,6 +143,7 @@ bool Pipeline::Queue(Result<Block> block) {
 
 void Pipeline::DecodeLoop() {
   LowerThreadPriority(engine_->options().thread_nice);
+  engine_->budget()->ThreadStarted();
   int64_t last_bytes = 0;  // the previous block's size: the estimate of the next one's
   bool failed = false;
   while (!failed && !emitter_->stopped()) {
@@ -168,7 +171,11 @@ void Pipeline::DecodeLoop() {
     block->positions.assign(begin, begin + static_cast<std::ptrdiff_t>(block->global.size()));
     decoded_ += static_cast<int64_t>(block->global.size());
     std::vector<Block> out;
-    Status st = emitter_->Process(std::move(*block), &out);
+    Status st = Status::OK();
+    {
+      ThreadBudget::Busy busy(engine_->budget());
+      st = emitter_->Process(std::move(*block), &out);
+    }
     bool cancelled = false;
     for (auto& b : out) cancelled = cancelled || !Queue(std::move(b));
     if (!st.ok()) {
@@ -197,6 +204,7 @@ void Pipeline::DecodeLoop() {
     decode_done_ = true;
   }
   cv_.notify_all();
+  engine_->budget()->ThreadExited();
 }
 
 Result<std::optional<Block>> Pipeline::Next() {

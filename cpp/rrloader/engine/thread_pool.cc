@@ -25,7 +25,8 @@ void LowerThreadPriority(int increment) {
 #endif
 }
 
-ThreadPool::ThreadPool(int num_threads, int nice_increment) : nice_increment_(nice_increment) {
+ThreadPool::ThreadPool(int num_threads, int nice_increment, ThreadBudget* budget, int task_weight)
+    : nice_increment_(nice_increment), budget_(budget), task_weight_(std::max(task_weight, 1)) {
   if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   num_threads_ = num_threads;
   owner_pid_ = getpid();
@@ -53,6 +54,7 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>& fn) {
   if (n <= 0) return;
+  ThreadBudget::Busy busy(budget_, task_weight_);  // the caller is worker 0
   if (threads_.empty() || n == 1) {
     for (int64_t i = 0; i < n; ++i) fn(i, 0);
     return;
@@ -64,7 +66,6 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>&
     n_ = n;
     next_ = 0;
     done_ = 0;
-    ++generation_;
   }
   work_cv_.notify_all();
   // The calling thread is worker 0.
@@ -86,21 +87,30 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>&
 
 void ThreadPool::WorkerLoop(int worker) {
   LowerThreadPriority(nice_increment_);
-  uint64_t seen = 0;
+  if (budget_ != nullptr) budget_->ThreadStarted();
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    work_cv_.wait(lock, [&] { return stop_ || (generation_ != seen && fn_ != nullptr && next_ < n_); });
-    if (stop_) return;
-    while (fn_ != nullptr && next_ < n_) {
-      const int64_t i = next_++;
-      const auto* fn = fn_;
-      lock.unlock();
-      (*fn)(i, worker);
+    work_cv_.wait(lock, [&] { return stop_ || (fn_ != nullptr && next_ < n_); });
+    if (stop_) break;
+    // A slot first, then tasks: waiting for a slot must not hold a task back from the caller.
+    lock.unlock();
+    {
+      ThreadBudget::Busy busy(budget_, task_weight_);
       lock.lock();
-      if (++done_ == n_) done_cv_.notify_all();
+      while (fn_ != nullptr && next_ < n_) {
+        const int64_t i = next_++;
+        const auto* fn = fn_;
+        lock.unlock();
+        (*fn)(i, worker);
+        lock.lock();
+        if (++done_ == n_) done_cv_.notify_all();
+      }
+      lock.unlock();
     }
-    seen = generation_;
+    lock.lock();
   }
+  lock.unlock();
+  if (budget_ != nullptr) budget_->ThreadExited();
 }
 
 }  // namespace rrl::engine

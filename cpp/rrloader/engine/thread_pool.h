@@ -16,6 +16,10 @@
 // garbage collector freeing a dataset inherited from the parent) must not join them; the
 // destructor notices the pid change and abandons the thread handles instead.
 //
+// Budget: with a ThreadBudget, every task runs while its thread holds `task_weight` slots of
+// it (the caller of ParallelFor too); a worker takes a slot before it takes a task, so a
+// worker waiting for one holds up nothing (the caller, which holds slots, runs what is left).
+//
 // Thread safety: ParallelFor may be called from any thread that is NOT one of the pool's
 // own workers (it is not re-entrant: a task must not call ParallelFor on the same pool).
 // Concurrent ParallelFor calls from different threads are serialized.
@@ -30,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include "rrloader/engine/thread_budget.h"
+
 namespace rrl::engine {
 
 class ThreadPool {
@@ -37,7 +43,8 @@ class ThreadPool {
   // num_threads <= 0: hardware concurrency. With one thread, work runs on the caller.
   // nice_increment: added to the niceness of the pool's own threads (not the caller's; see
   // LowerThreadPriority); 0 keeps the process's priority.
-  explicit ThreadPool(int num_threads, int nice_increment = 0);
+  // budget (may be null): see above; it outlives the pool, and counts the pool's threads.
+  explicit ThreadPool(int num_threads, int nice_increment = 0, ThreadBudget* budget = nullptr, int task_weight = 1);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -53,6 +60,8 @@ class ThreadPool {
 
   int num_threads_ = 1;
   int nice_increment_ = 0;
+  ThreadBudget* budget_ = nullptr;
+  int task_weight_ = 1;
   pid_t owner_pid_ = 0;  // the process whose threads these are
   std::vector<std::thread> threads_;
   std::mutex call_mu_;  // serializes ParallelFor calls
@@ -64,7 +73,6 @@ class ThreadPool {
   int64_t n_ = 0;
   int64_t next_ = 0;
   int64_t done_ = 0;
-  uint64_t generation_ = 0;
   bool stop_ = false;
 };
 

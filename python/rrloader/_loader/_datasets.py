@@ -56,6 +56,34 @@ def worker_topology() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def engine_threads(decode_threads: int | None) -> tuple[int, int]:
+    """``(pool threads, CPU budget)`` of an engine made in this process.
+
+    Outside a DataLoader worker: ``decode_threads`` (else every usable core) and no budget.
+    In one of N workers: a budget of the worker's share of the usable cores (at least one),
+    capped by ``decode_threads`` when given, counting every busy engine thread (the fetch and
+    decode stages, the pool, libavcodec's frame threads), so that N workers together never
+    keep more engine threads busy than there are cores (when N <= cores).
+    """
+    from torch.utils.data import get_worker_info
+
+    cores = usable_cores()
+    info = get_worker_info()
+    if info is None:
+        return (decode_threads or cores), 0
+    share = max(1, cores // max(1, info.num_workers))
+    budget = min(decode_threads, share) if decode_threads else share
+    return budget, budget
+
+
 @dataclasses.dataclass
 class Iteration:
     """What one iterator reads: its samples in fetch order, cut into fetch blocks, and the emit stage."""
@@ -156,9 +184,7 @@ class EngineDataset:
             _KEEP_ALIVE_AFTER_FORK.append((self._engine_obj, self._dataset))
             self._dataset = self._dataset._reopened()
         segs = self._sample_index.segments
-        threads = self._decode_threads
-        if threads is None:
-            threads = 1 if worker_topology()[1] > 1 else (os.cpu_count() or 1)
+        threads, budget = engine_threads(self._decode_threads)
         self._engine_obj = _core.Engine(
             self._dataset._core,
             [s.segment_id for s in segs],
@@ -170,6 +196,7 @@ class EngineDataset:
             self._index,
             int(threads),
             self._thread_nice,
+            int(budget),
         )
         self._engine_pid = pid
         return self._engine_obj
@@ -178,6 +205,14 @@ class EngineDataset:
         """Samples and blocks the engine of this process fetched so far (a resumed epoch fetches
         only what follows its resume point, and what its emission buffer held)."""
         return dict(self._engine().fetch_stats())
+
+    def thread_stats(self) -> dict[str, int]:
+        """The engine's threads in this process: ``budget`` (the most busy at once; 0: none),
+        ``pool_threads``, ``task_weight`` (threads one pool task keeps busy: a video session's
+        libavcodec threads), ``threads_started`` / ``threads_alive`` (the pool's and the
+        pipelines' own threads), ``busy_now`` and ``max_busy`` (threads computing, at most so
+        far), ``waits`` (times a thread waited for its turn)."""
+        return dict(self._engine().thread_stats())
 
     def video_stats(self) -> dict[str, dict[str, int]]:
         """Per native video field: what its decoding cost so far in this process.
