@@ -186,7 +186,8 @@ def api_generation(api) -> dict:
     field = _params(api.Field)
     return {
         "fetch_kw": "fetch_block_size" if "fetch_block_size" in it else "fetch_size",
-        "shuffle_kw": "shuffle_strategy" if "shuffle_strategy" in it else "shuffle",
+        # the seed generation takes both (shuffle=bool, and shuffle_strategy= as an extension)
+        "shuffle_kw": "shuffle" if "shuffle" in it else "shuffle_strategy",
         # explicit offsets came with max_staleness (0.37+); before, window=(start, end) inclusive
         "window": "offsets" if "max_staleness" in field else "range",
     }

@@ -313,9 +313,13 @@ CONFIGS = {
     # name: (num_workers, context, persistent_workers, pin_memory, batch_size, collate_fn)
     "main-unbatched": (0, None, False, False, None, None),
     "main-b4-pin-collate_samples": (0, None, False, True, 4, rrloader.collate_samples),
+    "fork1-b3": (1, "fork", False, False, 3, None),
+    "spawn1-pin-b4": (1, "spawn", False, True, 4, None),
     "fork2-persistent-pin-b4": (2, "fork", True, True, 4, None),
     "fork3-b5-collate_samples": (3, "fork", False, False, 5, rrloader.collate_samples),
     "spawn2-persistent-pin-b4-collate_samples": (2, "spawn", True, True, 4, rrloader.collate_samples),
+    "fork4-persistent-b2-collate_samples": (4, "fork", True, False, 2, rrloader.collate_samples),
+    "spawn4-b3": (4, "spawn", False, False, 3, None),
 }
 
 

@@ -440,25 +440,26 @@ def test_a_missing_grpcio_is_named(client, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ 2. processes
-def test_spawned_workers_equal_embedded(client, data_root, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_spawned_workers_equal_embedded(client, data_root, monkeypatch, workers):
     entry = client.get_dataset("num")
     remote = make_iterable(entry, "numeric-frame", fetch_size=2)
     embedded = make_iterable(local(data_root, "num"), "numeric-frame", fetch_size=2)
-    got = list(DataLoader(remote, batch_size=None, num_workers=2, multiprocessing_context="spawn"))
-    # DataLoader takes an iterable dataset's items from its workers round robin.
+    got = list(DataLoader(remote, batch_size=None, num_workers=workers, multiprocessing_context="spawn"))
+    # DataLoader takes an iterable dataset's items from its workers round robin, skipping a
+    # worker once it is exhausted.
     shards = []
-    for w in range(2):
+    for w in range(workers):
         with monkeypatch.context() as m:
-            m.setattr(dl, "_worker", lambda w=w: (w, 2))
+            m.setattr(dl, "_worker", lambda w=w: (w, workers))
             shards.append(list(embedded))
-    want = [s for pair in zip(*shards, strict=False) for s in pair]
-    want += shards[0][len(shards[1]) :] + shards[1][len(shards[0]) :]
+    want = [s[k] for k in range(max(map(len, shards))) for s in shards if k < len(s)]
     assert_same_samples(got, want)
 
     remote_map = make_map(entry, "numeric-frame")
     embedded_map = make_map(local(data_root, "num"), "numeric-frame")
     loader = DataLoader(
-        remote_map, batch_size=4, num_workers=2, multiprocessing_context="spawn", collate_fn=as_list
+        remote_map, batch_size=4, num_workers=workers, multiprocessing_context="spawn", collate_fn=as_list
     )
     got_map = [s for batch in loader for s in batch]
     assert_same_samples(got_map, embedded_map.__getitems__(list(range(len(embedded_map)))))

@@ -382,7 +382,9 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
 }
 
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
-  ThreadBudget::Busy busy(budget_.get());
+  // A local fetch computes (reads mapped files, resolves latest-at) and holds a CPU slot; a
+  // remote one mostly waits on the network, and must not keep the decode stage off the CPU.
+  ThreadBudget::Busy busy(dataset_->WantsPrefetch() ? nullptr : budget_.get());
   FetchedBlock fb;
   fb.stats.fetch_start_ns = NowNs();
   const size_t n = global.size();

@@ -54,7 +54,8 @@ def _structure(spec: pytree.TreeSpec) -> Any:
     TreeSpec objects themselves are not pickled (PyTorch 2.13 warns when they are)."""
     if spec.is_leaf():
         return None
-    return (spec.type, spec.context, tuple(_structure(child) for child in spec.children_specs))
+    children = spec.children() if callable(getattr(spec, "children", None)) else spec.children_specs
+    return (spec.type, spec.context, tuple(_structure(child) for child in children))
 
 
 def _assemble(structure: Any, leaves: Any) -> Any:
