@@ -75,7 +75,13 @@ from bench_open import DEFAULT_RESULTS, machine_info, write_json
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("rrloader", "rerun")
-DEFAULT_SAMPLES = {"state_action": 4096, "cameras": 1024, "cameras_png": 1024, "video": 1024, "video_gop60": 1024}
+DEFAULT_SAMPLES = {
+    "state_action": 4096,
+    "cameras": 1024,
+    "cameras_png": 1024,
+    "video": 1024,
+    "video_gop60": 1024,
+}
 NON_VIDEO_SPAN = 30
 # issue 11: rrloader BlockShuffle on video >= 1.5x rerun-sdk's
 BLOCK_TARGET = 1.5
@@ -115,7 +121,9 @@ def child(args) -> dict:
         shuffle_strategy=make_strategy(api, args.strategy),
     )
     t2 = time.perf_counter()
-    loader = make_loader(dataset, "iterable", args.batch_size, args.workers, args.seed)
+    # --collate pooled: the API's PooledBatchCollator (batches in reused shared-memory slots)
+    collate = api.PooledBatchCollator() if args.collate == "pooled" else None
+    loader = make_loader(dataset, "iterable", args.batch_size, args.workers, args.seed, collate)
     it = iter(loader)
     first = next(it)
     t3 = time.perf_counter()
@@ -220,7 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--fetch", type=int, default=128)
-    parser.add_argument("--samples", type=int, help="samples timed after the first batch (default per variant)")
+    parser.add_argument(
+        "--samples", type=int, help="samples timed after the first batch (default per variant)"
+    )
     parser.add_argument("--max-seconds", type=float, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -235,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker-count", type=int, dest="worker_count", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rows-out", help=argparse.SUPPRESS)
+    parser.add_argument("--collate", choices=["default", "pooled"], default="default", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
@@ -258,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         locator = SampleLocator(data)
         samples = args.samples or DEFAULT_SAMPLES[variant]
         worker_settings = [
-            w for w in args.workers if w == 0 or args.workers_variants is None or variant in args.workers_variants
+            w
+            for w in args.workers
+            if w == 0 or args.workers_variants is None or variant in args.workers_variants
         ]
         cases = [(b, s) for s in args.strategies for b in args.backends if strategy_available(b, s)]
         for workers in worker_settings:
@@ -336,7 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict = {}
     for key, rs in runs.items():
         variant, w, strategy, backend = key.split("/")
-        summary.setdefault(variant, {}).setdefault(strategy, {}).setdefault(backend, {})[w] = summarize(rs, int(w[1:]))
+        summary.setdefault(variant, {}).setdefault(strategy, {}).setdefault(backend, {})[w] = summarize(
+            rs, int(w[1:])
+        )
 
     def best(variant: str, strategy: str, backend: str) -> tuple[str | None, dict | None]:
         per_w = summary.get(variant, {}).get(strategy, {}).get(backend, {})
@@ -361,7 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 w_best, s = best(variant, strategy, backend)
                 _, ref = best(variant, strategy, "rerun")
-                ratio = s["samples_per_s"] / ref["samples_per_s"] if (s and ref and backend != "rerun") else None
+                ratio = (
+                    s["samples_per_s"] / ref["samples_per_s"] if (s and ref and backend != "rerun") else None
+                )
                 div_rel = s["distinct_segment_spans"] / ref_div if (s and ref_div) else None
                 derived.setdefault(variant, {}).setdefault(strategy, {})[backend] = {
                     "best_workers": w_best, "vs_rerun_same_strategy": ratio, "diversity_vs_rerun_sample": div_rel,
@@ -404,24 +421,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         if il:
             if lim:
                 x = il["samples_per_s"] / lim
-                t["issue13_fraction_of_decode_limit"] = {"value": x, "target": T13["limit"], "met": x >= T13["limit"]}
+                t["issue13_fraction_of_decode_limit"] = {
+                    "value": x,
+                    "target": T13["limit"],
+                    "met": x >= T13["limit"],
+                }
             if ref_b512:
                 x = il["samples_per_s"] / ref_b512["samples_per_s"]
-                t["issue13_vs_rerun_block512"] = {"value": x, "target": T13["vs_block512"], "met": x >= T13["vs_block512"]}
+                t["issue13_vs_rerun_block512"] = {
+                    "value": x,
+                    "target": T13["vs_block512"],
+                    "met": x >= T13["vs_block512"],
+                }
                 x = il["peak_rss_mb"] / ref_b512["peak_rss_mb"]
                 t["issue13_rss_vs_rerun_block512"] = {"value": x, "target": "< 1", "met": x < 1}
             if ref_sample:
                 x = il["samples_per_s"] / ref_sample["samples_per_s"]
-                t["issue13_vs_rerun_sample"] = {"value": x, "target": T13["vs_sample"], "met": x >= T13["vs_sample"]}
+                t["issue13_vs_rerun_sample"] = {
+                    "value": x,
+                    "target": T13["vs_sample"],
+                    "met": x >= T13["vs_sample"],
+                }
                 x = il["distinct_segment_spans"] / ref_sample["distinct_segment_spans"]
-                t["issue13_diversity_vs_rerun_sample"] = {"value": x, "target": T13["diversity"], "met": x >= T13["diversity"]}
+                t["issue13_diversity_vs_rerun_sample"] = {
+                    "value": x,
+                    "target": T13["diversity"],
+                    "met": x >= T13["diversity"],
+                }
             if il0 and il0.get("decoded_per_delivered") is not None:
                 x = il0["decoded_per_delivered"]
                 t["issue13_decoded_per_delivered"] = {"value": x, "target": T13["decoded_per_delivered"],
                                                       "met": x <= T13["decoded_per_delivered"]}  # fmt: skip
         targets[variant] = t
         for name, v in t.items():
-            lines.append(f"{variant}: {name} = {v['value']:.3g} (target {v['target']}) {'met' if v['met'] else 'NOT met'}")
+            lines.append(
+                f"{variant}: {name} = {v['value']:.3g} (target {v['target']}) {'met' if v['met'] else 'NOT met'}"
+            )
         if lim:
             lines.append(
                 f"{variant}: decode limit {limits[variant]['limit_fps']:,.0f} frames/s = {lim:,.0f} samples/s"
@@ -492,7 +527,13 @@ def plot(path: Path, summary: dict, best, args) -> None:
         for i, backend in enumerate(args.backends):
             ys = [(best(variant, st, backend)[1] or {}).get("peak_rss_mb") for st in labels]
             xs = [x + (i - 0.5) * width for x in range(len(labels))]
-            ax2.bar(xs, [float("nan") if y is None else y for y in ys], width, color=colors[backend], label=backend)
+            ax2.bar(
+                xs,
+                [float("nan") if y is None else y for y in ys],
+                width,
+                color=colors[backend],
+                label=backend,
+            )
         ax2.set_xticks(range(len(labels)), labels, rotation=30)
         ax2.set_ylabel("peak RSS MiB (best num_workers)")
         ax2.grid(axis="y", alpha=0.3)
@@ -502,7 +543,9 @@ def plot(path: Path, summary: dict, best, args) -> None:
     handles = [Line2D([], [], color=c, marker="o", ls="", label=b) for b, c in colors.items()]
     handles += [Line2D([], [], color="grey", marker=m, ls="", label=s) for s, m in markers.items()]
     axes[0][0].legend(handles=handles, fontsize=7)
-    fig.suptitle(f"Shuffle strategies, DataLoader batch {args.batch_size}: rrloader (0.41 front end) vs rerun-sdk 0.41")
+    fig.suptitle(
+        f"Shuffle strategies, DataLoader batch {args.batch_size}: rrloader (0.41 front end) vs rerun-sdk 0.41"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

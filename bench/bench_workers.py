@@ -77,8 +77,23 @@ JPEG_VS_RERUN_TARGET = 2.0  # cameras: rrloader's best >= 2x rerun-sdk's best co
 JPEG_LIMIT_TARGET = 0.85  # cameras: rrloader's best >= 85% of the libjpeg-turbo limit
 
 
+POOLED = "+pooled"  # a configuration's suffix: DataLoader(collate_fn=PooledBatchCollator())
+
+
 def strategies_for(workload: str, args) -> list[str]:
-    return list(args.video_strategies if workload == "video" else args.strategies)
+    """The configurations run on `workload`: each strategy with default_collate, and where
+    `--pooled-workloads` names the workload, also with the API's PooledBatchCollator (torch's
+    default_collate in a worker stacks every batch into fresh shared memory: page faults and
+    zeroing in the worker; the pooled collator reuses its slots)."""
+    base = list(args.video_strategies if workload == "video" else args.strategies)
+    pooled = [s + POOLED for s in base] if workload in args.pooled_workloads else []
+    return base + pooled
+
+
+def label(config: str) -> str:
+    """A configuration (strategy, maybe +pooled) as text."""
+    base = config.removesuffix(POOLED)
+    return STRATEGY_LABELS[base] + (", pooled batches" if config != base else "")
 
 
 # --- the JPEG limit -----------------------------------------------------------------------------------
@@ -237,7 +252,7 @@ def _workers(w: int) -> str:
 
 def _config(b) -> str:
     """A best configuration (strategy, num_workers, medians) as text."""
-    return "n/a" if b is None else f"{b[2]['samples_per_s']:,.0f} ({STRATEGY_LABELS[b[0]]}, {_workers(b[1])})"
+    return "n/a" if b is None else f"{b[2]['samples_per_s']:,.0f} ({label(b[0])}, {_workers(b[1])})"
 
 
 def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
@@ -272,7 +287,7 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
                         text += f" ({100 * fraction:.0f}%)"
                     cells.append(text)
                 rows.append(
-                    [workload, LOADER_LABELS[loader], STRATEGY_LABELS[strategy], *cells, _workers(w_best),
+                    [workload, LOADER_LABELS[loader], label(strategy), *cells, _workers(w_best),
                      _fmt(c_best["time_to_first_batch_s"], ".2f"), _fmt(c_best["cpu_ms_per_sample"], ".3g")]
                 )  # fmt: skip
     out += ["### samples/s by num_workers", "", markdown_table(headers, rows, left=3), ""]
@@ -292,7 +307,7 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
                     d["rss"].setdefault(strategy, {})[w] = ours / ref
                     met += ours <= ref
                     n += 1
-            rows.append([workload, STRATEGY_LABELS[strategy], *cells, f"{met} of {n}" if n else ""])
+            rows.append([workload, label(strategy), *cells, f"{met} of {n}" if n else ""])
     out += [
         "### peak RSS MiB, rrloader / rerun-sdk (summed over the process and its DataLoader workers, polled; "
         "0 workers: the process's ru_maxrss)",
@@ -327,14 +342,14 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
         if lowest:
             t["own_best_at_1plus_workers"] = {
                 "value": lowest[2], "target": OWN_BEST_TARGET, "met": lowest[2] >= OWN_BEST_TARGET,
-                "where": f"{STRATEGY_LABELS[lowest[0]]}, {_workers(lowest[1])}",
+                "where": f"{label(lowest[0])}, {_workers(lowest[1])}",
             }  # fmt: skip
         rss = [(s, w, x) for s, per_w in d["rss"].items() for w, x in per_w.items()]
         if rss:
             worst = max(rss, key=lambda x: x[2])
             t["rss_vs_rerun"] = {
                 "value": worst[2], "target": "≤ 1 at every (strategy, num_workers)", "met": worst[2] <= 1,
-                "where": f"{STRATEGY_LABELS[worst[0]]}, {_workers(worst[1])}",
+                "where": f"{label(worst[0])}, {_workers(worst[1])}",
                 "met_count": sum(x <= 1 for *_, x in rss), "count": len(rss),
             }  # fmt: skip
         limit = (limits.get(workload) or {}).get("limit_samples_per_s")
@@ -348,7 +363,7 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
             }
         rows.append([
             workload, _config(ours), _config(ref), "" if ratio is None else f"{ratio:.2f}x",
-            "" if lowest is None else f"{100 * lowest[2]:.0f}% ({STRATEGY_LABELS[lowest[0]]}, {_workers(lowest[1])})",
+            "" if lowest is None else f"{100 * lowest[2]:.0f}% ({label(lowest[0])}, {_workers(lowest[1])})",
             "" if not rss else f"{t['rss_vs_rerun']['met_count']} of {len(rss)} (worst {worst[2]:.2f}x)",
             _fmt(limit, ",.0f"), "" if of_limit is None else f"{100 * of_limit:.0f}%",
         ])  # fmt: skip
@@ -413,9 +428,11 @@ def plot(path: Path, summary: Summary, limits: dict, args) -> None:
                     ys = [(summary.get(workload, strategy, loader, w) or {}).get(key) for w in workers]
                     if not any(ys):
                         continue
-                    marker, ls = styles[strategy]
+                    marker, ls = styles[strategy.removesuffix(POOLED)]
+                    if strategy.endswith(POOLED):
+                        ls = ":"
                     ax.plot(workers, [float("nan") if y is None else y for y in ys], color=colors[loader],
-                            marker=marker, ls=ls, label=f"{LOADER_LABELS[loader]}, {STRATEGY_LABELS[strategy]}")  # fmt: skip
+                            marker=marker, ls=ls, label=f"{LOADER_LABELS[loader]}, {label(strategy)}")  # fmt: skip
             limit = (limits.get(workload) or {}).get("limit_samples_per_s")
             if row == 0 and limit:
                 ax.axhline(limit, color="grey", ls=":", lw=1)
@@ -450,6 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--strategies", nargs="+", choices=STRATEGIES, default=["sample", "block"], help="shuffled workloads"
     )
     parser.add_argument("--video-strategies", nargs="+", choices=STRATEGIES, default=["none"])
+    parser.add_argument(
+        "--pooled-workloads",
+        nargs="*",
+        choices=WORKLOADS,
+        default=["cameras", "video"],
+        help="workloads also run with PooledBatchCollator (none: default_collate only)",
+    )
     parser.add_argument(
         "--workers", nargs="+", type=int, default=[0, 1, 2, 4], help="num_workers settings (spawn)"
     )
@@ -489,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for w in args.workers
             for strategy in strategies_for(workload, args)
             for loader in args.loaders
-            if strategy_available(loader, strategy)
+            if strategy_available(loader, strategy.removesuffix(POOLED))
         ]
         uptimes.append((workload, uptime_line()))
         print(f"{workload}: {uptimes[-1][1]}", flush=True)
@@ -502,7 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     res = run_child(
                         CHILD_SCRIPT,
                         [
-                            "--child", loader, "--variant", workload, "--strategy", strategy,
+                            "--child", loader, "--variant", workload, "--strategy", strategy.removesuffix(POOLED),
+                            "--collate", "pooled" if strategy.endswith(POOLED) else "default",
                             "--worker-count", str(w), "--data", str(data),
                             "--batch-size", str(args.batch_size), "--fetch", str(args.fetch),
                             "--samples", str(args.samples), "--max-seconds", str(args.max_seconds),

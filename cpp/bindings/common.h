@@ -5,6 +5,7 @@
 #pragma once
 
 #include <nanobind/nanobind.h>
+#include <unistd.h>
 
 #include <map>
 #include <string>
@@ -70,5 +71,20 @@ void BindVideo(nanobind::module_& m);
 // BindSample: registers the numpy-exact generator and emission buffer test entry points
 // (sample_bindings.cc).
 void BindSample(nanobind::module_& m);
+
+// OwnerProcess: the process whose threads an object's native state belongs to. A forked
+// child inherits the object but none of those threads, while their mutexes and condition
+// variables keep the state the parent's threads left them in (a condition variable with
+// waiters cannot even be destroyed: glibc's pthread_cond_destroy waits for them, forever).
+// So such an object, reached in another process (a generator frame freed in a forked
+// DataLoader worker, say), is neither used nor destroyed there: its owner leaks it.
+class OwnerProcess {
+ public:
+  OwnerProcess() : pid_(getpid()) {}
+  bool foreign() const { return getpid() != pid_; }
+
+ private:
+  pid_t pid_;
+};
 
 }  // namespace rrl_bindings

@@ -225,11 +225,18 @@ class PyPipeline {
  public:
   explicit PyPipeline(std::unique_ptr<rrl::engine::Pipeline> p) : p_(std::move(p)) {}
   ~PyPipeline() {
+    if (owner_.foreign()) {
+      (void)p_.release();  // OwnerProcess: never destroyed in a forked child
+      return;
+    }
     nb::gil_scoped_release release;  // joining waits for a block in flight
     p_.reset();
   }
   nb::object next() {
     rrl::Result<std::optional<rrl::engine::Block>> r = rrl::Status::Internal("unset");
+    if (owner_.foreign()) {
+      Throw(rrl::Status::InvalidArgument("this iteration was started in another process (before a fork)"));
+    }
     {
       nb::gil_scoped_release release;
       r = p_->Next();
@@ -239,11 +246,13 @@ class PyPipeline {
     return BlockToPython(std::move(*b));
   }
   void close() {
+    if (owner_.foreign()) return;  // its threads are the parent's; nothing to stop here
     nb::gil_scoped_release release;
     p_->Cancel();
   }
 
  private:
+  OwnerProcess owner_;
   std::unique_ptr<rrl::engine::Pipeline> p_;
 };
 
@@ -252,7 +261,8 @@ class PyEngine {
   // fields: FieldTuple; kind is "numeric", "image", "video" or "raw".
   PyEngine(nb::handle dataset, std::vector<std::string> segment_ids, const Int64Array& segment_numbers,
            const Int64Array& index_starts, const Int64Array& num_samples, int64_t step,
-           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice, int cpu_budget) {
+           const std::vector<FieldTuple>& fields, std::string index, int num_threads, int thread_nice, int cpu_budget,
+           int64_t buffer_pool_bytes) {
     std::vector<rrl::sample::SegmentSamples> segs;
     for (size_t i = 0; i < segment_numbers.shape(0); ++i) {
       segs.push_back({static_cast<int32_t>(segment_numbers.data()[i]), index_starts.data()[i], num_samples.data()[i]});
@@ -302,6 +312,7 @@ class PyEngine {
     o.num_threads = num_threads;
     o.thread_nice = thread_nice;
     o.cpu_budget = cpu_budget;
+    if (buffer_pool_bytes >= 0) o.buffer_pool_bytes = buffer_pool_bytes;
     auto ds = DatasetOf(dataset);
     rrl::Result<std::shared_ptr<rrl::engine::Engine>> r = rrl::Status::Internal("unset");
     {
@@ -329,8 +340,10 @@ class PyEngine {
                       int64_t max_ready_bytes, bool skip_incomplete, int64_t max_consecutive_skips, int64_t buffer_size,
                       int64_t min_fill, std::vector<uint64_t> buffer_seed, const Int64Array& positions,
                       std::optional<RngTuple> restore_rng, std::vector<int64_t> restore_held,
-                      bool restore_awaiting_extra, const Int64Array& emit_order, const std::vector<int>& required) {
+                      bool restore_awaiting_extra, const Int64Array& emit_order, const std::vector<int>& required,
+                      int64_t max_piece_bytes) {
     rrl::engine::PipelineOptions o;
+    o.max_piece_bytes = max_piece_bytes;
     o.block_size = block_size;
     o.block_ends = ToVec(block_ends);
     o.fetch_ahead = fetch_ahead;
@@ -419,7 +432,14 @@ class PyEngine {
     return d;
   }
 
+  ~PyEngine() {
+    // OwnerProcess: in a forked child the engine (its pool's threads, their condition
+    // variables, libavcodec's frame threads) is leaked, not destroyed.
+    if (owner_.foreign()) new std::shared_ptr<const rrl::engine::Engine>(std::move(engine_));
+  }
+
  private:
+  OwnerProcess owner_;
   std::shared_ptr<const rrl::engine::Engine> engine_;
 };
 
@@ -429,14 +449,14 @@ void BindEngine(nb::module_& m) {
   nb::class_<PyPipeline>(m, "Pipeline").def("next", &PyPipeline::next).def("close", &PyPipeline::close);
   nb::class_<PyEngine>(m, "Engine")
       .def(nb::init<nb::handle, std::vector<std::string>, const Int64Array&, const Int64Array&, const Int64Array&,
-                    int64_t, const std::vector<FieldTuple>&, std::string, int, int, int>(),
+                    int64_t, const std::vector<FieldTuple>&, std::string, int, int, int, int64_t>(),
            "dataset"_a, "segment_ids"_a, "segment_numbers"_a, "index_starts"_a, "num_samples"_a, "step"_a, "fields"_a,
-           "index"_a, "num_threads"_a, "thread_nice"_a, "cpu_budget"_a = 0)
+           "index"_a, "num_threads"_a, "thread_nice"_a, "cpu_budget"_a = 0, "buffer_pool_bytes"_a = -1)
       .def("run", &PyEngine::run, "global_indices"_a)
       .def("iterate", &PyEngine::iterate, "order"_a, "block_size"_a, "block_ends"_a, "fetch_ahead"_a,
            "max_ready_bytes"_a, "skip_incomplete"_a, "max_consecutive_skips"_a, "buffer_size"_a, "min_fill"_a,
            "buffer_seed"_a, "positions"_a, "restore_rng"_a.none(), "restore_held"_a, "restore_awaiting_extra"_a,
-           "emit_order"_a, "required"_a, nb::rv_policy::take_ownership)
+           "emit_order"_a, "required"_a, "max_piece_bytes"_a = 0, nb::rv_policy::take_ownership)
       .def("total", &PyEngine::total)
       .def("video_stats", &PyEngine::video_stats, "field"_a)
       .def("fetch_stats", &PyEngine::fetch_stats)

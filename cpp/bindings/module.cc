@@ -153,6 +153,9 @@ class PyLocalDataset {
     return d;
   }
 
+  // set_cache_capacity: the chunk cache's new bound (a DataLoader worker's share).
+  void set_cache_capacity(int64_t capacity_bytes) { ds_->cache().SetCapacity(capacity_bytes); }
+
   std::shared_ptr<const rrl::catalog::LocalDataset> dataset() const { return ds_; }
 
  private:
@@ -206,6 +209,7 @@ NB_MODULE(_core, m) {
       .def("index_ranges", &PyLocalDataset::index_ranges, "timeline"_a.none())
       .def("chunk_row_counts", &PyLocalDataset::chunk_row_counts)
       .def("cache_stats", &PyLocalDataset::cache_stats)
+      .def("set_cache_capacity", &PyLocalDataset::set_cache_capacity, "capacity_bytes"_a)
       .def("read", &PyLocalDataset::read, "index"_a.none(), "segments"_a, "contents"_a.none(), "fill_latest_at"_a,
            "include_semantically_empty"_a, "include_tombstones"_a, "values_per_segment"_a.none(),
            "values_everywhere"_a.none(), "index_range"_a.none());

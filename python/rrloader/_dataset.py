@@ -190,7 +190,7 @@ class LocalDataset(DatasetView):
 
     Each recording in a file is a segment whose id is the recording id. Files with a footer
     are opened by reading only the footer; chunk payloads are read, decoded and cached
-    (``chunk_cache_bytes``, default 512 MiB) when a query needs them.
+    (``chunk_cache_bytes``, default 256 MiB; in N DataLoader workers each keeps a 1/N share) when a query needs them.
     """
 
     def __init__(

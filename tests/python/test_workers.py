@@ -148,3 +148,82 @@ def test_memory_bounds_hold_in_a_worker(data_dir):
     # and without the bound the same wait lets it read far more (the check above can fail)
     _, free = run(jpeg_dataset(data_dir, fetch_block_size=block), 1, hold_s=1.0)
     assert free[0]["fetched_ahead"] > ahead
+
+
+def test_an_iteration_inherited_through_fork_is_dropped_without_a_hang(data_dir):
+    """A forked child (a DataLoader worker, say) that frees an iterator its parent had started
+    must neither join the parent's threads nor destroy condition variables they were waiting on
+    (glibc's pthread_cond_destroy waits for those waiters forever): the native objects are leaked
+    there. The pipeline is left stalled (max_ready_bytes=1) so that its threads are waiting when
+    the process forks; the child drops the iterator, the dataset and its engine, then exits."""
+    import gc
+    import time
+
+    ds = jpeg_dataset(data_dir, prefetch_blocks=1, max_ready_bytes=1)
+    it = iter(ds)
+    first = next(it)
+    time.sleep(0.3)  # the fetch and decode threads are now waiting for room
+    pid = os.fork()
+    if pid == 0:  # the child: drop everything the parent had, then exit without cleanup
+        code = 1
+        try:
+            del it
+            gc.collect()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung freeing an iterator started by its parent")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # the parent's iteration goes on unharmed
+    rest = list(it)
+    assert len(rest) + 1 == FRAMES * len(SEGMENTS)
+    assert first["cam"].shape == rest[0]["cam"].shape
+
+
+@pytest.fixture(scope="module")
+def big_dir(tmp_path_factory):
+    """One segment of 96 320x240 JPEG frames (230 KB decoded each)."""
+    import rerun as rr
+
+    out = tmp_path_factory.mktemp("workers_big")
+    with rr.RecordingStream(dlutil.APP_ID, recording_id="big", send_properties=False) as rec:
+        rec.save(out / "big.rrd")
+        rec.set_log_time_enabled(False)
+        rec.set_log_tick_enabled(False)
+        for f in range(96):
+            rec.set_time("frame", sequence=f)
+            blob = dlutil.encode(dlutil.pattern_rgb(240, 320, f), "JPEG", quality=90)
+            rec.log("/cam", rr.EncodedImage(contents=blob, media_type="image/jpeg"))
+            rec.log("/state", rr.Scalars(np.array([float(f), 0.0])))
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["none", "sample", "block"])
+def test_pieces_bound_decoded_memory_without_changing_samples(big_dir, strategy):
+    """max_ready_bytes=16 MiB: the engine decodes 4 MiB pieces (18 samples of 230 KB) of the
+    64-sample fetch blocks; the samples and their order are those of an uncut run."""
+    make = {"none": dl.NoShuffle, "sample": dl.SampleShuffle, "block": dl.BlockShuffle}[strategy]
+
+    def read(**kw):
+        ds = jpeg_dataset(big_dir, shuffle_strategy=make(), fetch_block_size=64, **kw)
+        ds.set_epoch(3)
+        return [(key(s), s["cam"]) for s in ds], ds.fetch_stats()
+
+    whole, whole_stats = read()
+    cut, cut_stats = read(max_ready_bytes=16 << 20)
+    assert [k for k, _ in cut] == [k for k, _ in whole]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(cut, whole, strict=True))
+    assert whole_stats["samples"] == cut_stats["samples"] == 96
+    # uncut: the ramp's blocks (16, 16, 32) then 64-sample ones; cut: once the first piece is
+    # decoded (its bytes per sample known), pieces of at most 18 samples
+    assert cut_stats["blocks"] > whole_stats["blocks"], (cut_stats, whole_stats)

@@ -26,6 +26,12 @@ std::vector<int64_t> RampCuts(const std::vector<int64_t>& ends, int64_t first_bl
   return cuts;
 }
 
+int64_t PieceEnd(int64_t begin, int64_t end, int64_t max_samples) {
+  if (max_samples <= 0 || end - begin <= max_samples) return end;
+  const int64_t pieces = (end - begin + max_samples - 1) / max_samples;
+  return begin + (end - begin + pieces - 1) / pieces;
+}
+
 Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> engine, std::vector<int64_t> order,
                                                  PipelineOptions options) {
   options.block_size = std::max<int64_t>(options.block_size, 1);
@@ -103,22 +109,31 @@ void Pipeline::FetchLoop() {
   LowerThreadPriority(engine_->options().thread_nice);
   engine_->budget()->ThreadStarted();
   int64_t begin = 0;
-  for (int64_t end : cuts_) {
+  bool stop = false;
+  for (size_t c = 0; c < cuts_.size() && !stop;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return cancelled_ || static_cast<int>(fetched_.size()) < options_.fetch_ahead; });
       if (cancelled_) break;
     }
+    // The next piece of this fetch block: sized from the bytes per sample decoded last (read
+    // here, after the wait, so that it is as fresh as can be).
+    int64_t max_samples = 0;
+    const int64_t per_sample = bytes_per_sample_.load(std::memory_order_relaxed);
+    if (options_.max_piece_bytes > 0 && per_sample > 0) {
+      max_samples = std::max(kMinPieceSamples, options_.max_piece_bytes / per_sample);
+    }
+    const int64_t end = PieceEnd(begin, cuts_[c], max_samples);
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     begin = end;
+    if (begin == cuts_[c]) ++c;
     Result<FetchedBlock> fb = engine_->Fetch(ids);
-    const bool failed = !fb.ok();
+    stop = !fb.ok();  // the error is reported in order; nothing after it is fetched
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetched_.push_back(std::move(fb));
     }
     cv_.notify_all();
-    if (failed) break;  // the error is reported in order; nothing after it is fetched
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -167,6 +182,10 @@ void Pipeline::DecodeLoop() {
       break;
     }
     last_bytes = block->stats.bytes_out;
+    if (!block->global.empty()) {
+      bytes_per_sample_.store(std::max<int64_t>(1, last_bytes / static_cast<int64_t>(block->global.size())),
+                              std::memory_order_relaxed);
+    }
     const auto begin = options_.positions.begin() + static_cast<std::ptrdiff_t>(decoded_);
     block->positions.assign(begin, begin + static_cast<std::ptrdiff_t>(block->global.size()));
     decoded_ += static_cast<int64_t>(block->global.size());

@@ -30,6 +30,7 @@
 // worker threads are private.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -51,7 +52,12 @@ struct PipelineOptions {
   int64_t first_block_size = 16;                 // the first block's first cut (see above)
   int fetch_ahead = 2;                           // fetched blocks waiting for decode
   int64_t max_ready_bytes = int64_t{256} << 20;  // decoded bytes waiting for the consumer (256 MiB)
-  EmitOptions emit;                              // the emit stage
+  // max_piece_bytes: > 0 cuts every fetch block further into pieces of about this many decoded
+  // bytes (at least kMinPieceSamples samples each), sized from the bytes per sample of the last
+  // decoded piece; 0: no such cuts. The block in decoding, the consumer's and the queued ones
+  // are then pieces: the memory a pipeline holds follows max_ready_bytes, not the fetch size.
+  int64_t max_piece_bytes = 0;
+  EmitOptions emit;  // the emit stage
   // positions: each order entry's position (the emit stage's sample ids, reported with every
   // handed-out sample); empty: 0, 1, 2, ... A resumed iteration passes the positions its
   // samples had in the epoch's order. Distinct.
@@ -61,6 +67,14 @@ struct PipelineOptions {
 // RampCuts: the fetch blocks a Pipeline walks — every one of `ends` (increasing block ends,
 // exclusive, in samples of the order) plus the ramp's cuts at first_block_size x 1, 2, 4, ...
 // below 2 x block_size (see above). Increasing, without repeats.
+// kMinPieceSamples: the fewest samples max_piece_bytes cuts a piece to (pieces that are too
+// small cost more per sample in fetch and pool hand-offs than they save in memory).
+inline constexpr int64_t kMinPieceSamples = 8;
+
+// PieceEnd: where the next piece of [begin, end) ends, for pieces of at most `max_samples`
+// samples of nearly equal size (so that no tiny remainder follows); `end` when max_samples <= 0.
+[[nodiscard]] int64_t PieceEnd(int64_t begin, int64_t end, int64_t max_samples);
+
 [[nodiscard]] std::vector<int64_t> RampCuts(const std::vector<int64_t>& ends, int64_t first_block_size,
                                             int64_t block_size);
 
@@ -92,6 +106,9 @@ class Pipeline {
   PipelineOptions options_;
   std::unique_ptr<Emitter> emitter_;  // the decode thread's
   int64_t decoded_ = 0;               // the decode thread's: order entries decoded so far
+  // The last decoded piece's bytes per sample (0: none yet): the decode thread writes it, the
+  // fetch thread sizes the next pieces from it.
+  std::atomic<int64_t> bytes_per_sample_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;

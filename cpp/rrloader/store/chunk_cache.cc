@@ -39,10 +39,21 @@ std::shared_ptr<const chunk::Chunk> ChunkCache::Get(const std::string& key) {
   return it->second->value;
 }
 
+int64_t ChunkCache::capacity_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return capacity_bytes_;
+}
+
+void ChunkCache::SetCapacity(int64_t capacity_bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  capacity_bytes_ = std::max<int64_t>(capacity_bytes, 0);
+  EvictLocked();
+}
+
 void ChunkCache::Put(const std::string& key, std::shared_ptr<const chunk::Chunk> value) {
   const int64_t bytes = value->ByteSize();
-  if (bytes > capacity_bytes_) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (bytes > capacity_bytes_) return;
   if (map_.count(key)) return;
   const chunk::Chunk* address = value.get();
   lru_.push_front(Entry{key, std::move(value), {}, bytes});

@@ -37,5 +37,24 @@ TEST(RampCutsTest, CutsAreTheCallersEndsPlusIncreasingRampCuts) {
   EXPECT_TRUE(RampCuts({}, 16, 128).empty());
 }
 
+TEST(PieceEndTest, PiecesOfNearlyEqualSizeWithoutATinyRemainder) {
+  // 128 samples in pieces of at most 34: four pieces of 32, not 34, 34, 34, 26.
+  int64_t begin = 0;
+  Cuts ends;
+  while (begin < 128) ends.push_back(begin = PieceEnd(begin, 128, 34));
+  EXPECT_EQ(ends, (Cuts{32, 64, 96, 128}));
+  // From inside a block, and an uneven split: 10 samples, at most 4 -> 4, 3, 3.
+  EXPECT_EQ(PieceEnd(100, 110, 4), 104);
+  EXPECT_EQ(PieceEnd(104, 110, 4), 107);
+  EXPECT_EQ(PieceEnd(107, 110, 4), 110);
+}
+
+TEST(PieceEndTest, NoCapOrAShortRestIsTheWholeRest) {
+  EXPECT_EQ(PieceEnd(5, 133, 0), 133);
+  EXPECT_EQ(PieceEnd(5, 133, -1), 133);
+  EXPECT_EQ(PieceEnd(5, 9, 8), 9);
+  EXPECT_EQ(PieceEnd(0, 1, 1), 1);
+}
+
 }  // namespace
 }  // namespace rrl::engine

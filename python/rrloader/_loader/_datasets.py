@@ -35,6 +35,8 @@ from ._yuv import frame_from_planes
 
 # Decoded blocks waiting for the consumer are bounded in bytes (the engine's ready queue).
 DEFAULT_MAX_READY_BYTES = 256 << 20
+# The smallest decode piece memory_budget asks for (a piece is still at least 8 samples).
+MIN_PIECE_BYTES = 4 << 20
 
 _KEEP_ALIVE_AFTER_FORK: list[Any] = []  # native objects inherited through fork: never destroyed
 
@@ -82,6 +84,42 @@ def engine_threads(decode_threads: int | None) -> tuple[int, int]:
     share = max(1, cores // max(1, info.num_workers))
     budget = min(decode_threads, share) if decode_threads else share
     return budget, budget
+
+
+def share_chunk_cache(dataset: Any) -> None:
+    """In one of N DataLoader workers, bound a local dataset's chunk cache to its share:
+    ``chunk_cache_bytes // N`` (the bound the user gave holds for the whole DataLoader, not for
+    each process). A remote dataset's ``cache_bytes`` stays per process (documented there: a
+    miss there is a network round trip)."""
+    workers = worker_topology()[1]
+    origin = getattr(dataset, "_origin", None)
+    if workers > 1 and origin is not None and hasattr(dataset._core, "set_cache_capacity"):
+        dataset._core.set_cache_capacity(int(origin[1]) // workers)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryBudget:
+    """What an engine in this process may hold of decoded samples (all bounded in bytes).
+
+    ``max_ready_bytes`` is what the whole DataLoader may hold: each of N workers gets
+    ``ready_bytes = max_ready_bytes // N`` for its queue of decoded pieces waiting for the
+    consumer; the engine decodes pieces of ``piece_bytes = max(4 MiB, ready_bytes // 4)`` (fetch
+    blocks cut further, pipeline.h's max_piece_bytes: a 128-sample block of two 640x480 cameras is
+    236 MB, a piece of it 64 MiB at the defaults), and keeps at most ``pool_bytes = ready_bytes // 2``
+    of released piece buffers for reuse (engine/buffer_pool.h). So decoded samples take about
+    ``ready + 2 pieces + pool`` = 2 x ready_bytes per process (the consumer's piece and the one in
+    decoding besides the queue), whatever the fetch block size.
+    """
+
+    ready_bytes: int
+    piece_bytes: int
+    pool_bytes: int
+
+    @staticmethod
+    def of(max_ready_bytes: int) -> MemoryBudget:
+        workers = max(1, worker_topology()[1])
+        ready = max(1, int(max_ready_bytes) // workers)
+        return MemoryBudget(ready, max(MIN_PIECE_BYTES, ready // 4), ready // 2)
 
 
 @dataclasses.dataclass
@@ -183,6 +221,7 @@ class EngineDataset:
             # be held, so the native objects are neither used nor destroyed; reopen the files.
             _KEEP_ALIVE_AFTER_FORK.append((self._engine_obj, self._dataset))
             self._dataset = self._dataset._reopened()
+        share_chunk_cache(self._dataset)
         segs = self._sample_index.segments
         threads, budget = engine_threads(self._decode_threads)
         self._engine_obj = _core.Engine(
@@ -197,6 +236,7 @@ class EngineDataset:
             int(threads),
             self._thread_nice,
             int(budget),
+            MemoryBudget.of(getattr(self, "_max_ready_bytes", DEFAULT_MAX_READY_BYTES)).pool_bytes,
         )
         self._engine_pid = pid
         return self._engine_obj
@@ -332,6 +372,7 @@ class EngineDataset:
         one more block in memory (354 MB of three 640x480 cameras at 128 samples).
         """
         engine = self._engine()
+        memory = MemoryBudget.of(max_ready_bytes)
         ends = np.empty(0, dtype=np.int64) if it.block_ends is None else np.ascontiguousarray(it.block_ends, np.int64)
         limit = -1 if it.max_consecutive_skips is None else int(it.max_consecutive_skips)
         positions = np.empty(0, np.int64) if it.positions is None else np.ascontiguousarray(it.positions, np.int64)
@@ -345,7 +386,7 @@ class EngineDataset:
             int(it.block_size),
             ends,
             int(prefetch_blocks),
-            int(max_ready_bytes),
+            memory.ready_bytes,
             bool(it.skip_incomplete),
             limit,
             int(it.buffer_size),
@@ -357,6 +398,7 @@ class EngineDataset:
             False if restore is None else bool(restore["awaiting_extra"]),
             np.ascontiguousarray(emit_order, dtype=np.int64),
             flags,
+            memory.piece_bytes,
         )
         # The engine cuts the first fetch blocks into a ramp of smaller ones (pipeline.h's
         # RampCuts, never across a fetch block's end); a Python decoder is called once per
