@@ -15,12 +15,13 @@ ThreadBudget::Busy::Busy(ThreadBudget* budget, int weight) {
   budget_ = budget;
   held_ = budget->tokens_ > 0 ? std::clamp(weight, 1, budget->tokens_) : std::max(weight, 1);
   budget->Acquire(held_);
+  previous_ = tls_holding;
   tls_holding = budget;
 }
 
 ThreadBudget::Busy::~Busy() {
   if (budget_ == nullptr) return;
-  tls_holding = nullptr;
+  tls_holding = previous_;
   budget_->Release(held_);
 }
 

@@ -60,6 +60,7 @@ class ThreadBudget {
    private:
     ThreadBudget* budget_ = nullptr;
     int held_ = 0;
+    const ThreadBudget* previous_ = nullptr;  // the budget this thread held before (restored on exit)
   };
 
   // ThreadStarted / ThreadExited: the engine threads' lifetimes, for the statistics.

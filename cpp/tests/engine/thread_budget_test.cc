@@ -134,5 +134,17 @@ TEST(ThreadBudgetTest, ANullBudgetIsNothing) {
   EXPECT_EQ(ran.load(), 9);
 }
 
+TEST(ThreadBudgetTest, AHoldOfAnotherBudgetInsideKeepsTheOuterOneReentrant) {
+  ThreadBudget a(1), b(1);
+  ThreadBudget::Busy outer(&a);
+  { ThreadBudget::Busy other(&b); }
+  // Still holding a's only slot: a nested hold of a must not try to take a second one (it would
+  // wait for itself).
+  ThreadBudget::Busy again(&a);
+  EXPECT_EQ(a.stats().busy_now, 1);
+  EXPECT_EQ(a.stats().waits, 0);
+  EXPECT_EQ(b.stats().busy_now, 0);
+}
+
 }  // namespace
 }  // namespace rrl::engine
