@@ -26,6 +26,7 @@ Conventions (the seed API's):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -490,7 +491,11 @@ class RerunIterableDataset(EngineDataset, IterableDataset):
             si,
             decode_threads=decode_threads,
             thread_nice=thread_nice,
-            video_sessions=shuffle_strategy.video_sessions if isinstance(shuffle_strategy, InterleavedShuffle) else None,
+            video_sessions=(
+                functools.partial(shuffle_strategy.video_sessions, fetch_block_size=int(fetch_size))
+                if isinstance(shuffle_strategy, InterleavedShuffle)
+                else None
+            ),
         )
         self._strategy = None if shuffle_strategy is None else bind_strategy(shuffle_strategy, self)
         self._fetch_size = int(fetch_size)

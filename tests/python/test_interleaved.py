@@ -129,6 +129,44 @@ def test_samples_equal_the_map_dataset_and_frames_decode_once(data_dir, front):
     assert len(set(runs[:4].tolist())) == 4
 
 
+@pytest.mark.parametrize("seed", [0, 4, 5])
+@pytest.mark.parametrize("open_runs,fetch", [(4, 4), (4, 16), (4, 64), (8, 64), (3, 1000)])
+def test_each_frame_decoded_once_at_any_fetch_size(data_dir, seed, open_runs, fetch):
+    """A fetch block opens up to one run per sample while its open runs keep their sessions: the
+    strategy's session count covers them (open_runs + fetch_block_size), so no GOP is decoded twice."""
+    ds = dl.RerunIterableDataset(_source(dl, data_dir), "frame", _fields(dl), fetch_block_size=fetch,
+                                 shuffle_strategy=dl.InterleavedShuffle(open_runs=open_runs, seed=seed))
+    n = sum(1 for _ in ds)
+    stats = ds.video_stats()["cam"]
+    assert stats["frames_decoded"] == stats["frames_delivered"] == n == len(ds)
+
+
+@pytest.mark.parametrize("ranks,workers", [(1, 2), (1, 3), (2, 2), (1, 4)])
+def test_shards_are_cut_from_whole_runs(data_dir, ranks, workers):
+    """Each shard interleaves its own runs: at most one of them (the one a shard boundary cuts)
+    starts past its first sample, so a worker never starts in the middle of open runs."""
+    from rrloader._loader._shuffle import shard_plan
+
+    ds = dl.RerunIterableDataset(_source(dl, data_dir), "frame", _fields(dl),
+                                 shuffle_strategy=dl.InterleavedShuffle(open_runs=4, seed=2))
+    starts, _ = ds._shuffle_strategy.runs(ds.sample_index)
+    sizes = []
+    for rank in range(ranks):
+        for worker in range(workers):
+            order, _ = shard_plan(ds._shuffle_strategy, ds.sample_index, fetch_block_size=16, epoch=1, rank=rank,
+                                  world_size=ranks, worker=worker, num_workers=workers)
+            run = np.searchsorted(starts, order, side="right") - 1
+            first = {}
+            for r, i in zip(run.tolist(), order.tolist(), strict=True):
+                assert i > first.get(r, -1), "a run's samples come in their natural order"
+                first.setdefault(r, i)
+            entered_late = [r for r, i in first.items() if i != starts[r]]
+            assert len(entered_late) <= 1, (rank, worker, entered_late)
+            sizes.append(len(order))
+    per = len(ds) // ranks // workers
+    assert all(size >= per for size in sizes) and sum(sizes) == len(ds)
+
+
 def test_spawned_workers_cover_the_epoch(data_dir):
     ds = dl.RerunIterableDataset(_source(dl, data_dir), "frame", _fields(dl),
                                  shuffle_strategy=dl.InterleavedShuffle(open_runs=4, seed=1), fetch_block_size=8)

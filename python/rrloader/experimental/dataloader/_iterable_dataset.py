@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -87,7 +88,11 @@ class RerunIterableDataset(EngineDataset, torch.utils.data.IterableDataset):
             decode_threads=decode_threads,
             thread_nice=thread_nice,
             key_order=keys,
-            video_sessions=strategy.video_sessions if isinstance(strategy, InterleavedShuffle) else None,
+            video_sessions=(
+                functools.partial(strategy.video_sessions, fetch_block_size=int(fetch_block_size))
+                if isinstance(strategy, InterleavedShuffle)
+                else None
+            ),
         )
         self._manifest: Any = None
         self._fetch_block_size = int(fetch_block_size)

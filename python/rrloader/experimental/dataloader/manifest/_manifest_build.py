@@ -38,6 +38,7 @@ from .... import _core
 from ...._loader._config import RERUN_041, DataSourceBase, as_source, check_generation
 from ...._loader._sample_index import SampleIndex, SegmentMetadata
 from ...._loader._shuffle import (
+    InterleavedShuffle,
     NoShuffle,
     ShuffleBuffer,
     ShuffleStrategy,
@@ -424,7 +425,18 @@ def schedule(
     for rank in range(num_ranks):
         r_idx, r_bounds = contiguous_shard(indices, bounds, rank=rank, world_size=num_ranks)
         for worker in range(num_workers_per_rank):
-            w_idx, w_bounds = contiguous_shard(r_idx, r_bounds, rank=worker, world_size=num_workers_per_rank)
+            if isinstance(strategy, InterleavedShuffle):  # shards of whole runs, as the datasets cut them
+                w_idx = strategy.shard_order(
+                    compact,
+                    epoch=seed,
+                    rank=rank,
+                    world_size=num_ranks,
+                    worker=worker,
+                    num_workers=num_workers_per_rank,
+                )
+                w_bounds = np.arange(1, len(w_idx) + 1, dtype=np.int64)
+            else:
+                w_idx, w_bounds = contiguous_shard(r_idx, r_bounds, rank=worker, world_size=num_workers_per_rank)
             ends = fetch_block_ends(w_bounds, len(w_idx), fetch_block_size)
             if ends.size == 0:
                 continue
