@@ -4,8 +4,26 @@
 #include <unistd.h>
 
 #include <algorithm>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace rrl::engine {
+
+namespace {
+
+// ReleaseFreeHeapMemory: hands the heap's free pages back to the OS. An iteration's decode
+// frees its frames (libavcodec's and the blocks') into glibc's per-thread arenas, which keep
+// them: measured on three 640x480 H.264 cameras, InterleavedShuffle, 3,000 samples per
+// iteration, the process's RSS was 2.2-3.2 GiB after each iteration and 1.7-2.4 GiB after
+// malloc_trim(0) (it walks every arena; tens of milliseconds, once per iteration).
+void ReleaseFreeHeapMemory() {
+#if defined(__GLIBC__)
+  (void)malloc_trim(0);
+#endif
+}
+
+}  // namespace
 
 std::vector<int64_t> RampCuts(const std::vector<int64_t>& ends, int64_t first_block_size, int64_t block_size) {
   first_block_size = std::max<int64_t>(first_block_size, 1);
@@ -95,6 +113,11 @@ Pipeline::~Pipeline() {
   Cancel();
   fetch_thread_.join();
   decode_thread_.join();
+  // The iteration is over (or abandoned): what its stages freed goes back to the OS, so that
+  // memory between epochs stays what the caches hold, not the allocator's high-water mark.
+  fetched_.clear();
+  ready_.clear();
+  ReleaseFreeHeapMemory();
 }
 
 void Pipeline::Cancel() {

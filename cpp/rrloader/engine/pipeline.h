@@ -22,7 +22,9 @@
 // what Next() hands out are the emit stage's blocks.
 //
 // Errors travel in order: the block that failed is where Next() reports the error, after the
-// blocks before it. Destruction (or Cancel) stops both threads promptly and joins them.
+// blocks before it. Destruction (or Cancel) stops both threads promptly and joins them;
+// destruction then returns the heap's free pages to the OS (glibc's malloc_trim: decoded
+// frames freed into the decode threads' arenas would otherwise stay in the RSS after an epoch).
 //
 // Fork: destroyed in a forked child (whose copy has no threads), it abandons them.
 //
