@@ -257,6 +257,21 @@ def tree_cpu_s() -> float:
     return total
 
 
+def tree_rss_mb(pid: int | None = None) -> float:
+    """RSS of process ``pid`` (default: this one) and its live descendants, MiB (shared pages
+    count once per process). psutil.Error when ``pid`` itself is gone."""
+    import psutil
+
+    p = psutil.Process(pid)
+    rss = p.memory_info().rss
+    for c in p.children(recursive=True):
+        try:
+            rss += c.memory_info().rss
+        except psutil.Error:
+            pass
+    return rss / 2**20
+
+
 def run_child(script: Path, argv: Sequence[str], timeout: float, poll_s: float = 0.1) -> dict:
     """Run ``python script argv...``; its last stdout line as JSON, plus ``peak_rss_mb`` (wait4's
     ru_maxrss of the child) and ``peak_tree_rss_mb`` (the polled peak of the RSS summed over the
@@ -279,14 +294,7 @@ def run_child(script: Path, argv: Sequence[str], timeout: float, poll_s: float =
                 proc.returncode = -9
                 return {"error": f"timed out after {timeout:.0f} s"}
             try:
-                p = psutil.Process(proc.pid)
-                rss = p.memory_info().rss
-                for c in p.children(recursive=True):
-                    try:
-                        rss += c.memory_info().rss
-                    except psutil.Error:
-                        pass
-                tree_peak = max(tree_peak, rss / 2**20)
+                tree_peak = max(tree_peak, tree_rss_mb(proc.pid))
             except psutil.Error:
                 pass
             time.sleep(poll_s)

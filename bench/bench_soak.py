@@ -31,27 +31,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import make_strategy, run_child  # noqa: E402
+from _common import make_strategy, run_child, tree_rss_mb  # noqa: E402
 from bench_dataloader import make_fields  # noqa: E402
 
 RESULTS = HERE / "results"
 WORKLOADS = ("state_action", "cameras", "video")
 DEFAULT_STRATEGY = {"state_action": "sample", "cameras": "sample", "video": "interleaved"}
 TARGET_DRIFT = 0.05
-
-
-def tree_rss_mb() -> float:
-    """RSS of this process and its descendants, MiB."""
-    import psutil
-
-    me = psutil.Process()
-    total = me.memory_info().rss
-    for c in me.children(recursive=True):
-        try:
-            total += c.memory_info().rss
-        except psutil.Error:
-            pass
-    return total / 2**20
 
 
 def child(args) -> dict:
