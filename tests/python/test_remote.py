@@ -580,7 +580,10 @@ def test_server_stopped_mid_epoch_fails_within_the_timeout(data_root):
     # error would take rerun-sdk's own 10 s gRPC deadline (or never come, for a frozen peer).
     assert elapsed < timeout_s + 3.0, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s}): {message}"
     assert url in message and "remote_timeout_s" in message
-    assert "of segment 'seg_" in message and "entity '/" in message
+    # It names the segment and entity it was reading, whichever request the stop hit: a chunk
+    # ("entity '/state' of segment 'seg_a'") or the next segment's manifest ("reading entity
+    # '/state': ... segment 'seg_b', fetching its manifest").
+    assert "segment 'seg_" in message and "entity '/" in message
 
 
 class FreezableProxy:
