@@ -381,7 +381,7 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
   return dataset_->EntitySegment(segment_ids_[static_cast<size_t>(seg)], entity_path);
 }
 
-Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
+Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo) const {
   // A local fetch computes (reads mapped files, resolves latest-at) and holds a CPU slot; a
   // remote one mostly waits on the network, and must not keep the decode stage off the CPU.
   ThreadBudget::Busy busy(dataset_->WantsPrefetch() ? nullptr : budget_.get());
@@ -509,8 +509,8 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
         }
         auto segment = segment_of(seg, col.entity_path);
         if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
-        Status st = ResolveLatestAt(**segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,
-                                    &fb.stats.chunks_loaded);
+        Status st = ResolveLatestAt(*segment, dataset_->cache(), options_.index, col, vals, &cells, &fb.keep_alive,
+                                    &fb.stats.chunks_loaded, memo);
         if (!st.ok()) return st.WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
         size_t k = 0;
         for (size_t i : members) {
@@ -528,6 +528,7 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global) const {
     if (p.raw_image) RRL_RETURN_IF_ERROR(resolve(p.format_column, &fc.format));
     for (const auto& c : fc.cells) fb.stats.rows_fetched += c.list != nullptr ? 1 : 0;
   }
+  if (memo != nullptr) dataset_->cache().Touch(memo->TakeTouched());
   if (any_video) RRL_RETURN_IF_ERROR(FetchVideo(samples_by_segment, block_segments, &fb));
   fb.stats.fetch_end_ns = NowNs();
   return fb;

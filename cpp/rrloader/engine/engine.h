@@ -215,7 +215,9 @@ class Engine {
                                                             sample::SampleIndex samples, std::vector<FieldSpec> fields,
                                                             EngineOptions options);
 
-  [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global) const;
+  // Fetch: the cells of samples `global`. `memo` (may be null; the caller's thread's) keeps
+  // the latest-at setup of each (segment, column) for the caller's next blocks.
+  [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo = nullptr) const;
   [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;
   [[nodiscard]] Result<Block> Run(const std::vector<int64_t>& global) const;
 

@@ -44,50 +44,84 @@ const store::TimeIndex::Cell* LastAtOrBefore(const store::TimeIndex& index, int6
   return end == index.cells.begin() ? nullptr : &*std::prev(end);
 }
 
-}  // namespace
-
-Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,
-                       const ColumnRef& column, const std::vector<int64_t>& values, std::vector<CellRef>* out,
-                       std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded) {
+// Resolve: ResolveLatestAt, with `plan` (may be null) holding the (segment, column) setup:
+// filled here when new (empty temporal list), else read.
+Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,
+               const ColumnRef& column, const std::vector<int64_t>& values, std::vector<CellRef>* out,
+               std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded,
+               LatestAtMemo* memo, LatestAtMemo::Plan* plan) {
   out->assign(values.size(), CellRef{});
-  std::vector<TemporalInfo> temporal;
-  std::optional<std::pair<chunk::RowId, CellRef>> static_cell;
-  const auto& infos = segment.chunks();
-  for (size_t i : segment.EntityChunks(column.entity_path)) {
-    const auto& info = infos[i];
-    if (info.num_rows == 0) continue;
-    if (info.is_static) {
-      auto ch = segment.LoadChunk(i, cache);
-      if (!ch.ok()) return ch.status();
-      ++*chunks_loaded;
-      const auto* comp = (*ch)->FindComponent(column.component);
-      if (comp == nullptr) continue;
-      for (int64_t r = 0; r < (*ch)->num_rows(); ++r) {
-        if (comp->list->IsNull(r)) continue;
-        if (!static_cell || static_cell->first < (*ch)->row_id(r)) {
-          static_cell = std::make_pair((*ch)->row_id(r), CellRef{comp->list.get(), r, false});
+  std::vector<TemporalInfo> own;
+  const bool planned = plan != nullptr && !plan->temporal.empty();
+  if (!planned) {
+    std::optional<std::pair<chunk::RowId, CellRef>> static_cell;
+    const auto& infos = segment.chunks();
+    for (size_t i : segment.EntityChunks(column.entity_path)) {
+      const auto& info = infos[i];
+      if (info.num_rows == 0) continue;
+      if (info.is_static) {
+        auto ch = segment.LoadChunk(i, cache);
+        if (!ch.ok()) return ch.status();
+        ++*chunks_loaded;
+        const auto* comp = (*ch)->FindComponent(column.component);
+        if (comp == nullptr) continue;
+        for (int64_t r = 0; r < (*ch)->num_rows(); ++r) {
+          if (comp->list->IsNull(r)) continue;
+          if (!static_cell || static_cell->first < (*ch)->row_id(r)) {
+            static_cell = std::make_pair((*ch)->row_id(r), CellRef{comp->list.get(), r, false});
+          }
         }
+        keep_alive->push_back(*ch);
+        continue;
       }
-      keep_alive->push_back(*ch);
-      continue;
+      for (const auto& range : info.ranges) {
+        if (range.timeline == index) own.push_back({i, range.min, range.max});
+      }
     }
-    for (const auto& range : info.ranges) {
-      if (range.timeline == index) temporal.push_back({i, range.min, range.max});
+    if (static_cell) {
+      std::fill(out->begin(), out->end(), static_cell->second);
+      return Status::OK();  // the plan stays empty: static columns are not memoized
+    }
+    // Chunks in order of decreasing end: after those containing v, the fill look-back visits
+    // them in this order and stops once a chunk ends before the best cell found.
+    std::sort(own.begin(), own.end(), [](const TemporalInfo& a, const TemporalInfo& b) { return a.max > b.max; });
+    if (plan != nullptr && !own.empty()) {
+      plan->temporal.reserve(own.size());
+      for (const auto& t : own) plan->temporal.push_back({t.index, t.min, t.max});
+      plan->slots.assign(own.size(), LatestAtMemo::Slot{});
+      memo->Filled(*plan);
     }
   }
-  if (static_cell) {
-    std::fill(out->begin(), out->end(), static_cell->second);
-    return Status::OK();
-  }
-  // Chunks in order of decreasing end: after those containing v, the fill look-back visits
-  // them in this order and stops once a chunk ends before the best cell found.
-  std::sort(temporal.begin(), temporal.end(),
-            [](const TemporalInfo& a, const TemporalInfo& b) { return a.max > b.max; });
-  std::vector<ChunkCells> loaded(temporal.size());  // parallel to `temporal`; chunk == nullptr: not yet
+  const size_t num_temporal = planned ? plan->temporal.size() : own.size();
+  auto temporal_at = [&](size_t t) -> TemporalInfo {
+    if (!planned) return own[t];
+    const auto& pt = plan->temporal[t];
+    return TemporalInfo{pt.index, pt.min, pt.max};
+  };
+  std::vector<ChunkCells> loaded(num_temporal);  // chunk == nullptr: not yet
   auto cells_of = [&](size_t t) -> Result<const ChunkCells*> {
     ChunkCells& cc = loaded[t];
     if (cc.chunk != nullptr) return &cc;
-    auto ch = segment.LoadChunk(temporal[t].index, cache);
+    LatestAtMemo::Slot* slot = plan != nullptr && t < plan->slots.size() ? &plan->slots[t] : nullptr;
+    if (slot != nullptr) {
+      if (auto ch = slot->chunk.lock()) {
+        ++*chunks_loaded;
+        cc.list = slot->list;
+        if (slot->has_data && (cc.data = slot->data.lock()) == nullptr) {
+          cc.data = cache.Index(ch, index, column.component);
+          slot->data = cc.data;
+        }
+        if (slot->has_clears && (cc.clears = slot->clears.lock()) == nullptr) {
+          cc.clears = cache.Index(ch, index, kClearComponent);
+          slot->clears = cc.clears;
+        }
+        memo->Used(ch.get());
+        cc.chunk = std::move(ch);
+        keep_alive->push_back(cc.chunk);
+        return &cc;
+      }
+    }
+    auto ch = segment.LoadChunk(temporal_at(t).index, cache);
     if (!ch.ok()) return ch.status();
     ++*chunks_loaded;
     cc.chunk = std::move(*ch);
@@ -98,6 +132,9 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
       if (cc.chunk->FindComponent(kClearComponent) != nullptr) {
         cc.clears = cache.Index(cc.chunk, index, kClearComponent);
       }
+    }
+    if (slot != nullptr) {
+      *slot = LatestAtMemo::Slot{cc.chunk, cc.list, cc.data, cc.clears, cc.data != nullptr, cc.clears != nullptr};
     }
     keep_alive->push_back(cc.chunk);
     return &cc;
@@ -125,17 +162,19 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
       }
     };
     // 1. Every chunk whose range contains v (it may hold the exact cell).
-    for (size_t t = 0; t < temporal.size(); ++t) {
-      if (temporal[t].min <= v && v <= temporal[t].max) {
+    for (size_t t = 0; t < num_temporal; ++t) {
+      const TemporalInfo ti = temporal_at(t);
+      if (ti.min <= v && v <= ti.max) {
         auto cc = cells_of(t);
         if (!cc.ok()) return cc.status();
         visit(**cc);
       }
     }
     // 2. Chunks that end before v, newest end first, while they could hold a later cell.
-    for (size_t t = 0; t < temporal.size(); ++t) {
-      if (temporal[t].max >= v) continue;
-      if (best.cells != nullptr && temporal[t].max < best.time) break;
+    for (size_t t = 0; t < num_temporal; ++t) {
+      const TemporalInfo ti = temporal_at(t);
+      if (ti.max >= v) continue;
+      if (best.cells != nullptr && ti.max < best.time) break;
       auto cc = cells_of(t);
       if (!cc.ok()) return cc.status();
       visit(**cc);
@@ -147,6 +186,50 @@ Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, 
     }
   }
   return Status::OK();
+}
+
+}  // namespace
+
+LatestAtMemo::Plan* LatestAtMemo::Find(const std::shared_ptr<const store::Segment>& segment,
+                                       const ColumnRef& column) {
+  const std::pair<const void*, const void*> key{segment.get(), &column};
+  auto it = plans_.find(key);
+  if (it != plans_.end()) {
+    // A live weak reference names this very segment (no other live object has its address);
+    // an expired one, a dropped segment whose address was reused: start the plan over.
+    if (!it->second.segment.expired()) return &it->second;
+    it->second = Plan{};
+    it->second.segment = segment;
+    return &it->second;
+  }
+  if (size_bytes_ >= capacity_bytes_) {
+    plans_.clear();
+    size_bytes_ = 0;
+    return nullptr;
+  }
+  Plan& plan = plans_[key];
+  plan.segment = segment;
+  size_bytes_ += static_cast<int64_t>(sizeof(Plan) + sizeof(key) + 32);  // the node and its bucket
+  return &plan;
+}
+
+void LatestAtMemo::Filled(const Plan& plan) {
+  size_bytes_ += static_cast<int64_t>(plan.temporal.capacity() * sizeof(Temporal) +
+                                      plan.slots.capacity() * sizeof(Slot));
+}
+
+Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,
+                       const ColumnRef& column, const std::vector<int64_t>& values, std::vector<CellRef>* out,
+                       std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded) {
+  return Resolve(segment, cache, index, column, values, out, keep_alive, chunks_loaded, nullptr, nullptr);
+}
+
+Status ResolveLatestAt(const std::shared_ptr<const store::Segment>& segment, store::ChunkCache& cache,
+                       const std::string& index, const ColumnRef& column, const std::vector<int64_t>& values,
+                       std::vector<CellRef>* out, std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive,
+                       int64_t* chunks_loaded, LatestAtMemo* memo) {
+  LatestAtMemo::Plan* plan = memo != nullptr ? memo->Find(segment, column) : nullptr;
+  return Resolve(*segment, cache, index, column, values, out, keep_alive, chunks_loaded, memo, plan);
 }
 
 std::vector<size_t> LatestAtChunks(const store::Segment& segment, const std::string& index, const ColumnRef& column,

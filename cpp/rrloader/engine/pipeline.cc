@@ -133,6 +133,9 @@ void Pipeline::FetchLoop() {
   engine_->budget()->ThreadStarted();
   int64_t begin = 0;
   bool stop = false;
+  // The latest-at setup of each (segment, column) seen, for the blocks after: a shuffled
+  // block over many segments looks up about one (segment, column) per sample.
+  LatestAtMemo memo;
   for (size_t c = 0; c < cuts_.size() && !stop;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -150,7 +153,7 @@ void Pipeline::FetchLoop() {
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     begin = end;
     if (begin == cuts_[c]) ++c;
-    Result<FetchedBlock> fb = engine_->Fetch(ids);
+    Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
     stop = !fb.ok();  // the error is reported in order; nothing after it is fetched
     {
       std::lock_guard<std::mutex> lock(mu_);

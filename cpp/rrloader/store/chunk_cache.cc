@@ -39,6 +39,15 @@ std::shared_ptr<const chunk::Chunk> ChunkCache::Get(const std::string& key) {
   return it->second->value;
 }
 
+void ChunkCache::Touch(const std::vector<const chunk::Chunk*>& chunks) {
+  if (chunks.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const chunk::Chunk* c : chunks) {
+    ++hits_;
+    if (auto it = by_chunk_.find(c); it != by_chunk_.end()) lru_.splice(lru_.begin(), lru_, it->second);
+  }
+}
+
 int64_t ChunkCache::capacity_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return capacity_bytes_;

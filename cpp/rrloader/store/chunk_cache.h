@@ -55,6 +55,10 @@ class ChunkCache {
   explicit ChunkCache(int64_t capacity_bytes = kDefaultChunkCacheBytes) : capacity_bytes_(capacity_bytes) {}
 
   std::shared_ptr<const chunk::Chunk> Get(const std::string& key);
+  // Touch: each of `chunks` that is cached counts as a hit and becomes the most recently
+  // used, as if just Get (for chunks found through a caller's own weak references, e.g. a
+  // LatestAtMemo's: one lock for a block's worth instead of one lookup by key each).
+  void Touch(const std::vector<const chunk::Chunk*>& chunks);
   void Put(const std::string& key, std::shared_ptr<const chunk::Chunk> value);
 
   // Index: the TimeIndex of (timeline, component) of `chunk`: the one kept with the chunk's

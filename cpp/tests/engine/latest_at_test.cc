@@ -1,12 +1,14 @@
 // Tests of engine::ResolveLatestAt (latest_at.h) against a brute-force latest-at over random
 // remote segments (overlapping and unsorted chunks, ties, null cells, static chunks), with
 // chunk caches that keep every chunk and its TimeIndexes, none, or evict them between
-// lookups: the cells found never depend on what the cache holds.
+// lookups, with and without a LatestAtMemo (one that keeps everything, and one so small it
+// starts over): the cells found never depend on what the cache or the memo holds.
 #include "rrloader/engine/latest_at.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
+#include <utility>
 
 #include "rrloader/catalog/remote_dataset.h"
 #include "tests/catalog/fake_catalog.h"
@@ -78,22 +80,89 @@ TEST(ResolveLatestAt, MatchesABruteForceWhateverTheCacheHolds) {
       o.cache_bytes = cache_bytes;
       auto ds = catalog::RemoteDataset::Make({"s"}, *testing::CatalogSchema({"/a"}), catalog.Rpc(), o).value();
       auto seg = ds->EntitySegment("s", "/a").value();
-      for (int pass = 0; pass < 2; ++pass) {  // the second pass reads the kept indexes, if any
+      const ColumnRef column{"/a", "Scalars:scalars"};
+      LatestAtMemo memo, tiny(1);  // tiny: full after one plan, so it starts over every other lookup
+      for (int pass = 0; pass < 6; ++pass) {
+        // Passes 0-1: no memo (the second reads the kept indexes, if any); 2-3: `memo`, new
+        // then kept; 4-5: `tiny`. Each lookup asks for half the values, then the rest, so a
+        // memo's plan is reused within a pass with different chunks loaded.
+        LatestAtMemo* m = pass < 2 ? nullptr : pass < 4 ? &memo : &tiny;
         std::vector<std::shared_ptr<const chunk::Chunk>> alive;
         std::vector<CellRef> cells;
         int64_t loaded = 0;
-        ASSERT_TRUE(
-            ResolveLatestAt(*seg, ds->cache(), "frame", {"/a", "Scalars:scalars"}, values, &cells, &alive, &loaded)
-                .ok());
-        ASSERT_EQ(cells.size(), values.size());
-        for (size_t k = 0; k < values.size(); ++k) {
-          EXPECT_EQ(RowIdOf(cells[k], alive), expected[k])
-              << "round " << round << ", cache " << cache_bytes << ", pass " << pass << ", value " << values[k];
+        for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, 10}, {10, values.size()}}) {
+          const std::vector<int64_t> part(values.begin() + static_cast<std::ptrdiff_t>(begin),
+                                          values.begin() + static_cast<std::ptrdiff_t>(end));
+          ASSERT_TRUE((m == nullptr ? ResolveLatestAt(*seg, ds->cache(), "frame", column, part, &cells, &alive, &loaded)
+                                    : ResolveLatestAt(seg, ds->cache(), "frame", column, part, &cells, &alive,
+                                                      &loaded, m))
+                          .ok());
+          ASSERT_EQ(cells.size(), part.size());
+          for (size_t k = 0; k < part.size(); ++k) {
+            EXPECT_EQ(RowIdOf(cells[k], alive), expected[begin + k]) << "round " << round << ", cache " << cache_bytes
+                                                                     << ", pass " << pass << ", value " << part[k];
+          }
+          if (m != nullptr) ds->cache().Touch(m->TakeTouched());
         }
       }
+      // The memo holds nothing alive: with every lookup's chunks released, a cache that keeps
+      // none leaves none alive (a memo's chunk references expire with them).
+      if (cache_bytes == 0 && !static_row) {
+        std::vector<std::shared_ptr<const chunk::Chunk>> alive;
+        std::vector<CellRef> cells;
+        int64_t loaded = 0;
+        ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, values, &cells, &alive, &loaded, &memo).ok());
+        std::vector<std::weak_ptr<const chunk::Chunk>> weak(alive.begin(), alive.end());
+        alive.clear();
+        for (const auto& w : weak) EXPECT_TRUE(w.expired()) << "round " << round;
+      }
+      EXPECT_LE(memo.size_bytes(), kDefaultLatestAtMemoBytes);
       EXPECT_LE(ds->Stats().size_bytes, cache_bytes);
     }
   }
+}
+
+// A memo reused across lookups counts each chunk it hands out as a cache hit once the caller
+// touches them (as many as the same lookups without a memo) and keeps those chunks the most
+// recently used: a cache with room for two of three chunks evicts the one not asked for.
+TEST(LatestAtMemo, TouchKeepsTheCacheCountsAndOrder) {
+  testing::FakeCatalog catalog;
+  for (int k = 0; k < 3; ++k) {
+    catalog.Add("s", "/a", {10 * k, 10 * k + 5}, {std::vector<double>{1.0 * k}, std::vector<double>{2.0 * k}});
+  }
+  catalog::RemoteOptions o;
+  o.description = "test";
+  o.cache_bytes = int64_t{1} << 30;
+  auto ds = catalog::RemoteDataset::Make({"s"}, *testing::CatalogSchema({"/a"}), catalog.Rpc(), o).value();
+  auto seg = ds->EntitySegment("s", "/a").value();
+  const ColumnRef column{"/a", "Scalars:scalars"};
+  LatestAtMemo memo;
+  std::vector<std::shared_ptr<const chunk::Chunk>> alive;
+  std::vector<CellRef> cells;
+  int64_t loaded = 0;
+  // Load all three, keeping them alive here so that the memo's references stay valid.
+  ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {0, 10, 20}, &cells, &alive, &loaded, &memo).ok());
+  EXPECT_EQ(memo.num_plans(), 1u);
+  EXPECT_TRUE(memo.TakeTouched().empty());  // all three came from the cache (or the server)
+  const int64_t hits = ds->cache().hits();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {5, 25}, &cells, &alive, &loaded, &memo).ok());
+    const auto touched = memo.TakeTouched();
+    EXPECT_EQ(touched.size(), 2u);
+    ds->cache().Touch(touched);
+  }
+  EXPECT_EQ(ds->cache().hits(), hits + 8);
+  EXPECT_EQ(cells[0].list, alive[0]->FindComponent("Scalars:scalars")->list.get());
+  // Chunk 1 (frames 10-15) was not asked for since: shrinking the cache to two chunks drops
+  // it (without the touches the LRU would drop chunk 0, the first loaded).
+  const int64_t per_chunk = ds->cache().size_bytes() / 3;
+  ds->cache().SetCapacity(2 * per_chunk + per_chunk / 2);
+  const int64_t misses = ds->cache().misses();
+  ASSERT_TRUE(ResolveLatestAt(*seg, ds->cache(), "frame", column, {5, 25}, &cells, &alive, &loaded).ok());
+  EXPECT_EQ(ds->cache().misses(), misses);  // chunks 0 and 2 are still cached
+  ASSERT_TRUE(ResolveLatestAt(*seg, ds->cache(), "frame", column, {12}, &cells, &alive, &loaded).ok());
+  EXPECT_GT(ds->cache().misses(), misses);  // chunk 1 is not
+  EXPECT_NE(cells[0].list, nullptr);
 }
 
 }  // namespace
