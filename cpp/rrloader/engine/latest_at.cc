@@ -48,8 +48,8 @@ const store::TimeIndex::Cell* LastAtOrBefore(const store::TimeIndex& index, int6
 // filled here when new (empty temporal list), else read.
 Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,
                const ColumnRef& column, const std::vector<int64_t>& values, std::vector<CellRef>* out,
-               std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded,
-               LatestAtMemo* memo, LatestAtMemo::Plan* plan) {
+               std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive, int64_t* chunks_loaded, LatestAtMemo* memo,
+               LatestAtMemo::Plan* plan) {
   out->assign(values.size(), CellRef{});
   std::vector<TemporalInfo> own;
   const bool planned = plan != nullptr && !plan->temporal.empty();
@@ -190,8 +190,7 @@ Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const st
 
 }  // namespace
 
-LatestAtMemo::Plan* LatestAtMemo::Find(const std::shared_ptr<const store::Segment>& segment,
-                                       const ColumnRef& column) {
+LatestAtMemo::Plan* LatestAtMemo::Find(const std::shared_ptr<const store::Segment>& segment, const ColumnRef& column) {
   const std::pair<const void*, const void*> key{segment.get(), &column};
   auto it = plans_.find(key);
   if (it != plans_.end()) {
@@ -214,8 +213,8 @@ LatestAtMemo::Plan* LatestAtMemo::Find(const std::shared_ptr<const store::Segmen
 }
 
 void LatestAtMemo::Filled(const Plan& plan) {
-  size_bytes_ += static_cast<int64_t>(plan.temporal.capacity() * sizeof(Temporal) +
-                                      plan.slots.capacity() * sizeof(Slot));
+  size_bytes_ +=
+      static_cast<int64_t>(plan.temporal.capacity() * sizeof(Temporal) + plan.slots.capacity() * sizeof(Slot));
 }
 
 Status ResolveLatestAt(const store::Segment& segment, store::ChunkCache& cache, const std::string& index,

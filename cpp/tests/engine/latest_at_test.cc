@@ -93,14 +93,14 @@ TEST(ResolveLatestAt, MatchesABruteForceWhateverTheCacheHolds) {
         for (const auto& [begin, end] : {std::pair<size_t, size_t>{0, 10}, {10, values.size()}}) {
           const std::vector<int64_t> part(values.begin() + static_cast<std::ptrdiff_t>(begin),
                                           values.begin() + static_cast<std::ptrdiff_t>(end));
-          ASSERT_TRUE((m == nullptr ? ResolveLatestAt(*seg, ds->cache(), "frame", column, part, &cells, &alive, &loaded)
-                                    : ResolveLatestAt(seg, ds->cache(), "frame", column, part, &cells, &alive,
-                                                      &loaded, m))
+          ASSERT_TRUE((m == nullptr
+                           ? ResolveLatestAt(*seg, ds->cache(), "frame", column, part, &cells, &alive, &loaded)
+                           : ResolveLatestAt(seg, ds->cache(), "frame", column, part, &cells, &alive, &loaded, m))
                           .ok());
           ASSERT_EQ(cells.size(), part.size());
           for (size_t k = 0; k < part.size(); ++k) {
-            EXPECT_EQ(RowIdOf(cells[k], alive), expected[begin + k]) << "round " << round << ", cache " << cache_bytes
-                                                                     << ", pass " << pass << ", value " << part[k];
+            EXPECT_EQ(RowIdOf(cells[k], alive), expected[begin + k])
+                << "round " << round << ", cache " << cache_bytes << ", pass " << pass << ", value " << part[k];
           }
           if (m != nullptr) ds->cache().Touch(m->TakeTouched());
         }
