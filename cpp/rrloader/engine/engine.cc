@@ -467,6 +467,8 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtM
         for (const ColumnRef* col : cols) {
           auto segment = segment_of(seg, col->entity_path);
           if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
+          // Every chunk of the column already held by this fetch thread's memo: nothing to ask for.
+          if (memo != nullptr && memo->HoldAll(*segment, *col, &fb.keep_alive)) continue;
           auto& w = wants[segment->get()];
           w.first = *segment;
           for (size_t i : LatestAtChunks(**segment, options_.index, *col, vals)) w.second.insert(i);

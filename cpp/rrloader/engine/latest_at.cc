@@ -212,6 +212,22 @@ LatestAtMemo::Plan* LatestAtMemo::Find(const std::shared_ptr<const store::Segmen
   return &plan;
 }
 
+bool LatestAtMemo::HoldAll(const std::shared_ptr<const store::Segment>& segment, const ColumnRef& column,
+                           std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const {
+  auto it = plans_.find({segment.get(), &column});
+  if (it == plans_.end() || it->second.segment.expired() || it->second.temporal.empty()) return false;
+  const size_t before = keep_alive->size();
+  for (const Slot& slot : it->second.slots) {
+    auto chunk = slot.chunk.lock();
+    if (chunk == nullptr) {
+      keep_alive->resize(before);
+      return false;
+    }
+    keep_alive->push_back(std::move(chunk));
+  }
+  return true;
+}
+
 void LatestAtMemo::Filled(const Plan& plan) {
   size_bytes_ +=
       static_cast<int64_t>(plan.temporal.capacity() * sizeof(Temporal) + plan.slots.capacity() * sizeof(Slot));

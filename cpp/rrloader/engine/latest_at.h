@@ -77,6 +77,11 @@ class LatestAtMemo {
   size_t num_plans() const { return plans_.size(); }
   // TakeTouched: the chunks used from the memo since the last call (once per use).
   std::vector<const chunk::Chunk*> TakeTouched() { return std::exchange(touched_, {}); }
+  // HoldAll: whether every temporal chunk of (segment, column) is known here and still
+  // alive; if so they are appended to `keep_alive` (alive until the caller's block is done),
+  // so ResolveLatestAt of that pair loads nothing: a remote fetch asks for none of them.
+  bool HoldAll(const std::shared_ptr<const store::Segment>& segment, const ColumnRef& column,
+               std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const;
 
   // Internal to latest_at.cc.
   struct Temporal {

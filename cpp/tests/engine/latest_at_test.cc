@@ -144,6 +144,15 @@ TEST(LatestAtMemo, TouchKeepsTheCacheCountsAndOrder) {
   ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {0, 10, 20}, &cells, &alive, &loaded, &memo).ok());
   EXPECT_EQ(memo.num_plans(), 1u);
   EXPECT_TRUE(memo.TakeTouched().empty());  // all three came from the cache (or the server)
+  // HoldAll: all three chunks are known and alive; a memo that saw one of them is not enough.
+  std::vector<std::shared_ptr<const chunk::Chunk>> held;
+  EXPECT_TRUE(memo.HoldAll(seg, column, &held));
+  EXPECT_EQ(held.size(), 3u);
+  LatestAtMemo partial;
+  ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {5}, &cells, &alive, &loaded, &partial).ok());
+  EXPECT_FALSE(partial.HoldAll(seg, column, &held));
+  EXPECT_EQ(held.size(), 3u);
+  EXPECT_FALSE(LatestAtMemo().HoldAll(seg, column, &held));
   const int64_t hits = ds->cache().hits();
   for (int i = 0; i < 4; ++i) {
     ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {5, 25}, &cells, &alive, &loaded, &memo).ok());
