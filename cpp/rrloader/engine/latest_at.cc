@@ -19,10 +19,7 @@ struct ChunkCells {
   std::shared_ptr<const store::TimeIndex> data, clears;
 };
 
-struct TemporalInfo {
-  size_t index = 0;  // into segment.chunks()
-  int64_t min = 0, max = 0;
-};
+using TemporalInfo = LatestAtMemo::Temporal;  // a temporal chunk of the column: number, range on the index
 
 // A cell found so far: its time, row id, chunk and row.
 struct Found {
@@ -86,18 +83,13 @@ Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const st
     // them in this order and stops once a chunk ends before the best cell found.
     std::sort(own.begin(), own.end(), [](const TemporalInfo& a, const TemporalInfo& b) { return a.max > b.max; });
     if (plan != nullptr && !own.empty()) {
-      plan->temporal.reserve(own.size());
-      for (const auto& t : own) plan->temporal.push_back({t.index, t.min, t.max});
+      plan->temporal = own;
       plan->slots.assign(own.size(), LatestAtMemo::Slot{});
       memo->Filled(*plan);
     }
   }
-  const size_t num_temporal = planned ? plan->temporal.size() : own.size();
-  auto temporal_at = [&](size_t t) -> TemporalInfo {
-    if (!planned) return own[t];
-    const auto& pt = plan->temporal[t];
-    return TemporalInfo{pt.index, pt.min, pt.max};
-  };
+  const std::vector<TemporalInfo>& temporal = planned ? plan->temporal : own;
+  const size_t num_temporal = temporal.size();
   std::vector<ChunkCells> loaded(num_temporal);  // chunk == nullptr: not yet
   auto cells_of = [&](size_t t) -> Result<const ChunkCells*> {
     ChunkCells& cc = loaded[t];
@@ -121,7 +113,7 @@ Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const st
         return &cc;
       }
     }
-    auto ch = segment.LoadChunk(temporal_at(t).index, cache);
+    auto ch = segment.LoadChunk(temporal[t].index, cache);
     if (!ch.ok()) return ch.status();
     ++*chunks_loaded;
     cc.chunk = std::move(*ch);
@@ -163,7 +155,7 @@ Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const st
     };
     // 1. Every chunk whose range contains v (it may hold the exact cell).
     for (size_t t = 0; t < num_temporal; ++t) {
-      const TemporalInfo ti = temporal_at(t);
+      const TemporalInfo& ti = temporal[t];
       if (ti.min <= v && v <= ti.max) {
         auto cc = cells_of(t);
         if (!cc.ok()) return cc.status();
@@ -172,7 +164,7 @@ Status Resolve(const store::Segment& segment, store::ChunkCache& cache, const st
     }
     // 2. Chunks that end before v, newest end first, while they could hold a later cell.
     for (size_t t = 0; t < num_temporal; ++t) {
-      const TemporalInfo ti = temporal_at(t);
+      const TemporalInfo& ti = temporal[t];
       if (ti.max >= v) continue;
       if (best.cells != nullptr && ti.max < best.time) break;
       auto cc = cells_of(t);
