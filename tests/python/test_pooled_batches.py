@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import threading
 import time
 import types
 import warnings
@@ -163,12 +164,20 @@ def transfer(batch):
 
 
 def settle(collators, busy_total: int) -> None:
-    """Wait until each collator's pool shows `busy_total` busy slots (the release thread polls)."""
-    deadline = time.monotonic() + 5
+    """Wait until each collator's pool shows `busy_total` busy slots (the release thread polls).
+
+    The deadline is generous (the wait ends as soon as the pool settles): late in the full suite, on
+    two loaded cores, a collection of the whole heap can take long while it holds the GIL the release
+    threads need. A failure names the collator and whether the release threads are alive."""
+    deadline = time.monotonic() + 60
     for c in collators:
+        last_gc = 0.0
         while sum(g["busy"] for g in c.stats()["groups"].values()) != busy_total:
-            assert time.monotonic() < deadline, c.stats()
-            gc.collect()
+            threads = sorted(t.name for t in threading.enumerate() if "release" in t.name)
+            assert time.monotonic() < deadline, (type(c).__module__, c.stats(), threads)
+            if time.monotonic() - last_gc > 0.5:
+                gc.collect()
+                last_gc = time.monotonic()
             time.sleep(0.01)
 
 

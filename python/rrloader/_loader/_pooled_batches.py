@@ -140,7 +140,14 @@ class _ReleaseWatcher:
                 while not self._batches:
                     self._lock.wait()
                 batches, self._batches = self._batches, []
-            still = [batch for batch in batches if not self._release(batch)]
+            still = []
+            for batch in batches:
+                try:
+                    if not self._release(batch):
+                        still.append(batch)
+                except Exception:  # never let one batch end the thread: every later release would stop
+                    _log.exception("Could not release a pooled batch; its buffers stay with the worker")
+                    batch.pipe.close()
             with self._lock:
                 self._batches.extend(still)
                 if self._batches:
