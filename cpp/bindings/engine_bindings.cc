@@ -175,6 +175,7 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
   stats["queries"] = b.stats.queries;
   stats["rows_fetched"] = b.stats.rows_fetched;
   stats["chunks_loaded"] = b.stats.chunks_loaded;
+  stats["chunks_preloaded"] = b.stats.chunks_preloaded;
   stats["bytes_out"] = b.stats.bytes_out;
   stats["missing"] = b.stats.missing;
   stats["video_gops"] = b.stats.video_gops;

@@ -223,3 +223,41 @@ def test_remote_first_block_fetches_its_manifests_in_one_round(server):
     assert calls and calls[0] >= 10, calls  # the first block (16 samples) of ~16 segments: one round
     # Blocks with a single missing manifest ask for it alone; every other one came in rounds.
     assert sum(calls) >= stats["manifest_fetches"] - len(calls) - 3, (stats, calls)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "sequential"])
+def test_cold_blocks_load_their_chunks_ahead_on_the_pool_once_each(data_dir, monkeypatch, order):
+    """Embedded, from a cold cache that holds everything: a block's missing chunks are loaded on
+    the engine's pool before its lookups (chunks_preloaded), each chunk of the dataset once
+    whatever the order; with one decode thread nothing is loaded ahead, and the same chunks are
+    loaded."""
+    from rrloader._loader import _datasets
+
+    def epoch(decode_threads: int) -> tuple[dict, list[dict], list]:
+        blocks: list[dict] = []
+        monkeypatch.setattr(_datasets, "_record_spans", blocks.append)
+        source = DataSource(LocalDataset(str(data_dir)))
+        ds = RerunIterableDataset(
+            source,
+            "time",
+            FIELDS,
+            timeline_sampling=FixedRateSampling(RATE_HZ),
+            fetch_size=32,
+            shuffle=order == "shuffled",
+            seed=11,
+            decode_threads=decode_threads,
+        )
+        samples = list(ds)
+        return dict(source.dataset.cache_stats()), blocks, samples
+
+    parallel, blocks, samples = epoch(2)
+    serial, serial_blocks, serial_samples = epoch(1)
+    preloaded = sum(b["chunks_preloaded"] for b in blocks)
+    assert sum(b["chunks_preloaded"] for b in serial_blocks) == 0
+    # Nothing was evicted, so each chunk was read once: as many misses as without loading ahead.
+    assert parallel["misses"] == serial["misses"] > 2 * SEGMENTS, (parallel, serial)
+    # All but the chunks of blocks that missed a single one were loaded ahead.
+    assert 0.9 * parallel["misses"] <= preloaded <= parallel["misses"], (preloaded, parallel)
+    assert len(samples) == len(serial_samples)
+    for k, (a, b) in enumerate(zip(samples, serial_samples, strict=True)):
+        _same(a, b, f"{order} sample {k}")

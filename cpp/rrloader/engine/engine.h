@@ -135,7 +135,10 @@ int64_t SampleBytes(const FieldOutput& fo, size_t i);
 struct BlockStats {
   int64_t fetch_start_ns = 0, fetch_end_ns = 0, decode_start_ns = 0, decode_end_ns = 0;
   int64_t queries = 0, rows_fetched = 0, chunks_loaded = 0, bytes_out = 0, missing = 0;  // queries: column lookups
-  int64_t video_gops = 0, video_frames_decoded = 0, video_frames_delivered = 0;          // all video fields
+  // chunks_preloaded: chunks a local fetch loaded ahead of its lookups, in parallel on the
+  // pool (cold chunks; see Engine::Fetch).
+  int64_t chunks_preloaded = 0;
+  int64_t video_gops = 0, video_frames_decoded = 0, video_frames_delivered = 0;  // all video fields
   // undecodable: (sample, field) values missing because their data did not decode (kRerun041
   // fields only: a corrupt image, a video GOP libavcodec rejects, a window of mixed shapes).
   int64_t undecodable = 0;

@@ -208,6 +208,10 @@ bool LatestAtMemo::HoldAll(const std::shared_ptr<const store::Segment>& segment,
                            std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const {
   auto it = plans_.find({segment.get(), &column});
   if (it == plans_.end() || it->second.segment.expired() || it->second.temporal.empty()) return false;
+  if (keep_alive == nullptr) {
+    return std::none_of(it->second.slots.begin(), it->second.slots.end(),
+                        [](const Slot& slot) { return slot.chunk.expired(); });
+  }
   const size_t before = keep_alive->size();
   for (const Slot& slot : it->second.slots) {
     auto chunk = slot.chunk.lock();

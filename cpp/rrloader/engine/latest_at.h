@@ -80,6 +80,8 @@ class LatestAtMemo {
   // HoldAll: whether every temporal chunk of (segment, column) is known here and still
   // alive; if so they are appended to `keep_alive` (alive until the caller's block is done),
   // so ResolveLatestAt of that pair loads nothing: a remote fetch asks for none of them.
+  // `keep_alive` may be null: only the answer (the chunks may go before they are used; a
+  // local fetch then loads them again, which only costs time).
   bool HoldAll(const std::shared_ptr<const store::Segment>& segment, const ColumnRef& column,
                std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const;
 

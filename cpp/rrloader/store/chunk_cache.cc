@@ -39,6 +39,11 @@ std::shared_ptr<const chunk::Chunk> ChunkCache::Get(const std::string& key) {
   return it->second->value;
 }
 
+bool ChunkCache::Contains(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return map_.count(key) != 0;
+}
+
 void ChunkCache::Touch(const std::vector<const chunk::Chunk*>& chunks) {
   if (chunks.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);

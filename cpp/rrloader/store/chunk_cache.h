@@ -55,6 +55,9 @@ class ChunkCache {
   explicit ChunkCache(int64_t capacity_bytes = kDefaultChunkCacheBytes) : capacity_bytes_(capacity_bytes) {}
 
   std::shared_ptr<const chunk::Chunk> Get(const std::string& key);
+  // Contains: whether `key` is cached now, without counting a hit or a miss or refreshing its
+  // place (a caller deciding what to load ahead; the answer can be stale by the time it acts).
+  bool Contains(const std::string& key) const;
   // Touch: each of `chunks` that is cached counts as a hit and becomes the most recently
   // used, as if just Get (for chunks found through a caller's own weak references, e.g. a
   // LatestAtMemo's: one lock for a block's worth instead of one lookup by key each).

@@ -148,9 +148,11 @@ TEST(LatestAtMemo, TouchKeepsTheCacheCountsAndOrder) {
   std::vector<std::shared_ptr<const chunk::Chunk>> held;
   EXPECT_TRUE(memo.HoldAll(seg, column, &held));
   EXPECT_EQ(held.size(), 3u);
+  EXPECT_TRUE(memo.HoldAll(seg, column, nullptr));  // the answer alone
   LatestAtMemo partial;
   ASSERT_TRUE(ResolveLatestAt(seg, ds->cache(), "frame", column, {5}, &cells, &alive, &loaded, &partial).ok());
   EXPECT_FALSE(partial.HoldAll(seg, column, &held));
+  EXPECT_FALSE(partial.HoldAll(seg, column, nullptr));
   EXPECT_EQ(held.size(), 3u);
   EXPECT_FALSE(LatestAtMemo().HoldAll(seg, column, &held));
   const int64_t hits = ds->cache().hits();

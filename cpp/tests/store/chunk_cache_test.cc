@@ -52,6 +52,22 @@ TEST(ChunkCache, AnIndexIsBuiltOncePerCachedChunkAndCountedInItsBytes) {
   EXPECT_EQ(cache.index_builds(), 2);
 }
 
+TEST(ChunkCache, ContainsCountsNothingAndKeepsTheOrder) {
+  auto a = MakeChunk({0}, {std::vector<double>{0}}, "a");
+  auto b = MakeChunk({0}, {std::vector<double>{1}}, "b");
+  ChunkCache cache(a->ByteSize() + b->ByteSize());
+  cache.Put("a", a);
+  cache.Put("b", b);
+  EXPECT_TRUE(cache.Contains("a"));
+  EXPECT_FALSE(cache.Contains("c"));
+  EXPECT_EQ(cache.hits(), 0);
+  EXPECT_EQ(cache.misses(), 0);
+  // "a" is still the least recently used: a third chunk evicts it, not "b".
+  cache.Put("c", MakeChunk({0}, {std::vector<double>{2}}, "c"));
+  EXPECT_FALSE(cache.Contains("a"));
+  EXPECT_TRUE(cache.Contains("b"));
+}
+
 TEST(ChunkCache, AChunkItDoesNotHoldGetsAFreshIndexEachTime) {
   ChunkCache cache(1 << 20);
   auto c = MakeChunk({0, 1}, {std::vector<double>{0}, std::vector<double>{1}});

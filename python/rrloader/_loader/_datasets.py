@@ -654,6 +654,7 @@ def _record_spans(stats: dict[str, Any]) -> None:
             "rrloader.fetch.queries": stats["queries"],
             "rrloader.fetch.rows": stats["rows_fetched"],
             "rrloader.fetch.chunks_loaded": stats["chunks_loaded"],
+            "rrloader.fetch.chunks_preloaded": stats["chunks_preloaded"],
         },
     )
     tracing.record_span(
