@@ -597,7 +597,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ])  # fmt: skip
     title = (
         f"DataLoader(batch_size={args.batch_size}, num_workers=0), index `{INDEX}` with FixedRateSampling({RATE_HZ}), "
-        f"fetch {args.fetch}; samples/s after the first batch over {args.samples or EPOCH_SAMPLES:,} samples "
+        f"fetch {args.fetch}; samples/s after the first batch over "
+        f"{f'{args.samples:,}' if args.samples else f'{EPOCH_SAMPLES:,} (1,024 with a camera)'} samples "
         f"(at most {args.max_seconds:g} s) and over the first {FIRST_WINDOW:,} of them, median of {args.repeats}; "
         f"load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after"
