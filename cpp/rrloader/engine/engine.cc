@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -450,12 +451,13 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtM
     if (found != block_segments.end() && found->second != nullptr) return found->second;
     return SegmentFor(seg, entity);
   };
-  // A dataset whose chunks are far away gets, before anything is resolved, every chunk the
-  // block can read: the latest-at candidates of each column (latest_at.h) and the chunks new
-  // video streams are indexed from, in one Prefetch (a few batched calls). The video
-  // clusters follow in FetchVideo's rounds.
-  if (dataset_->WantsPrefetch()) {
-    std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>> wants;
+  // Every (field, segment, column) lookup of the block's non-video fields, with the values
+  // it reads (worked out on first use): what the chunks the block can read are found from
+  // (latest_at.h's LatestAtChunks), before anything is resolved.
+  using Values = std::function<const std::vector<int64_t>&()>;
+  using ColumnVisit =
+      std::function<Status(const ColumnRef&, const std::shared_ptr<const store::Segment>&, const Values&)>;
+  auto each_lookup = [&](const ColumnVisit& visit) -> Status {
     for (size_t fi = 0; fi < fields_.size(); ++fi) {
       const FieldSpec& f = fields_[fi];
       if (f.kind == FieldKind::kVideo) continue;
@@ -464,18 +466,34 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtM
       for (const auto& jc : p.join_columns) cols.push_back(&jc);
       if (p.raw_image) cols.push_back(&p.format_column);
       for (const auto& [seg, members] : samples_by_segment) {
-        const std::vector<int64_t> vals = slot_values(f, members);
+        std::optional<std::vector<int64_t>> vals;
+        const Values values = [&, &members = members]() -> const std::vector<int64_t>& {
+          if (!vals) vals = slot_values(f, members);
+          return *vals;
+        };
         for (const ColumnRef* col : cols) {
           auto segment = segment_of(seg, col->entity_path);
           if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
-          // Every chunk of the column already held by this fetch thread's memo: nothing to ask for.
-          if (memo != nullptr && memo->HoldAll(*segment, *col, &fb.keep_alive)) continue;
-          auto& w = wants[segment->get()];
-          w.first = *segment;
-          for (size_t i : LatestAtChunks(**segment, options_.index, *col, vals)) w.second.insert(i);
+          RRL_RETURN_IF_ERROR(visit(*col, *segment, values));
         }
       }
     }
+    return Status::OK();
+  };
+  // A dataset whose chunks are far away gets every chunk the block can read: the latest-at
+  // candidates of each column and the chunks new video streams are indexed from, in one
+  // Prefetch (a few batched calls). The video clusters follow in FetchVideo's rounds.
+  if (dataset_->WantsPrefetch()) {
+    std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>> wants;
+    RRL_RETURN_IF_ERROR(each_lookup(
+        [&](const ColumnRef& col, const std::shared_ptr<const store::Segment>& segment, const Values& values) {
+          // Every chunk of the column already held by this fetch thread's memo: nothing to ask for.
+          if (memo != nullptr && memo->HoldAll(segment, col, &fb.keep_alive)) return Status::OK();
+          auto& w = wants[segment.get()];
+          w.first = segment;
+          for (size_t i : LatestAtChunks(*segment, options_.index, col, values())) w.second.insert(i);
+          return Status::OK();
+        }));
     VideoSetupWants(samples_by_segment, block_segments, &wants);
     std::vector<catalog::ChunkWant> list;
     for (auto& [_, w] : wants) {
@@ -497,28 +515,16 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtM
     std::vector<Load> loads;
     std::set<std::pair<const store::Segment*, size_t>> seen;
     store::ChunkCache& cache = dataset_->cache();
-    for (size_t fi = 0; fi < fields_.size(); ++fi) {
-      const FieldSpec& f = fields_[fi];
-      if (f.kind == FieldKind::kVideo) continue;
-      const Prepared& p = *prepared_[fi];
-      std::vector<const ColumnRef*> cols{&p.column};
-      for (const auto& jc : p.join_columns) cols.push_back(&jc);
-      if (p.raw_image) cols.push_back(&p.format_column);
-      for (const auto& [seg, members] : samples_by_segment) {
-        std::optional<std::vector<int64_t>> vals;
-        for (const ColumnRef* col : cols) {
-          auto segment = segment_of(seg, col->entity_path);
-          if (!segment.ok()) return segment.status().WithPrefix("field '" + f.key + "' (column '" + f.path + "')");
-          if (memo->HoldAll(*segment, *col, nullptr)) continue;
-          if (!vals) vals = slot_values(f, members);
-          for (size_t i : LatestAtChunks(**segment, options_.index, *col, *vals)) {
-            const std::string& key = (*segment)->chunks()[i].cache_key;
-            if (key.empty() || cache.Contains(key) || !seen.emplace(segment->get(), i).second) continue;
-            loads.push_back({*segment, i, col});
+    RRL_RETURN_IF_ERROR(each_lookup(
+        [&](const ColumnRef& col, const std::shared_ptr<const store::Segment>& segment, const Values& values) {
+          if (memo->HoldAll(segment, col, nullptr)) return Status::OK();
+          for (size_t i : LatestAtChunks(*segment, options_.index, col, values())) {
+            const std::string& key = segment->chunks()[i].cache_key;
+            if (key.empty() || cache.Contains(key) || !seen.emplace(segment.get(), i).second) continue;
+            loads.push_back({segment, i, &col});
           }
-        }
-      }
-    }
+          return Status::OK();
+        }));
     if (loads.size() > 1) {
       std::vector<std::shared_ptr<const chunk::Chunk>> warmed(loads.size());
       pool_->ParallelFor(static_cast<int64_t>(loads.size()), [&](int64_t k, int) {
