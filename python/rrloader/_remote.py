@@ -535,10 +535,11 @@ class _RemoteState:
                 self._grpc_calls[method] = call
             return call
 
-    def rpc(self, method: str, request: bytes) -> list[bytes]:
+    def rpc(self, method: str, request: bytes, *, deadline: float | None = None) -> list[bytes]:
         """One call of the catalog's gRPC service for the engine: the answer's messages.
 
-        The deadline, retries and backoff described above. NOT_FOUND is a NotFoundError at
+        The deadline (``deadline``, a ``time.monotonic()`` instant, when the call is part of a
+        batch that started earlier), retries and backoff described above. NOT_FOUND is a NotFoundError at
         once (the engine tells a removed segment from stale chunk keys); errors that asking
         again will not fix (a malformed request, a method the server lacks, no permission)
         fail at once too; so does a refused token (UNAUTHENTICATED, PERMISSION_DENIED). The
@@ -558,7 +559,8 @@ class _RemoteState:
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.CANCELLED,
         }
-        deadline = time.monotonic() + self.timeout_s
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout_s
         delay = _BACKOFF_START_S
         attempts = 0
         last: Any = None
@@ -606,7 +608,9 @@ class _RemoteState:
         round of gRPC futures instead of one engine thread (and one GIL hand-off) per call,
         and many more calls in flight (each is small: the server's and the wire's latency
         dominate). A call that fails is made again through ``rpc`` (its retries, backoff and
-        error mapping), within the deadline of the whole batch.
+        error mapping), within the deadline of the whole batch (not a fresh one: a server that
+        stopped answering fails the batch after ``remote_timeout_s``, not twice that); one that
+        ran out of time is not made again.
         """
         grpc = _require_grpc()
         if method not in _METHODS:
@@ -634,8 +638,11 @@ class _RemoteState:
                         detail = f"{e.code().name}: {e.details()}"
                         out[k] = self.auth_error(_METHODS[method][1], detail, named=False)
                         continue
-                    try:  # once more on its own: rpc's retries, deadline and messages
-                        out[k] = self.rpc(method, requests[k])
+                    if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        out[k] = _gave_up(_METHODS[method][1], self.timeout_s, 1, None)
+                        continue
+                    try:  # once more on its own: rpc's retries and messages, the batch's deadline
+                        out[k] = self.rpc(method, requests[k], deadline=deadline)
                     except Exception as e:  # noqa: BLE001 - handed to the engine, which maps it
                         out[k] = e
         return out

@@ -661,6 +661,33 @@ def test_server_that_stops_answering_mid_epoch_fails_within_the_timeout(data_roo
         srv.shutdown()
 
 
+def test_server_that_stops_answering_before_a_batch_of_manifests_fails_within_one_timeout(data_root):
+    """A block's manifests come in one batched round (``rpc_many``); a call of it that ran out
+    of time is not made again with a fresh deadline: the error comes after one
+    remote_timeout_s, not two."""
+    import rerun as rr
+
+    timeout_s = 3.0
+    srv = rr.server.Server(host="127.0.0.1", datasets={"num": str(data_root / "num")})
+    proxy = FreezableProxy(int(srv.url().rsplit(":", 1)[1]))
+    url = f"rerun+http://127.0.0.1:{proxy.port}"
+    try:
+        remote = RemoteDataset(url, "num", remote_timeout_s=timeout_s, remote_retries=100)
+        ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=64, shuffle=True)
+        assert len(remote.segment_ids()) >= 2  # the first (shuffled) block asks for several manifests
+        proxy.frozen.set()
+        t0 = time.monotonic()
+        with pytest.raises(RrloaderIOError) as e:
+            next(iter(ds))
+        elapsed = time.monotonic() - t0
+        assert elapsed < timeout_s + 2.0, f"the error took {elapsed:.1f} s (remote_timeout_s={timeout_s}): {e.value}"
+        assert url in str(e.value) and f"no answer within {timeout_s:g} s" in str(e.value)
+        assert "fetching its manifest" in str(e.value)
+    finally:
+        proxy.close()
+        srv.shutdown()
+
+
 def test_segment_removed_after_planning_names_it(data_root):
     import rerun as rr
 
