@@ -225,6 +225,52 @@ def test_remote_first_block_fetches_its_manifests_in_one_round(server):
     assert sum(calls) >= stats["manifest_fetches"] - len(calls) - 3, (stats, calls)
 
 
+def test_remote_manifests_of_later_blocks_come_while_the_consumer_waits(server, data_dir):
+    """The pipeline's segment thread asks for the manifests of the samples ahead of the block
+    being fetched (thousands of samples ahead, a block's worth per round), so that a shuffled
+    block over many segments does not wait for them: with the consumer holding one sample and
+    the fetch thread stopped by a full queue of small blocks, every segment's manifest arrives,
+    each once."""
+    import time
+
+    ds = RemoteDataset.from_entry(server.client().get_dataset("many"))
+    loader = RerunIterableDataset(
+        DataSource(ds),
+        "time",
+        FIELDS,
+        timeline_sampling=FixedRateSampling(RATE_HZ),
+        fetch_size=4,
+        seed=5,
+        prefetch_blocks=1,
+        max_ready_bytes=1,  # one decoded block waits for the consumer
+    )
+    it = iter(loader)
+    first = next(it)
+    # The fetch thread stops a few blocks of 4 samples ahead: a dozen segments at most.
+    deadline = time.monotonic() + 30
+    while ds.cache_stats()["manifests_cached"] < SEGMENTS and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = ds.cache_stats()
+    assert stats["manifests_cached"] == SEGMENTS, stats
+    assert stats["manifest_fetches"] == SEGMENTS, stats  # none twice
+    # The samples are unchanged (the embedded read is checked against what was written above),
+    # and chunks were still fetched block by block: most of them after the wait.
+    rest = list(it)
+    assert ds.cache_stats()["chunks_fetched"] > 2 * stats["chunks_fetched"], (stats, ds.cache_stats())
+    local = RerunIterableDataset(
+        DataSource(LocalDataset(str(data_dir))),
+        "time",
+        FIELDS,
+        timeline_sampling=FixedRateSampling(RATE_HZ),
+        fetch_size=4,
+        seed=5,
+    )
+    expected = list(local)
+    assert len(expected) == 1 + len(rest)
+    for k, (a, b) in enumerate(zip([first, *rest], expected, strict=True)):
+        _same(a, b, f"sample {k}")
+
+
 @pytest.mark.parametrize("order", ["shuffled", "sequential"])
 def test_cold_blocks_load_their_chunks_ahead_on_the_pool_once_each(data_dir, monkeypatch, order):
     """Embedded, from a cold cache that holds everything: a block's missing chunks are loaded on

@@ -631,6 +631,28 @@ std::vector<RemoteDataset::SegmentResult> RemoteDataset::LoadManifests(
   return results;
 }
 
+void RemoteDataset::PrefetchSegments(const std::vector<std::string>& segment_ids) const {
+  if (!loader_->HasRpcMany()) return;  // one call per manifest: not worth doing ahead
+  std::vector<std::string> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Room: half the cache, less what it holds; manifests counted at the mean size so far
+    // (none cached yet: a guess, 4 KiB, for a first round of at most 128 that tells it).
+    const int64_t room = options_.manifest_cache_bytes / 2 - manifest_bytes_cached_;
+    const int64_t mean =
+        map_.empty() ? 4096 : std::max<int64_t>(1, manifest_bytes_cached_ / static_cast<int64_t>(map_.size()));
+    int64_t most = room > 0 ? room / mean : 0;
+    if (map_.empty()) most = std::min<int64_t>(most, 128);
+    for (const auto& id : segment_ids) {
+      if (static_cast<int64_t>(ids.size()) >= most) break;
+      if (!Known(id) || map_.count(id) != 0 || inflight_.count(id) != 0) continue;
+      ids.push_back(id);
+    }
+  }
+  if (ids.empty()) return;
+  (void)LoadManifests(ids);  // errors: reported by the lookups that need the segments
+}
+
 Result<std::shared_ptr<const store::Segment>> RemoteDataset::EntitySegment(const std::string& segment_id,
                                                                            const std::string& entity_path) const {
   if (!Known(segment_id)) {

@@ -143,6 +143,12 @@ class RemoteDataset final : public Dataset {
   [[nodiscard]] Result<std::vector<std::shared_ptr<const store::Segment>>> EntitySegments(
       const std::vector<EntityKey>& keys) const override;
 
+  // PrefetchSegments: the manifests of the leading `segment_ids` that are neither cached nor
+  // in flight, fetched in one round as EntitySegments does, as many as keep the manifest
+  // cache within half its bytes (at the mean size of the manifests cached so far), so that
+  // manifests fetched ahead do not push out the ones in use.
+  void PrefetchSegments(const std::vector<std::string>& segment_ids) const override;
+
   bool WantsPrefetch() const override { return true; }
   // Prefetch: the wanted chunks that are neither cached nor in flight are fetched (see the
   // file comment); every wanted chunk is appended to `keep_alive`. The first failed call's

@@ -383,6 +383,25 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
   return dataset_->EntitySegment(segment_ids_[static_cast<size_t>(seg)], entity_path);
 }
 
+bool Engine::PrefetchesSegments() const {
+  return dataset_->WantsPrefetch();
+}
+
+void Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const {
+  seen->resize(segment_ids_.size(), 0);
+  std::vector<std::string> ids;
+  for (const int64_t g : global) {
+    int32_t sp = 0;
+    int64_t v = 0;
+    if (!samples_.Locate(g, &sp, &v).ok()) continue;  // Fetch reports it
+    const int32_t seg = samples_.segments()[static_cast<size_t>(sp)].segment;
+    if (seg < 0 || static_cast<size_t>(seg) >= seen->size() || (*seen)[static_cast<size_t>(seg)]) continue;
+    (*seen)[static_cast<size_t>(seg)] = 1;
+    ids.push_back(segment_ids_[static_cast<size_t>(seg)]);
+  }
+  if (!ids.empty()) dataset_->PrefetchSegments(ids);
+}
+
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo) const {
   // A local fetch computes (reads mapped files, resolves latest-at) and holds a CPU slot; a
   // remote one mostly waits on the network, and must not keep the decode stage off the CPU.

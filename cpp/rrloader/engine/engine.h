@@ -221,6 +221,13 @@ class Engine {
   // Fetch: the cells of samples `global`. `memo` (may be null; the caller's thread's) keeps
   // the latest-at setup of each (segment, column) for the caller's next blocks.
   [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo = nullptr) const;
+  // PrefetchesSegments: whether the dataset's segments are far away (a remote dataset: a
+  // manifest round trip each), so that a pipeline asks for them ahead (PrefetchSegments).
+  bool PrefetchesSegments() const;
+  // PrefetchSegments: Dataset::PrefetchSegments of the segments of samples `global`, in
+  // order of first appearance, each once (`seen`: segment numbers asked for before, the
+  // caller's; updated). A hint: errors are left to Fetch.
+  void PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const;
   [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;
   [[nodiscard]] Result<Block> Run(const std::vector<int64_t>& global) const;
 

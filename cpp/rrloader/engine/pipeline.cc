@@ -93,13 +93,20 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> e
 Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, std::vector<int64_t> cuts,
                    PipelineOptions options, std::unique_ptr<Emitter> emitter)
     : engine_(std::move(engine)),
-      order_(std::move(order)),
+      order_(std::make_shared<const std::vector<int64_t>>(std::move(order))),
       cuts_(std::move(cuts)),
       options_(std::move(options)),
       emitter_(std::move(emitter)) {
   owner_pid_ = getpid();
+  if (engine_->PrefetchesSegments()) {
+    ahead_ = std::make_shared<SegmentsAhead>();
+    ahead_->engine = engine_;
+    ahead_->order = order_;
+    ahead_->block_size = std::max<int64_t>(options_.block_size, 1);
+  }
   fetch_thread_ = std::thread([this] { FetchLoop(); });
   decode_thread_ = std::thread([this] { DecodeLoop(); });
+  if (ahead_ != nullptr) segment_thread_ = std::thread([ahead = ahead_] { SegmentLoop(ahead); });
 }
 
 Pipeline::~Pipeline() {
@@ -107,12 +114,16 @@ Pipeline::~Pipeline() {
     std::vector<std::thread> threads;
     threads.push_back(std::move(fetch_thread_));
     threads.push_back(std::move(decode_thread_));
+    if (segment_thread_.joinable()) threads.push_back(std::move(segment_thread_));
     (void)AbandonThreadsAfterFork(owner_pid_, &threads);
     return;
   }
   Cancel();
   fetch_thread_.join();
   decode_thread_.join();
+  // A call in flight is waited for, as the fetch thread's is: a detached thread could call
+  // into Python while the interpreter shuts down. Its batch has one deadline (remote_timeout_s).
+  if (segment_thread_.joinable()) segment_thread_.join();
   // The iteration is over (or abandoned): what its stages freed goes back to the OS, so that
   // memory between epochs stays what the caches hold, not the allocator's high-water mark.
   fetched_.clear();
@@ -126,6 +137,13 @@ void Pipeline::Cancel() {
     cancelled_ = true;
   }
   cv_.notify_all();
+  if (ahead_ != nullptr) {
+    {
+      std::lock_guard<std::mutex> lock(ahead_->mu);
+      ahead_->stop = true;
+    }
+    ahead_->cv.notify_all();
+  }
 }
 
 void Pipeline::FetchLoop() {
@@ -150,9 +168,16 @@ void Pipeline::FetchLoop() {
       max_samples = std::max(kMinPieceSamples, options_.max_piece_bytes / per_sample);
     }
     const int64_t end = PieceEnd(begin, cuts_[c], max_samples);
-    std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
+    std::vector<int64_t> ids(order_->begin() + begin, order_->begin() + end);
     begin = end;
     if (begin == cuts_[c]) ++c;
+    if (ahead_ != nullptr) {
+      {
+        std::lock_guard<std::mutex> lock(ahead_->mu);
+        ahead_->fetching_end = end;
+      }
+      ahead_->cv.notify_all();
+    }
     Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
     stop = !fb.ok();  // the error is reported in order; nothing after it is fetched
     {
@@ -166,7 +191,35 @@ void Pipeline::FetchLoop() {
     fetch_done_ = true;
   }
   cv_.notify_all();
+  if (ahead_ != nullptr) {  // nothing more to fetch, or an error: nothing to ask for ahead
+    {
+      std::lock_guard<std::mutex> lock(ahead_->mu);
+      ahead_->stop = true;
+    }
+    ahead_->cv.notify_all();
+  }
   engine_->budget()->ThreadExited();
+}
+
+void Pipeline::SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead) {
+  const std::vector<int64_t>& order = *ahead->order;
+  const auto n = static_cast<int64_t>(order.size());
+  std::vector<char> seen;  // segment numbers asked for
+  int64_t pos = 0;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(ahead->mu);
+      ahead->cv.wait(lock, [&] {
+        return ahead->stop || (ahead->fetching_end > 0 && pos < ahead->fetching_end + kSegmentLookaheadSamples);
+      });
+      if (ahead->stop) break;
+      pos = std::max(pos, ahead->fetching_end);  // never behind the fetch thread
+    }
+    if (pos >= n) break;
+    const int64_t end = std::min(n, pos + ahead->block_size);
+    ahead->engine->PrefetchSegments(std::vector<int64_t>(order.begin() + pos, order.begin() + end), &seen);
+    pos = end;
+  }
 }
 
 bool Pipeline::Queue(Result<Block> block) {

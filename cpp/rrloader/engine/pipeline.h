@@ -26,6 +26,17 @@
 // destruction then returns the heap's free pages to the OS (glibc's malloc_trim: decoded
 // frames freed into the decode threads' arenas would otherwise stay in the RSS after an epoch).
 //
+// Remote datasets: a third thread asks the dataset for the segments (their manifests) of the
+// samples ahead of the fetch thread — up to kSegmentLookaheadSamples past the block being
+// fetched, a block's worth of samples per request (Engine::PrefetchSegments) — so that a
+// shuffled block over many segments does not wait for one round of manifest calls before its
+// chunks are asked for. It starts once the first block is being fetched (which asks for its
+// own), and stops with the fetch thread; destruction waits for its call in flight (one
+// batched round, under one remote_timeout_s), as for the fetch thread's. It mostly waits on
+// the network, so it takes no CPU slot of the engine's thread budget. Errors are not cached:
+// a block that needs a manifest this thread is fetching waits for that call and reports its
+// error (named); one that failed earlier is asked for again by the block that needs it.
+//
 // Fork: destroyed in a forked child (whose copy has no threads), it abandons them.
 //
 // Thread safety: Next() and Cancel() may be called from one consumer thread at a time; the
@@ -72,6 +83,8 @@ struct PipelineOptions {
 // kMinPieceSamples: the fewest samples max_piece_bytes cuts a piece to (pieces that are too
 // small cost more per sample in fetch and pool hand-offs than they save in memory).
 inline constexpr int64_t kMinPieceSamples = 8;
+// kSegmentLookaheadSamples: how far past the fetch thread's block the segment thread goes.
+inline constexpr int64_t kSegmentLookaheadSamples = 8192;
 
 // PieceEnd: where the next piece of [begin, end) ends, for pieces of at most `max_samples`
 // samples of nearly equal size (so that no tiny remainder follows); `end` when max_samples <= 0.
@@ -99,11 +112,22 @@ class Pipeline {
            PipelineOptions options, std::unique_ptr<Emitter> emitter);
   void FetchLoop();
   void DecodeLoop();
+  // SegmentsAhead: the segment thread's state.
+  struct SegmentsAhead {
+    std::shared_ptr<const Engine> engine;
+    std::shared_ptr<const std::vector<int64_t>> order;
+    int64_t block_size = 1;
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t fetching_end = 0;  // guarded by mu: the end of the block the fetch thread is on
+    bool stop = false;         // guarded by mu
+  };
+  static void SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead);  // see the file comment
   // Queue: appends emit-stage output to ready_ (waiting for room); false when cancelled.
   bool Queue(Result<Block> block);
 
   std::shared_ptr<const Engine> engine_;
-  std::vector<int64_t> order_;
+  std::shared_ptr<const std::vector<int64_t>> order_;  // shared with the segment thread
   std::vector<int64_t> cuts_;  // every fetch block's end (the caller's, cut further by the ramp)
   PipelineOptions options_;
   std::unique_ptr<Emitter> emitter_;  // the decode thread's
@@ -124,6 +148,8 @@ class Pipeline {
   pid_t owner_pid_ = 0;  // see ThreadPool: a forked child must not join these threads
   std::thread fetch_thread_;
   std::thread decode_thread_;
+  std::shared_ptr<SegmentsAhead> ahead_;  // set before the threads start (null: local), then read-only
+  std::thread segment_thread_;
 };
 
 }  // namespace rrl::engine

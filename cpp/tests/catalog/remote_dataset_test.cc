@@ -252,6 +252,53 @@ TEST(RemoteDataset, ABlocksMissingManifestsAreOneBatchedRound) {
   EXPECT_EQ(catalog.manifest_calls, 50);
 }
 
+TEST(RemoteDataset, SegmentsAskedForAheadStayWithinHalfTheManifestCache) {
+  testing::FakeCatalog catalog;
+  std::vector<std::string> ids;
+  for (int k = 0; k < 300; ++k) {
+    ids.push_back("s" + std::to_string(1000 + k));
+    catalog.AddRange(ids.back(), "/a", k, 4);
+  }
+  auto ds =
+      RemoteDataset::Make(ids, *testing::CatalogSchema({"/a"}), catalog.Rpc(), Options(), catalog.RpcMany()).value();
+  // A large cache: the first round fetches at most 128 (no manifest size known yet), in one
+  // batched round; unknown and cached segments are skipped, none is fetched twice.
+  std::vector<std::string> ahead = ids;
+  ahead.insert(ahead.begin(), "nope");
+  ds->PrefetchSegments(ahead);
+  EXPECT_EQ(catalog.many_calls, 1);
+  EXPECT_EQ(catalog.manifest_calls, 128);
+  ds->PrefetchSegments(ahead);
+  EXPECT_EQ(catalog.many_calls, 2);
+  EXPECT_EQ(catalog.manifest_calls, 300);
+  ds->PrefetchSegments(ahead);  // all cached: no call
+  EXPECT_EQ(catalog.many_calls, 2);
+  (void)ds->EntitySegment("s1005", "/a").value();
+  EXPECT_EQ(catalog.manifest_calls, 300);
+
+  // A manifest cache with room for about 20: segments asked for ahead fill at most half of it.
+  testing::FakeCatalog small_catalog;
+  for (const auto& id : ids) small_catalog.AddRange(id, "/a", 0, 4);
+  RemoteOptions o = Options();
+  o.manifest_cache_bytes = 64 << 10;  // guessed at 4 KiB a manifest: 8 in the first round
+  auto small =
+      RemoteDataset::Make(ids, *testing::CatalogSchema({"/a"}), small_catalog.Rpc(), o, small_catalog.RpcMany())
+          .value();
+  small->PrefetchSegments(ids);
+  EXPECT_EQ(small_catalog.manifest_calls, 8);
+  const int64_t mean = small->Stats().manifest_cache_bytes / 8;
+  for (int round = 0; round < 4; ++round) small->PrefetchSegments(ids);
+  EXPECT_LE(small->Stats().manifest_cache_bytes, o.manifest_cache_bytes / 2 + mean);
+  EXPECT_EQ(small_catalog.manifest_calls, small->Stats().manifests_cached);
+
+  // Without a batched transport nothing is asked for ahead.
+  testing::FakeCatalog plain;
+  plain.AddRange("s1000", "/a", 0, 4);
+  auto one = RemoteDataset::Make({"s1000"}, *testing::CatalogSchema({"/a"}), plain.Rpc(), Options()).value();
+  one->PrefetchSegments({"s1000"});
+  EXPECT_EQ(plain.manifest_calls, 0);
+}
+
 TEST(RemoteDataset, ABatchedRoundReportsTheFirstFailureInKeyOrder) {
   testing::FakeCatalog catalog;
   for (int k = 0; k < 6; ++k) catalog.AddRange("s" + std::to_string(k), "/a", 0, 3);
