@@ -271,6 +271,59 @@ def test_remote_manifests_of_later_blocks_come_while_the_consumer_waits(server, 
         _same(a, b, f"sample {k}")
 
 
+def test_remote_look_ahead_stops_at_its_first_failure(server):
+    """A server that stops answering while the segment thread still has rounds to ask for (160
+    segments, one sample per block): its first failed round ends the look-ahead. Otherwise it
+    would start one round after another, each waiting out remote_timeout_s, and the pipeline's
+    destruction (after the error a block reports) would wait for the one in flight."""
+    import threading
+    import time
+
+    from rrloader import _remote
+    from test_remote import FreezableProxy
+
+    timeout_s = 1.0
+    started: list[float] = []
+    lock = threading.Lock()
+    original = _remote._RemoteState.rpc_many
+
+    def recording(self, method, requests, in_flight):
+        with lock:
+            started.append(time.monotonic())
+        return original(self, method, requests, in_flight)
+
+    proxy = FreezableProxy(int(server.url().rsplit(":", 1)[1]))
+    _remote._RemoteState.rpc_many = recording
+    try:
+        remote = RemoteDataset(f"rerun+http://127.0.0.1:{proxy.port}", "many", remote_timeout_s=timeout_s)
+        ds = RerunIterableDataset(
+            DataSource(remote),
+            "time",
+            FIELDS,
+            timeline_sampling=FixedRateSampling(RATE_HZ),
+            fetch_size=1,
+            shuffle=False,
+            prefetch_blocks=1,
+            max_ready_bytes=1,  # the fetch thread waits for the consumer, the segment thread does not
+        )
+        it = iter(ds)
+        next(it)
+        proxy.frozen.set()
+        frozen_at = time.monotonic()
+        time.sleep(3.5 * timeout_s)  # the consumer waits: only the segment thread asks for anything
+        with lock:
+            after = [t - frozen_at for t in started if t > frozen_at]
+            before = sum(t <= frozen_at for t in started)
+        cached = remote.cache_stats()["manifests_cached"]
+        assert cached < SEGMENTS, "the look-ahead finished before the freeze: nothing was tested"
+        # At most the round that started as the server froze; not one per timeout after it.
+        assert len(after) <= 1, (after, before, cached)
+        del it
+    finally:
+        _remote._RemoteState.rpc_many = original
+        proxy.close()
+
+
 @pytest.mark.parametrize("order", ["shuffled", "sequential"])
 def test_cold_blocks_load_their_chunks_ahead_on_the_pool_once_each(data_dir, monkeypatch, order):
     """Embedded, from a cold cache that holds everything: a block's missing chunks are loaded on

@@ -90,10 +90,14 @@ class Dataset {
   }
 
   // PrefetchSegments: make the segments of `segment_ids` (in order of first use) quick to
-  // look up later, as far as the dataset's own bounds allow; a hint (failures are left to
-  // the lookups that need the segments, which report them). The default does nothing (a
-  // local segment is indexed when the dataset opens).
-  virtual void PrefetchSegments(const std::vector<std::string>& segment_ids) const { (void)segment_ids; }
+  // look up later, as far as the dataset's own bounds allow. A hint: the lookups that need
+  // the segments report failures with their fields; the status returned (the first failure)
+  // tells the caller to stop asking ahead. The default does nothing (a local segment is
+  // indexed when the dataset opens).
+  [[nodiscard]] virtual Status PrefetchSegments(const std::vector<std::string>& segment_ids) const {
+    (void)segment_ids;
+    return Status::OK();
+  }
 
   // cache: the byte-bounded cache of decoded chunks shared by every segment.
   virtual store::ChunkCache& cache() const = 0;

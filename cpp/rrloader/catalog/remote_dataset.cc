@@ -631,8 +631,8 @@ std::vector<RemoteDataset::SegmentResult> RemoteDataset::LoadManifests(
   return results;
 }
 
-void RemoteDataset::PrefetchSegments(const std::vector<std::string>& segment_ids) const {
-  if (!loader_->HasRpcMany()) return;  // one call per manifest: not worth doing ahead
+Status RemoteDataset::PrefetchSegments(const std::vector<std::string>& segment_ids) const {
+  if (!loader_->HasRpcMany()) return Status::OK();  // one call per manifest: not worth doing ahead
   std::vector<std::string> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -649,8 +649,11 @@ void RemoteDataset::PrefetchSegments(const std::vector<std::string>& segment_ids
       ids.push_back(id);
     }
   }
-  if (ids.empty()) return;
-  (void)LoadManifests(ids);  // errors: reported by the lookups that need the segments
+  if (ids.empty()) return Status::OK();
+  for (const SegmentResult& r : LoadManifests(ids)) {
+    if (!r.ok()) return r.status();  // also reported by the lookups that need the segment
+  }
+  return Status::OK();
 }
 
 Result<std::shared_ptr<const store::Segment>> RemoteDataset::EntitySegment(const std::string& segment_id,

@@ -146,8 +146,8 @@ class RemoteDataset final : public Dataset {
   // PrefetchSegments: the manifests of the leading `segment_ids` that are neither cached nor
   // in flight, fetched in one round as EntitySegments does, as many as keep the manifest
   // cache within half its bytes (at the mean size of the manifests cached so far), so that
-  // manifests fetched ahead do not push out the ones in use.
-  void PrefetchSegments(const std::vector<std::string>& segment_ids) const override;
+  // manifests fetched ahead do not push out the ones in use. The first failed fetch's status.
+  [[nodiscard]] Status PrefetchSegments(const std::vector<std::string>& segment_ids) const override;
 
   bool WantsPrefetch() const override { return true; }
   // Prefetch: the wanted chunks that are neither cached nor in flight are fetched (see the

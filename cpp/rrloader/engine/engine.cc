@@ -387,7 +387,7 @@ bool Engine::PrefetchesSegments() const {
   return dataset_->WantsPrefetch();
 }
 
-void Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const {
+Status Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const {
   seen->resize(segment_ids_.size(), 0);
   std::vector<std::string> ids;
   for (const int64_t g : global) {
@@ -399,7 +399,7 @@ void Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<ch
     (*seen)[static_cast<size_t>(seg)] = 1;
     ids.push_back(segment_ids_[static_cast<size_t>(seg)]);
   }
-  if (!ids.empty()) dataset_->PrefetchSegments(ids);
+  return ids.empty() ? Status::OK() : dataset_->PrefetchSegments(ids);
 }
 
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo) const {

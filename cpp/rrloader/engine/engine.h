@@ -226,8 +226,9 @@ class Engine {
   bool PrefetchesSegments() const;
   // PrefetchSegments: Dataset::PrefetchSegments of the segments of samples `global`, in
   // order of first appearance, each once (`seen`: segment numbers asked for before, the
-  // caller's; updated). A hint: errors are left to Fetch.
-  void PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const;
+  // caller's; updated). A hint: Fetch reports the errors; the first failure is returned so
+  // that the caller stops asking ahead.
+  [[nodiscard]] Status PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const;
   [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;
   [[nodiscard]] Result<Block> Run(const std::vector<int64_t>& global) const;
 

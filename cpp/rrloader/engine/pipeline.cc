@@ -217,7 +217,12 @@ void Pipeline::SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead) {
     }
     if (pos >= n) break;
     const int64_t end = std::min(n, pos + ahead->block_size);
-    ahead->engine->PrefetchSegments(std::vector<int64_t>(order.begin() + pos, order.begin() + end), &seen);
+    // A failed round (a server that stopped answering, say) ends the look-ahead: every further
+    // round would wait out its own deadline, and the pipeline's destruction waits for the one
+    // in flight. The blocks that need the segments ask for them and report the error.
+    if (!ahead->engine->PrefetchSegments(std::vector<int64_t>(order.begin() + pos, order.begin() + end), &seen).ok()) {
+      break;
+    }
     pos = end;
   }
 }

@@ -33,7 +33,8 @@
 // chunks are asked for. It starts once the first block is being fetched (which asks for its
 // own), and stops with the fetch thread; destruction waits for its call in flight (one
 // batched round, under one remote_timeout_s), as for the fetch thread's. It mostly waits on
-// the network, so it takes no CPU slot of the engine's thread budget. Errors are not cached:
+// the network, so it takes no CPU slot of the engine's thread budget. Its first failed round
+// ends it (later rounds would each wait out a deadline, and so would destruction). Errors are not cached:
 // a block that needs a manifest this thread is fetching waits for that call and reports its
 // error (named); one that failed earlier is asked for again by the block that needs it.
 //

@@ -265,13 +265,13 @@ TEST(RemoteDataset, SegmentsAskedForAheadStayWithinHalfTheManifestCache) {
   // batched round; unknown and cached segments are skipped, none is fetched twice.
   std::vector<std::string> ahead = ids;
   ahead.insert(ahead.begin(), "nope");
-  ds->PrefetchSegments(ahead);
+  EXPECT_TRUE(ds->PrefetchSegments(ahead).ok());
   EXPECT_EQ(catalog.many_calls, 1);
   EXPECT_EQ(catalog.manifest_calls, 128);
-  ds->PrefetchSegments(ahead);
+  EXPECT_TRUE(ds->PrefetchSegments(ahead).ok());
   EXPECT_EQ(catalog.many_calls, 2);
   EXPECT_EQ(catalog.manifest_calls, 300);
-  ds->PrefetchSegments(ahead);  // all cached: no call
+  EXPECT_TRUE(ds->PrefetchSegments(ahead).ok());  // all cached: no call
   EXPECT_EQ(catalog.many_calls, 2);
   (void)ds->EntitySegment("s1005", "/a").value();
   EXPECT_EQ(catalog.manifest_calls, 300);
@@ -284,10 +284,10 @@ TEST(RemoteDataset, SegmentsAskedForAheadStayWithinHalfTheManifestCache) {
   auto small =
       RemoteDataset::Make(ids, *testing::CatalogSchema({"/a"}), small_catalog.Rpc(), o, small_catalog.RpcMany())
           .value();
-  small->PrefetchSegments(ids);
+  EXPECT_TRUE(small->PrefetchSegments(ids).ok());
   EXPECT_EQ(small_catalog.manifest_calls, 8);
   const int64_t mean = small->Stats().manifest_cache_bytes / 8;
-  for (int round = 0; round < 4; ++round) small->PrefetchSegments(ids);
+  for (int round = 0; round < 4; ++round) EXPECT_TRUE(small->PrefetchSegments(ids).ok());
   EXPECT_LE(small->Stats().manifest_cache_bytes, o.manifest_cache_bytes / 2 + mean);
   EXPECT_EQ(small_catalog.manifest_calls, small->Stats().manifests_cached);
 
@@ -295,8 +295,22 @@ TEST(RemoteDataset, SegmentsAskedForAheadStayWithinHalfTheManifestCache) {
   testing::FakeCatalog plain;
   plain.AddRange("s1000", "/a", 0, 4);
   auto one = RemoteDataset::Make({"s1000"}, *testing::CatalogSchema({"/a"}), plain.Rpc(), Options()).value();
-  one->PrefetchSegments({"s1000"});
+  EXPECT_TRUE(one->PrefetchSegments({"s1000"}).ok());
   EXPECT_EQ(plain.manifest_calls, 0);
+
+  // A failed round returns its first failure (the caller stops asking ahead) and caches
+  // nothing: the segment is asked for again by the lookup that needs it.
+  testing::FakeCatalog down;
+  for (const auto& id : {"s1", "s2"}) down.AddRange(id, "/a", 0, 4);
+  auto failing =
+      RemoteDataset::Make({"s1", "s2"}, *testing::CatalogSchema({"/a"}), down.Rpc(), Options(), down.RpcMany()).value();
+  down.down = true;
+  const Status st = failing->PrefetchSegments({"s1", "s2"});
+  EXPECT_EQ(st.code(), StatusCode::kIoError);
+  EXPECT_NE(st.message().find("segment 's1'"), std::string::npos) << st.message();
+  EXPECT_EQ(failing->Stats().manifests_cached, 0);
+  down.down = false;
+  EXPECT_TRUE(failing->EntitySegment("s1", "/a").ok());
 }
 
 TEST(RemoteDataset, ABatchedRoundReportsTheFirstFailureInKeyOrder) {
