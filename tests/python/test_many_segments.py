@@ -225,6 +225,20 @@ def test_remote_first_block_fetches_its_manifests_in_one_round(server):
     assert sum(calls) >= stats["manifest_fetches"] - len(calls) - 3, (stats, calls)
 
 
+def _held_back(remote, **options) -> RerunIterableDataset:
+    """An iterable dataset whose fetch thread stays a block or two ahead of the consumer (one
+    decoded block waits for it), while the pipeline's segment thread looks thousands ahead."""
+    return RerunIterableDataset(
+        DataSource(remote),
+        "time",
+        FIELDS,
+        timeline_sampling=FixedRateSampling(RATE_HZ),
+        prefetch_blocks=1,
+        max_ready_bytes=1,
+        **options,
+    )
+
+
 def test_remote_manifests_of_later_blocks_come_while_the_consumer_waits(server, data_dir):
     """The pipeline's segment thread asks for the manifests of the samples ahead of the block
     being fetched (thousands of samples ahead, a block's worth per round), so that a shuffled
@@ -234,16 +248,7 @@ def test_remote_manifests_of_later_blocks_come_while_the_consumer_waits(server, 
     import time
 
     ds = RemoteDataset.from_entry(server.client().get_dataset("many"))
-    loader = RerunIterableDataset(
-        DataSource(ds),
-        "time",
-        FIELDS,
-        timeline_sampling=FixedRateSampling(RATE_HZ),
-        fetch_size=4,
-        seed=5,
-        prefetch_blocks=1,
-        max_ready_bytes=1,  # one decoded block waits for the consumer
-    )
+    loader = _held_back(ds, fetch_size=4, seed=5)
     it = iter(loader)
     first = next(it)
     # The fetch thread stops a few blocks of 4 samples ahead: a dozen segments at most.
@@ -296,16 +301,7 @@ def test_remote_look_ahead_stops_at_its_first_failure(server):
     _remote._RemoteState.rpc_many = recording
     try:
         remote = RemoteDataset(f"rerun+http://127.0.0.1:{proxy.port}", "many", remote_timeout_s=timeout_s)
-        ds = RerunIterableDataset(
-            DataSource(remote),
-            "time",
-            FIELDS,
-            timeline_sampling=FixedRateSampling(RATE_HZ),
-            fetch_size=1,
-            shuffle=False,
-            prefetch_blocks=1,
-            max_ready_bytes=1,  # the fetch thread waits for the consumer, the segment thread does not
-        )
+        ds = _held_back(remote, fetch_size=1, shuffle=False)
         it = iter(ds)
         next(it)
         proxy.frozen.set()
