@@ -384,7 +384,7 @@ Result<std::shared_ptr<const store::Segment>> Engine::SegmentFor(int32_t seg, co
 }
 
 bool Engine::PrefetchesSegments() const {
-  return dataset_->WantsPrefetch();
+  return dataset_->WantsPrefetch() && segment_ids_.size() >= static_cast<size_t>(kSegmentLookaheadMinSegments);
 }
 
 Status Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const {

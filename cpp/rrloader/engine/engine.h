@@ -208,6 +208,14 @@ struct Block {
   std::shared_ptr<const struct EmitSnapshot> snapshot;
 };
 
+// kSegmentLookaheadMinSegments: the fewest segments for which a pipeline over a remote dataset
+// asks for manifests ahead (pipeline.h). With fewer, the first blocks fetch them all anyway,
+// and the look-ahead would only add calls beside theirs. (In two full CI runs with the
+// look-ahead starting beside a small dataset's first block, that block's FetchChunks got no
+// answer within a 2 s deadline from a healthy in-process server; the cause was not found. The
+// look-ahead now starts after the first block, and only from this many segments.)
+inline constexpr int kSegmentLookaheadMinSegments = 16;
+
 class Engine {
  public:
   // Make: validates every field against the dataset's schema (column exists, selector path
@@ -221,8 +229,9 @@ class Engine {
   // Fetch: the cells of samples `global`. `memo` (may be null; the caller's thread's) keeps
   // the latest-at setup of each (segment, column) for the caller's next blocks.
   [[nodiscard]] Result<FetchedBlock> Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo = nullptr) const;
-  // PrefetchesSegments: whether the dataset's segments are far away (a remote dataset: a
-  // manifest round trip each), so that a pipeline asks for them ahead (PrefetchSegments).
+  // PrefetchesSegments: whether a pipeline asks for segments ahead (PrefetchSegments): they
+  // are far away (a remote dataset: a manifest round trip each) and many (at least
+  // kSegmentLookaheadMinSegments; fewer are all fetched by the first blocks anyway).
   bool PrefetchesSegments() const;
   // PrefetchSegments: Dataset::PrefetchSegments of the segments of samples `global`, in
   // order of first appearance, each once (`seen`: segment numbers asked for before, the

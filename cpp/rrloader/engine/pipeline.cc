@@ -171,15 +171,15 @@ void Pipeline::FetchLoop() {
     std::vector<int64_t> ids(order_->begin() + begin, order_->begin() + end);
     begin = end;
     if (begin == cuts_[c]) ++c;
-    if (ahead_ != nullptr) {
+    Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
+    stop = !fb.ok();                   // the error is reported in order; nothing after it is fetched
+    if (ahead_ != nullptr && !stop) {  // the segment thread goes on from the block just fetched
       {
         std::lock_guard<std::mutex> lock(ahead_->mu);
-        ahead_->fetching_end = end;
+        ahead_->fetched_end = end;
       }
       ahead_->cv.notify_all();
     }
-    Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
-    stop = !fb.ok();  // the error is reported in order; nothing after it is fetched
     {
       std::lock_guard<std::mutex> lock(mu_);
       fetched_.push_back(std::move(fb));
@@ -210,10 +210,10 @@ void Pipeline::SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead) {
     {
       std::unique_lock<std::mutex> lock(ahead->mu);
       ahead->cv.wait(lock, [&] {
-        return ahead->stop || (ahead->fetching_end > 0 && pos < ahead->fetching_end + kSegmentLookaheadSamples);
+        return ahead->stop || (ahead->fetched_end > 0 && pos < ahead->fetched_end + kSegmentLookaheadSamples);
       });
       if (ahead->stop) break;
-      pos = std::max(pos, ahead->fetching_end);  // never behind the fetch thread
+      pos = std::max(pos, ahead->fetched_end);  // never behind the fetch thread
     }
     if (pos >= n) break;
     const int64_t end = std::min(n, pos + ahead->block_size);

@@ -26,17 +26,19 @@
 // destruction then returns the heap's free pages to the OS (glibc's malloc_trim: decoded
 // frames freed into the decode threads' arenas would otherwise stay in the RSS after an epoch).
 //
-// Remote datasets: a third thread asks the dataset for the segments (their manifests) of the
-// samples ahead of the fetch thread — up to kSegmentLookaheadSamples past the block being
-// fetched, a block's worth of samples per request (Engine::PrefetchSegments) — so that a
-// shuffled block over many segments does not wait for one round of manifest calls before its
-// chunks are asked for. It starts once the first block is being fetched (which asks for its
-// own), and stops with the fetch thread; destruction waits for its call in flight (one
-// batched round, under one remote_timeout_s), as for the fetch thread's. It mostly waits on
-// the network, so it takes no CPU slot of the engine's thread budget. Its first failed round
-// ends it (later rounds would each wait out a deadline, and so would destruction). Errors are not cached:
-// a block that needs a manifest this thread is fetching waits for that call and reports its
-// error (named); one that failed earlier is asked for again by the block that needs it.
+// Remote datasets of many segments (Engine::PrefetchesSegments): a third thread asks the
+// dataset for the segments (their manifests) of the samples ahead of the fetch thread — up to
+// kSegmentLookaheadSamples past the last block fetched, a block's worth of samples per request
+// (Engine::PrefetchSegments) — so that a shuffled block over many segments does not wait for
+// one round of manifest calls before its chunks are asked for. It starts once the first block
+// has been fetched (the first block's calls, on a new connection, run alone: see
+// kSegmentLookaheadMinSegments), and stops with the fetch thread; destruction waits for its
+// call in flight (one batched round, under one remote_timeout_s), as for the fetch thread's.
+// It mostly waits on the network, so it takes no CPU slot of the engine's thread budget. Its
+// first failed round ends it (later rounds would each wait out a deadline, and so would
+// destruction). Errors are not cached: a block that needs a manifest this thread is fetching
+// waits for that call and reports its error (named); one that failed earlier is asked for
+// again by the block that needs it.
 //
 // Fork: destroyed in a forked child (whose copy has no threads), it abandons them.
 //
@@ -120,8 +122,8 @@ class Pipeline {
     int64_t block_size = 1;
     std::mutex mu;
     std::condition_variable cv;
-    int64_t fetching_end = 0;  // guarded by mu: the end of the block the fetch thread is on
-    bool stop = false;         // guarded by mu
+    int64_t fetched_end = 0;  // guarded by mu: the end of the last block the fetch thread fetched
+    bool stop = false;        // guarded by mu
   };
   static void SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead);  // see the file comment
   // Queue: appends emit-stage output to ready_ (waiting for room); false when cancelled.
