@@ -672,7 +672,9 @@ def test_server_that_stops_answering_before_a_batch_of_manifests_fails_within_on
     proxy = FreezableProxy(int(srv.url().rsplit(":", 1)[1]))
     url = f"rerun+http://127.0.0.1:{proxy.port}"
     try:
-        remote = RemoteDataset(url, "num", remote_timeout_s=timeout_s, remote_retries=100)
+        # Connected by rerun-sdk's own client (its deadlines): the timed part is the engine's calls.
+        entry = rr.catalog.CatalogClient(url).get_dataset("num")
+        remote = RemoteDataset.from_entry(entry, remote_timeout_s=timeout_s, remote_retries=100)
         ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=64, shuffle=True)
         assert len(remote.segment_ids()) >= 2  # the first (shuffled) block asks for several manifests
         proxy.frozen.set()
