@@ -285,7 +285,7 @@ def test_remote_look_ahead_stops_at_its_first_failure(server):
     import time
 
     from rrloader import _remote
-    from test_remote import FreezableProxy
+    from test_remote import FreezableProxy, connect_through_proxy
 
     timeout_s = 1.0
     started: list[float] = []
@@ -300,7 +300,7 @@ def test_remote_look_ahead_stops_at_its_first_failure(server):
     proxy = FreezableProxy(int(server.url().rsplit(":", 1)[1]))
     _remote._RemoteState.rpc_many = recording
     try:
-        remote = RemoteDataset(f"rerun+http://127.0.0.1:{proxy.port}", "many", remote_timeout_s=timeout_s)
+        remote = connect_through_proxy(f"rerun+http://127.0.0.1:{proxy.port}", "many", remote_timeout_s=timeout_s)
         ds = _held_back(remote, fetch_size=1, shuffle=False)
         it = iter(ds)
         next(it)
