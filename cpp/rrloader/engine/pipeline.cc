@@ -93,20 +93,15 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Make(std::shared_ptr<const Engine> e
 Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> order, std::vector<int64_t> cuts,
                    PipelineOptions options, std::unique_ptr<Emitter> emitter)
     : engine_(std::move(engine)),
-      order_(std::make_shared<const std::vector<int64_t>>(std::move(order))),
+      order_(std::move(order)),
       cuts_(std::move(cuts)),
       options_(std::move(options)),
       emitter_(std::move(emitter)) {
   owner_pid_ = getpid();
-  if (engine_->PrefetchesSegments()) {
-    ahead_ = std::make_shared<SegmentsAhead>();
-    ahead_->engine = engine_;
-    ahead_->order = order_;
-    ahead_->block_size = std::max<int64_t>(options_.block_size, 1);
-  }
+  looks_ahead_ = engine_->PrefetchesSegments();
   fetch_thread_ = std::thread([this] { FetchLoop(); });
   decode_thread_ = std::thread([this] { DecodeLoop(); });
-  if (ahead_ != nullptr) segment_thread_ = std::thread([ahead = ahead_] { SegmentLoop(ahead); });
+  if (looks_ahead_) segment_thread_ = std::thread([this] { SegmentLoop(); });
 }
 
 Pipeline::~Pipeline() {
@@ -137,13 +132,16 @@ void Pipeline::Cancel() {
     cancelled_ = true;
   }
   cv_.notify_all();
-  if (ahead_ != nullptr) {
-    {
-      std::lock_guard<std::mutex> lock(ahead_->mu);
-      ahead_->stop = true;
-    }
-    ahead_->cv.notify_all();
+  StopSegmentThread();
+}
+
+void Pipeline::StopSegmentThread() {
+  if (!looks_ahead_) return;
+  {
+    std::lock_guard<std::mutex> lock(ahead_mu_);
+    ahead_stop_ = true;
   }
+  ahead_cv_.notify_all();
 }
 
 void Pipeline::FetchLoop() {
@@ -168,17 +166,17 @@ void Pipeline::FetchLoop() {
       max_samples = std::max(kMinPieceSamples, options_.max_piece_bytes / per_sample);
     }
     const int64_t end = PieceEnd(begin, cuts_[c], max_samples);
-    std::vector<int64_t> ids(order_->begin() + begin, order_->begin() + end);
+    std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     begin = end;
     if (begin == cuts_[c]) ++c;
     Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
-    stop = !fb.ok();                   // the error is reported in order; nothing after it is fetched
-    if (ahead_ != nullptr && !stop) {  // the segment thread goes on from the block just fetched
+    stop = !fb.ok();              // the error is reported in order; nothing after it is fetched
+    if (looks_ahead_ && !stop) {  // the segment thread goes on from the block just fetched
       {
-        std::lock_guard<std::mutex> lock(ahead_->mu);
-        ahead_->fetched_end = end;
+        std::lock_guard<std::mutex> lock(ahead_mu_);
+        fetched_end_ = end;
       }
-      ahead_->cv.notify_all();
+      ahead_cv_.notify_all();
     }
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -191,36 +189,29 @@ void Pipeline::FetchLoop() {
     fetch_done_ = true;
   }
   cv_.notify_all();
-  if (ahead_ != nullptr) {  // nothing more to fetch, or an error: nothing to ask for ahead
-    {
-      std::lock_guard<std::mutex> lock(ahead_->mu);
-      ahead_->stop = true;
-    }
-    ahead_->cv.notify_all();
-  }
+  StopSegmentThread();  // nothing more to fetch, or an error: nothing to ask for ahead
   engine_->budget()->ThreadExited();
 }
 
-void Pipeline::SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead) {
-  const std::vector<int64_t>& order = *ahead->order;
-  const auto n = static_cast<int64_t>(order.size());
+void Pipeline::SegmentLoop() {
+  const auto n = static_cast<int64_t>(order_.size());
+  const int64_t block_size = std::max<int64_t>(options_.block_size, 1);
   std::vector<char> seen;  // segment numbers asked for
   int64_t pos = 0;
   while (true) {
     {
-      std::unique_lock<std::mutex> lock(ahead->mu);
-      ahead->cv.wait(lock, [&] {
-        return ahead->stop || (ahead->fetched_end > 0 && pos < ahead->fetched_end + kSegmentLookaheadSamples);
-      });
-      if (ahead->stop) break;
-      pos = std::max(pos, ahead->fetched_end);  // never behind the fetch thread
+      std::unique_lock<std::mutex> lock(ahead_mu_);
+      ahead_cv_.wait(
+          lock, [&] { return ahead_stop_ || (fetched_end_ > 0 && pos < fetched_end_ + kSegmentLookaheadSamples); });
+      if (ahead_stop_) break;
+      pos = std::max(pos, fetched_end_);  // never behind the fetch thread
     }
     if (pos >= n) break;
-    const int64_t end = std::min(n, pos + ahead->block_size);
+    const int64_t end = std::min(n, pos + block_size);
     // A failed round (a server that stopped answering, say) ends the look-ahead: every further
     // round would wait out its own deadline, and the pipeline's destruction waits for the one
     // in flight. The blocks that need the segments ask for them and report the error.
-    if (!ahead->engine->PrefetchSegments(std::vector<int64_t>(order.begin() + pos, order.begin() + end), &seen).ok()) {
+    if (!engine_->PrefetchSegments(std::vector<int64_t>(order_.begin() + pos, order_.begin() + end), &seen).ok()) {
       break;
     }
     pos = end;

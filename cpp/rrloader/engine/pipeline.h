@@ -115,22 +115,13 @@ class Pipeline {
            PipelineOptions options, std::unique_ptr<Emitter> emitter);
   void FetchLoop();
   void DecodeLoop();
-  // SegmentsAhead: the segment thread's state.
-  struct SegmentsAhead {
-    std::shared_ptr<const Engine> engine;
-    std::shared_ptr<const std::vector<int64_t>> order;
-    int64_t block_size = 1;
-    std::mutex mu;
-    std::condition_variable cv;
-    int64_t fetched_end = 0;  // guarded by mu: the end of the last block the fetch thread fetched
-    bool stop = false;        // guarded by mu
-  };
-  static void SegmentLoop(const std::shared_ptr<SegmentsAhead>& ahead);  // see the file comment
+  void SegmentLoop();  // see the file comment
+  void StopSegmentThread();
   // Queue: appends emit-stage output to ready_ (waiting for room); false when cancelled.
   bool Queue(Result<Block> block);
 
   std::shared_ptr<const Engine> engine_;
-  std::shared_ptr<const std::vector<int64_t>> order_;  // shared with the segment thread
+  std::vector<int64_t> order_;
   std::vector<int64_t> cuts_;  // every fetch block's end (the caller's, cut further by the ramp)
   PipelineOptions options_;
   std::unique_ptr<Emitter> emitter_;  // the decode thread's
@@ -151,7 +142,12 @@ class Pipeline {
   pid_t owner_pid_ = 0;  // see ThreadPool: a forked child must not join these threads
   std::thread fetch_thread_;
   std::thread decode_thread_;
-  std::shared_ptr<SegmentsAhead> ahead_;  // set before the threads start (null: local), then read-only
+  // The segment thread's state (only with Engine::PrefetchesSegments).
+  bool looks_ahead_ = false;  // set before the threads start, then read-only
+  std::mutex ahead_mu_;
+  std::condition_variable ahead_cv_;
+  int64_t fetched_end_ = 0;  // guarded by ahead_mu_: the end of the last block the fetch thread fetched
+  bool ahead_stop_ = false;  // guarded by ahead_mu_
   std::thread segment_thread_;
 };
 
