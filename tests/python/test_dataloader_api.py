@@ -8,6 +8,7 @@ fill_latest_at=True)`) served by one reference server in a child process (test_d
 
 from __future__ import annotations
 
+import gc
 import sys
 import warnings
 from pathlib import Path
@@ -1138,6 +1139,36 @@ def _thread_nice_values() -> dict[int, int]:
         fields = stat[stat.rindex(")") + 2 :].split()
         out[int(task.name)] = int(fields[16])  # stat field 19 (nice), counted after the comm field
     return out
+
+
+def _thread_names() -> dict[int, str]:
+    """tid -> name (comm) of every thread of this process (Linux /proc)."""
+    out = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            out[int(task.name)] = (task / "comm").read_text().strip()
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+def test_engine_threads_are_named_for_profilers(num_ds):
+    # top -H, py-spy and perf show these names; without them every thread is "python".
+    before = _thread_names()
+    ds = RerunIterableDataset(
+        DataSource(num_ds), "frame", {"state": num_field("state")}, fetch_size=1, shuffle=False,
+        decode_threads=2, prefetch_blocks=1, max_ready_bytes=1,
+    )  # fmt: skip
+    it = iter(ds)
+    next(it)  # the pipeline's threads wait for the consumer now (tiny queues)
+    new = sorted(name for tid, name in _thread_names().items() if tid not in before)
+    assert new.count("rrl-fetch") == 1 and new.count("rrl-decode") == 1, new
+    assert "rrl-pool-1" in new, new  # the decode pool's worker (the decode thread is worker 0)
+    assert all(name.startswith("rrl-") for name in new), new
+    del it  # the pipeline's threads end with the iterator
+    gc.collect()
+    left = [name for tid, name in _thread_names().items() if tid not in before]
+    assert "rrl-fetch" not in left and "rrl-decode" not in left, left
 
 
 @pytest.mark.parametrize("thread_nice", [10, 0])

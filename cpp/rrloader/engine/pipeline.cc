@@ -145,6 +145,7 @@ void Pipeline::StopSegmentThread() {
 }
 
 void Pipeline::FetchLoop() {
+  NameThisThread("rrl-fetch");
   LowerThreadPriority(engine_->options().thread_nice);
   engine_->budget()->ThreadStarted();
   int64_t begin = 0;
@@ -194,6 +195,7 @@ void Pipeline::FetchLoop() {
 }
 
 void Pipeline::SegmentLoop() {
+  NameThisThread("rrl-lookahead");
   const auto n = static_cast<int64_t>(order_.size());
   const int64_t block_size = std::max<int64_t>(options_.block_size, 1);
   std::vector<char> seen;  // segment numbers asked for
@@ -232,6 +234,7 @@ bool Pipeline::Queue(Result<Block> block) {
 }
 
 void Pipeline::DecodeLoop() {
+  NameThisThread("rrl-decode");
   LowerThreadPriority(engine_->options().thread_nice);
   engine_->budget()->ThreadStarted();
   int64_t last_bytes = 0;  // the previous block's size: the estimate of the next one's

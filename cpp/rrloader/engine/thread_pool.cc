@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #if defined(__linux__)
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #endif
@@ -22,6 +23,15 @@ void LowerThreadPriority(int increment) {
   const int current = getpriority(PRIO_PROCESS, tid);
   if (current == -1 && errno != 0) return;
   (void)setpriority(PRIO_PROCESS, tid, std::min(19, current + increment));
+#endif
+}
+
+void NameThisThread(const std::string& name) {
+#if defined(__linux__)
+  // The kernel keeps 15 characters and a NUL; a longer name makes pthread_setname_np fail.
+  (void)pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+#else
+  (void)name;
 #endif
 }
 
@@ -86,6 +96,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int)>&
 }
 
 void ThreadPool::WorkerLoop(int worker) {
+  NameThisThread("rrl-pool-" + std::to_string(worker));
   LowerThreadPriority(nice_increment_);
   if (budget_ != nullptr) budget_->ThreadStarted();
   std::unique_lock<std::mutex> lock(mu_);

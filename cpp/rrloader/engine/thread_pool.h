@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -80,6 +81,12 @@ class ThreadPool {
 // up to 19 (Linux: per-thread setpriority; elsewhere nothing). A scheduling hint: when the
 // system refuses it the thread keeps running at its current priority, which only costs speed.
 void LowerThreadPriority(int increment);
+
+// NameThisThread: names the calling thread (Linux: what top -H, ps -L, py-spy, perf and
+// /proc/<pid>/task/<tid>/comm show; at most 15 characters are kept; elsewhere nothing), so
+// that a user profiling a training process can tell rrloader's threads apart: "rrl-fetch",
+// "rrl-decode", "rrl-lookahead" (a pipeline's) and "rrl-pool-<k>" (an engine's decode pool).
+void NameThisThread(const std::string& name);
 
 // AbandonThreadsAfterFork: when called in a process other than `owner_pid`, moves the
 // handles to a never-freed list (joining or destroying a joinable std::thread whose thread
