@@ -242,16 +242,20 @@ def strategy_available(backend: str, name: str) -> bool:
 
 
 def tree_cpu_s() -> float:
-    """CPU seconds (user + system) of this process and its live descendants."""
+    """CPU seconds (user + system) of this process and its descendants: the live ones, and
+    those already waited for (a DataLoader's workers exit at the end of an epoch: without
+    their CPU a difference of two readings could come out negative)."""
     import psutil
 
+    def own_and_reaped(p) -> float:
+        t = p.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
     me = psutil.Process()
-    t = me.cpu_times()
-    total = t.user + t.system
+    total = own_and_reaped(me)
     for c in me.children(recursive=True):
         try:
-            ct = c.cpu_times()
-            total += ct.user + ct.system
+            total += own_and_reaped(c)
         except psutil.Error:
             pass
     return total

@@ -29,7 +29,13 @@ Once per run, the limits the loaders are measured against:
   files with rrloader's reader, the first ``--limit-episodes`` episodes) to RGB, one process per
   usable core, all started together; samples/s = JPEGs decoded per s / 2 (two cameras);
 * ``video``: bench_dataloader's ``decode_limit`` (libavcodec decoding every frame with RGB
-  conversion on every core), samples/s = frames per s / 3.
+  conversion on every core), samples/s = frames per s / 3;
+* ``state_action``: the DataLoader's own ceiling with workers: an ``IterableDataset`` that does
+  nothing but yield one ready sample of the workload (its tensors, as rrloader yields them) over
+  and over, through the same ``DataLoader(batch_size, num_workers=W)`` (spawn) at W = 1 and 2,
+  with ``default_collate`` and with the API's ``PooledBatchCollator``; the best of the four.
+  Every batch a worker makes crosses to the training process (pickled storage handles, a pipe,
+  a queue thread), which bounds any dataset's samples/s with workers; at 0 workers no such cost.
 
 Reported per workload: each loader's best configuration (strategy, num_workers), rrloader at
 each num_workers as a percentage of its best over num_workers with the same strategy, the ratio
@@ -174,6 +180,47 @@ def jpeg_limit(args) -> dict:
     }
 
 
+# --- the DataLoader's ceiling with workers (state_action) ---------------------------------------------
+
+
+def worker_ceiling(args) -> dict:
+    """samples/s of a DataLoader with workers over a dataset that costs nothing (see the module
+    docstring), for the workload's own sample."""
+    import rrloader
+    import rrloader.experimental.dataloader as api
+    import torch
+    from _ready_samples import ReadySamples
+    from bench_dataloader import make_fields
+
+    dataset = api.RerunIterableDataset(
+        api.DataSource(dataset=rrloader.LocalDataset(str(args.data))), INDEX, make_fields(api, "state_action"),
+        fetch_block_size=args.fetch, shuffle_strategy=api.NoShuffle(),
+    )  # fmt: skip
+    sample = {k: v.clone() for k, v in next(iter(dataset)).items()}
+    out: dict = {"cores": os.cpu_count() or 1, "shapes": {k: list(v.shape) for k, v in sample.items()}, "cells": {}}
+    for workers in (1, 2):
+        for collate in ("default", "pooled"):
+            loader = torch.utils.data.DataLoader(
+                ReadySamples(sample, args.ceiling_samples + 64 * workers * args.batch_size), batch_size=args.batch_size,
+                num_workers=workers, multiprocessing_context="spawn",
+                collate_fn=api.PooledBatchCollator() if collate == "pooled" else None,
+            )  # fmt: skip
+            it = iter(loader)
+            for _ in range(8 * workers):  # every worker has started and made batches
+                next(it)
+            n, t = 0, time.perf_counter()
+            for batch in it:
+                n += len(batch["state"])
+                if n >= args.ceiling_samples:
+                    break
+            out["cells"][f"{collate}/w{workers}"] = n / (time.perf_counter() - t)
+            del it, loader
+    best = max(out["cells"], key=out["cells"].get)
+    out["best"] = best
+    out["limit_samples_per_s"] = out["cells"][best]
+    return out
+
+
 def measure_limit(workload: str, data: Path, args) -> dict | None:
     if workload == "cameras":
         argv = ["--limit-child", "--data", str(data), "--limit-episodes", str(args.limit_episodes)]
@@ -192,6 +239,17 @@ def measure_limit(workload: str, data: Path, args) -> dict | None:
                 f"libavcodec on {res['cores']} cores: {res['limit_fps']:,.0f} frames/s (PyAV "
                 f"{res['pyav_fps']:,.0f}, rrloader native {res['native_fps']:,.0f}) = "
                 f"{res['limit_samples_per_s']:,.0f} samples/s of {len(VIDEO_CAMERAS)} cameras"
+            )
+    elif workload == "state_action":
+        argv = ["--ceiling-child", "--data", str(data), "--batch-size", str(args.batch_size), "--fetch",
+                str(args.fetch), "--ceiling-samples", str(args.ceiling_samples)]  # fmt: skip
+        res = run_child(Path(__file__), argv, args.timeout)
+        if "error" not in res:
+            res["kind"] = "workers"  # a bound on every num_workers >= 1, not on 0 workers
+            cells = ", ".join(f"{k.replace('/w', ', ')} worker(s) {v:,.0f}" for k, v in res["cells"].items())
+            res["what"] = (
+                f"the DataLoader's ceiling with workers (a dataset that yields one ready sample, "
+                f"batch {args.batch_size}, spawn): {res['limit_samples_per_s']:,.0f} samples/s ({cells})"
             )
     else:
         return None
@@ -354,6 +412,14 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
             }  # fmt: skip
         limit = (limits.get(workload) or {}).get("limit_samples_per_s")
         of_limit = ours[2]["samples_per_s"] / limit if ours and limit else None
+        if (limits.get(workload) or {}).get("kind") == "workers":
+            # The ceiling bounds num_workers >= 1 only: rrloader's best with workers against it.
+            cells = [summary.get(workload, st, "rrloader", w) for st in strategies_for(workload, args)
+                     for w in args.workers if w >= 1]  # fmt: skip
+            with_w = [c["samples_per_s"] for c in cells if c and c.get("samples_per_s")]
+            of_limit = max(with_w) / limit if with_w and limit else None
+            if ours and limit:
+                d["own_best_needs_x_ceiling"] = OWN_BEST_TARGET * ours[2]["samples_per_s"] / limit
         d["rrloader_best_of_limit"] = of_limit
         if workload == "cameras" and of_limit is not None:
             t["jpeg_of_limit"] = {
@@ -385,6 +451,13 @@ def report(summary: Summary, limits: dict, args) -> tuple[str, dict]:
     for workload, lim in limits.items():
         if lim:
             out.append(f"- {workload} limit: {lim.get('what') or lim.get('error')}")
+            need = derived.get(workload, {}).get("own_best_needs_x_ceiling")
+            if lim.get("kind") == "workers" and need is not None:
+                out.append(
+                    f"  ('limit' for {workload} is this ceiling, and 'rrloader best % of limit' its best with "
+                    f"workers against it; {100 * OWN_BEST_TARGET:.0f}% of its own best at 0 workers would be "
+                    f"{need:.1f}x the ceiling)"
+                )
     lines = [
         f"- {workload}: {name} = {v['value']:.3g} (target {v['target']}{', at ' + v['where'] if 'where' in v else ''}) "
         f"{'met' if v['met'] else 'NOT met'}"
@@ -436,7 +509,8 @@ def plot(path: Path, summary: Summary, limits: dict, args) -> None:
             limit = (limits.get(workload) or {}).get("limit_samples_per_s")
             if row == 0 and limit:
                 ax.axhline(limit, color="grey", ls=":", lw=1)
-                what = "libjpeg-turbo limit" if workload == "cameras" else "decode limit"
+                what = {"cameras": "libjpeg-turbo limit", "video": "decode limit"}.get(workload,
+                                                                                        "DataLoader ceiling, workers")
                 ax.annotate(what, (workers[0], limit), fontsize=7, va="bottom", color="grey")
             ax.set_xticks(workers)
             ax.set_xlabel("num_workers")
@@ -490,12 +564,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300, help="per child process, seconds")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--name", default="workers", help="results file stem")
+    parser.add_argument("--ceiling-samples", type=int, default=100_000,
+                        help="samples timed for the DataLoader's ceiling with workers (state_action)")
     parser.add_argument("--limit-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ceiling-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.limit_child:
         print(json.dumps(jpeg_limit(args)))
+        return 0
+    if args.ceiling_child:
+        print(json.dumps(worker_ceiling(args)))
         return 0
 
     uptimes = [("start", uptime_line())]
