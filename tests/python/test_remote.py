@@ -565,8 +565,13 @@ def test_server_stopped_mid_epoch_fails_within_the_timeout(data_root):
     srv = rr.server.Server(host="127.0.0.1", datasets={"num": str(data_root / "num")})
     url = srv.url()
     # Nothing kept in the cache: every block fetches, so blocks after the stop need the server.
+    # The pipeline stays a few one-sample blocks ahead of the consumer (max_ready_bytes=1): with
+    # the default 256 MiB of decoded samples allowed to wait, it could finish the whole epoch (11
+    # samples) before the server stops, and the test would see no error at all.
     remote = RemoteDataset(url, "num", remote_timeout_s=timeout_s, cache_bytes=0)
-    ds = RerunIterableDataset(DataSource(remote), "frame", num_fields(), fetch_size=1, shuffle=False, prefetch_blocks=1)
+    ds = RerunIterableDataset(
+        DataSource(remote), "frame", num_fields(), fetch_size=1, shuffle=False, prefetch_blocks=1, max_ready_bytes=1
+    )
     it = iter(ds)
     next(it)
     srv.shutdown()
