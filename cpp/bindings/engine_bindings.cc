@@ -374,12 +374,14 @@ class PyEngine {
 
   int64_t total() const { return engine_->samples().total(); }
 
-  // fetch_stats: {"samples", "blocks"} fetched since the engine was made.
+  // fetch_stats: {"samples", "blocks"} fetched since the engine was made, and the
+  // "chunks_ahead" its pipelines' look-ahead fetched.
   nb::dict fetch_stats() const {
     const auto f = engine_->fetch_stats();
     nb::dict d;
     d["samples"] = f.samples;
     d["blocks"] = f.blocks;
+    d["chunks_ahead"] = f.chunks_ahead;
     return d;
   }
 

@@ -276,6 +276,50 @@ def test_remote_manifests_of_later_blocks_come_while_the_consumer_waits(server, 
         _same(a, b, f"sample {k}")
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_remote_chunks_of_the_next_blocks_come_while_the_fetch_thread_waits(server, data_dir, shuffle):
+    """The segment thread also fetches the chunks of the blocks after the one being fetched (a
+    few blocks' worth per round, one batched call): with the fetch thread stopped by a full
+    queue, chunks beyond its blocks arrive, none of them fetched twice, and the samples are the
+    embedded read's. In a sequential read each block needs about one new segment, so without
+    this every block waits for one round trip."""
+    import time
+
+    ds = RemoteDataset.from_entry(server.client().get_dataset("many"))
+    loader = _held_back(ds, fetch_size=4, shuffle=shuffle, seed=7)
+    it = iter(loader)
+    first = next(it)
+    deadline = time.monotonic() + 30
+    while loader.fetch_stats()["chunks_ahead"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    waiting = loader.fetch_stats()
+    assert waiting["chunks_ahead"] > 0, waiting
+    # The look-ahead goes a few blocks past the fetch thread, not further: most chunks are
+    # fetched as the consumer moves on.
+    fetched_while_waiting = ds.cache_stats()["chunks_fetched"]
+    rest = list(it)
+    stats, done = ds.cache_stats(), loader.fetch_stats()
+    assert fetched_while_waiting < stats["chunks_fetched"] / 4, (fetched_while_waiting, stats)
+    assert done["chunks_ahead"] > stats["chunks_fetched"] / 2, (done, stats)  # most came ahead
+    # Every chunk fetched once (the cache holds them all): as many as a read in one large block
+    # (its own dataset object and cache) fetches.
+    fresh = RemoteDataset.from_entry(server.client().get_dataset("many"))
+    with_one_block = RerunIterableDataset(
+        DataSource(fresh), "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ), fetch_size=4096,
+        shuffle=shuffle, seed=7,
+    )  # fmt: skip
+    assert len(list(with_one_block)) == 1 + len(rest)
+    assert stats["chunks_fetched"] == fresh.cache_stats()["chunks_fetched"], (stats, fresh.cache_stats())
+    local = RerunIterableDataset(
+        DataSource(LocalDataset(str(data_dir))), "time", FIELDS, timeline_sampling=FixedRateSampling(RATE_HZ),
+        fetch_size=4, shuffle=shuffle, seed=7,
+    )  # fmt: skip
+    expected = list(local)
+    assert len(expected) == 1 + len(rest)
+    for k, (a, b) in enumerate(zip([first, *rest], expected, strict=True)):
+        _same(a, b, f"sample {k}")
+
+
 def test_remote_look_ahead_stops_at_its_first_failure(server):
     """A server that stops answering while the segment thread still has rounds to ask for (160
     segments, one sample per block): its first failed round ends the look-ahead. Otherwise it

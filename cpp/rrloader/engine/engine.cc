@@ -403,14 +403,31 @@ Status Engine::PrefetchSegments(const std::vector<int64_t>& global, std::vector<
 }
 
 Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtMemo* memo) const {
+  return FetchBlock(global, memo, /*chunks_only=*/false);
+}
+
+Status Engine::PrefetchChunks(const std::vector<int64_t>& global,
+                              std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const {
+  if (!dataset_->WantsPrefetch() || global.empty()) return Status::OK();
+  auto fb = FetchBlock(global, nullptr, /*chunks_only=*/true);
+  if (!fb.ok()) return fb.status();
+  chunks_fetched_ahead_.fetch_add(static_cast<int64_t>(fb->keep_alive.size()));
+  for (auto& ch : fb->keep_alive) keep_alive->push_back(std::move(ch));
+  return Status::OK();
+}
+
+Result<FetchedBlock> Engine::FetchBlock(const std::vector<int64_t>& global, LatestAtMemo* memo,
+                                        bool chunks_only) const {
   // A local fetch computes (reads mapped files, resolves latest-at) and holds a CPU slot; a
   // remote one mostly waits on the network, and must not keep the decode stage off the CPU.
   ThreadBudget::Busy busy(dataset_->WantsPrefetch() ? nullptr : budget_.get());
   FetchedBlock fb;
   fb.stats.fetch_start_ns = NowNs();
   const size_t n = global.size();
-  samples_fetched_.fetch_add(static_cast<int64_t>(n));
-  blocks_fetched_.fetch_add(1);
+  if (!chunks_only) {
+    samples_fetched_.fetch_add(static_cast<int64_t>(n));
+    blocks_fetched_.fetch_add(1);
+  }
   fb.global = global;
   fb.segment_pos.resize(n);
   fb.values.resize(n);
@@ -516,9 +533,17 @@ Result<FetchedBlock> Engine::Fetch(const std::vector<int64_t>& global, LatestAtM
     VideoSetupWants(samples_by_segment, block_segments, &wants);
     std::vector<catalog::ChunkWant> list;
     for (auto& [_, w] : wants) {
+      if (chunks_only) {  // ahead of the fetch thread: what is cached now is its to find
+        const store::ChunkCache& cache = dataset_->cache();
+        for (auto it = w.second.begin(); it != w.second.end();) {
+          const std::string& key = w.first->chunks()[*it].cache_key;
+          it = !key.empty() && cache.Contains(key) ? w.second.erase(it) : std::next(it);
+        }
+      }
       if (!w.second.empty()) list.push_back({w.first, std::vector<size_t>(w.second.begin(), w.second.end())});
     }
     RRL_RETURN_IF_ERROR(dataset_->Prefetch(list, &fb.keep_alive));
+    if (chunks_only) return fb;
   } else if (memo != nullptr && pool_->num_threads() > 1) {
     // A local dataset's chunks the block will read and nobody has loaded yet are read and
     // decoded on the pool, in parallel, before the lookups below find them cached. This is

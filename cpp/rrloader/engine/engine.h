@@ -238,6 +238,15 @@ class Engine {
   // caller's; updated). A hint: Fetch reports the errors; the first failure is returned so
   // that the caller stops asking ahead.
   [[nodiscard]] Status PrefetchSegments(const std::vector<int64_t>& global, std::vector<char>* seen) const;
+  // PrefetchChunks: of what Fetch of samples `global` would hand Dataset::Prefetch (every
+  // chunk their lookups can read, and the chunks new video streams are indexed from), the
+  // chunks not cached now, handed to it now and appended to `keep_alive` (so none: nothing was
+  // missing); nothing for a dataset that wants no prefetch. A pipeline fetches the chunks of
+  // the blocks after the one being fetched this way, so that their round trips overlap the
+  // fetch thread's work. No cache hits are counted. A hint, like PrefetchSegments: Fetch
+  // reports the errors.
+  [[nodiscard]] Status PrefetchChunks(const std::vector<int64_t>& global,
+                                      std::vector<std::shared_ptr<const chunk::Chunk>>* keep_alive) const;
   [[nodiscard]] Result<Block> Decode(FetchedBlock fetched) const;
   [[nodiscard]] Result<Block> Run(const std::vector<int64_t>& global) const;
 
@@ -251,12 +260,16 @@ class Engine {
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
-  // FetchStats: samples and blocks fetched since Make (every sample Fetch was asked for).
+  // FetchStats: samples and blocks fetched since Make (every sample Fetch was asked for), and
+  // the chunks PrefetchChunks fetched (a pipeline's look-ahead, remote datasets).
   struct FetchStats {
     int64_t samples = 0;
     int64_t blocks = 0;
+    int64_t chunks_ahead = 0;
   };
-  FetchStats fetch_stats() const { return {samples_fetched_.load(), blocks_fetched_.load()}; }
+  FetchStats fetch_stats() const {
+    return {samples_fetched_.load(), blocks_fetched_.load(), chunks_fetched_ahead_.load()};
+  }
   // thread_stats: the engine's threads (ThreadBudget's statistics and the pool's size).
   ThreadStats thread_stats() const;
   // budget: the engine's ThreadBudget (a Pipeline's stages count themselves in it).
@@ -286,6 +299,10 @@ class Engine {
   void VideoSetupWants(
       const std::map<int32_t, std::vector<size_t>>& samples_by_segment, const BlockSegments& segments,
       std::map<const store::Segment*, std::pair<std::shared_ptr<const store::Segment>, std::set<size_t>>>* wants) const;
+  // FetchBlock: Fetch, or with `chunks_only` its part up to Dataset::Prefetch
+  // (PrefetchChunks: `fb.keep_alive` holds what it fetched; nothing is counted).
+  [[nodiscard]] Result<FetchedBlock> FetchBlock(const std::vector<int64_t>& global, LatestAtMemo* memo,
+                                                bool chunks_only) const;
   // FetchVideo / DecodeVideo: the video fields' parts of Fetch and Decode (engine_video.cc);
   // FetchVideo does every video field of the block at once.
   [[nodiscard]] Status FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_by_segment,
@@ -311,6 +328,7 @@ class Engine {
   // Counters since Make, for tests and statistics (FetchStats).
   mutable std::atomic<int64_t> samples_fetched_{0};
   mutable std::atomic<int64_t> blocks_fetched_{0};
+  mutable std::atomic<int64_t> chunks_fetched_ahead_{0};
 };
 
 }  // namespace rrl::engine

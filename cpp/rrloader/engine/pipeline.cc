@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -170,6 +171,13 @@ void Pipeline::FetchLoop() {
     std::vector<int64_t> ids(order_.begin() + begin, order_.begin() + end);
     begin = end;
     if (begin == cuts_[c]) ++c;
+    if (looks_ahead_) {  // the segment thread fetches the chunks of the blocks after this one
+      {
+        std::lock_guard<std::mutex> lock(ahead_mu_);
+        fetching_end_ = end;
+      }
+      ahead_cv_.notify_all();
+    }
     Result<FetchedBlock> fb = engine_->Fetch(ids, &memo);
     stop = !fb.ok();              // the error is reported in order; nothing after it is fetched
     if (looks_ahead_ && !stop) {  // the segment thread goes on from the block just fetched
@@ -198,21 +206,52 @@ void Pipeline::SegmentLoop() {
   NameThisThread("rrl-lookahead");
   const auto n = static_cast<int64_t>(order_.size());
   const int64_t block_size = std::max<int64_t>(options_.block_size, 1);
+  bool chunks_ahead = true;
+  int idle_rounds = 0;     // chunk rounds in a row that found every chunk cached
   std::vector<char> seen;  // segment numbers asked for
-  int64_t pos = 0;
+  int64_t pos = 0;         // manifests asked for up to here
+  int64_t chunk_pos = 0;   // chunks asked for up to here
+  // The chunks fetched ahead, by the end of their samples, held until the fetch thread has
+  // fetched past them (a small chunk cache could evict them before): at most
+  // kChunkLookaheadBlocks blocks' chunks.
+  std::deque<std::pair<int64_t, std::vector<std::shared_ptr<const chunk::Chunk>>>> held;
   while (true) {
+    int64_t chunk_end = 0;
+    int64_t passed = 0;
     {
       std::unique_lock<std::mutex> lock(ahead_mu_);
-      ahead_cv_.wait(
-          lock, [&] { return ahead_stop_ || (fetched_end_ > 0 && pos < fetched_end_ + kSegmentLookaheadSamples); });
+      auto chunk_limit = [&] { return std::min(n, fetching_end_ + kChunkLookaheadBlocks * block_size); };
+      auto segment_limit = [&] { return std::min(n, fetched_end_ + kSegmentLookaheadSamples); };
+      ahead_cv_.wait(lock, [&] {
+        return ahead_stop_ ||
+               (fetched_end_ > 0 && ((chunks_ahead && std::max(chunk_pos, fetching_end_) < chunk_limit()) ||
+                                     std::max(pos, fetched_end_) < segment_limit()));
+      });
       if (ahead_stop_) break;
-      pos = std::max(pos, fetched_end_);  // never behind the fetch thread
+      chunk_pos = std::max(chunk_pos, fetching_end_);  // never behind the fetch thread
+      pos = std::max(pos, fetched_end_);
+      if (chunks_ahead && chunk_pos < chunk_limit()) chunk_end = chunk_limit();
+      passed = fetched_end_;
     }
-    if (pos >= n) break;
-    const int64_t end = std::min(n, pos + block_size);
+    while (!held.empty() && held.front().first <= passed) held.pop_front();
     // A failed round (a server that stopped answering, say) ends the look-ahead: every further
     // round would wait out its own deadline, and the pipeline's destruction waits for the one
-    // in flight. The blocks that need the segments ask for them and report the error.
+    // in flight. The blocks that need the segments or chunks ask for them and report the error.
+    if (chunk_end > 0) {  // first the chunks of the blocks after the fetch thread's, in one round
+      std::vector<std::shared_ptr<const chunk::Chunk>> keep;
+      if (!engine_->PrefetchChunks(std::vector<int64_t>(order_.begin() + chunk_pos, order_.begin() + chunk_end), &keep)
+               .ok()) {
+        break;
+      }
+      // Once everything is cached (a dataset that fits the cache, after its first pass), the
+      // rounds would only repeat the fetch thread's lookups on the same cores: stop them.
+      idle_rounds = keep.empty() ? idle_rounds + 1 : 0;
+      if (idle_rounds >= kChunkLookaheadIdleRounds) chunks_ahead = false;
+      held.emplace_back(chunk_end, std::move(keep));
+      chunk_pos = chunk_end;
+      continue;
+    }
+    const int64_t end = std::min(n, pos + block_size);
     if (!engine_->PrefetchSegments(std::vector<int64_t>(order_.begin() + pos, order_.begin() + end), &seen).ok()) {
       break;
     }

@@ -39,6 +39,13 @@
 // destruction). Errors are not cached: a block that needs a manifest this thread is fetching
 // waits for that call and reports its error (named); one that failed earlier is asked for
 // again by the block that needs it.
+// Before each manifest round it fetches the chunks of the next kChunkLookaheadBlocks blocks
+// past the one the fetch thread is fetching, in one Engine::PrefetchChunks round (the missing
+// ones only), and holds them until the fetch thread has fetched past them: their round trips
+// overlap the fetch thread's work (a sequential read needs about one new segment per block,
+// so it otherwise waits for one round trip per block). After kChunkLookaheadIdleRounds rounds
+// in a row that found everything cached (a dataset that fits the cache, read once) it stops
+// fetching chunks: the rounds would only repeat the fetch thread's lookups on the same cores.
 //
 // Fork: destroyed in a forked child (whose copy has no threads), it abandons them.
 //
@@ -88,6 +95,12 @@ struct PipelineOptions {
 inline constexpr int64_t kMinPieceSamples = 8;
 // kSegmentLookaheadSamples: how far past the fetch thread's block the segment thread goes.
 inline constexpr int64_t kSegmentLookaheadSamples = 8192;
+// kChunkLookaheadBlocks: how many blocks past the one the fetch thread is fetching the segment
+// thread fetches the chunks of (and holds them until the fetch thread has fetched past them).
+inline constexpr int64_t kChunkLookaheadBlocks = 4;
+// kChunkLookaheadIdleRounds: chunk rounds in a row that find every chunk cached after which
+// the segment thread stops fetching chunks ahead (manifests go on).
+inline constexpr int kChunkLookaheadIdleRounds = 4;
 
 // PieceEnd: where the next piece of [begin, end) ends, for pieces of at most `max_samples`
 // samples of nearly equal size (so that no tiny remainder follows); `end` when max_samples <= 0.
@@ -146,8 +159,9 @@ class Pipeline {
   bool looks_ahead_ = false;  // set before the threads start, then read-only
   std::mutex ahead_mu_;
   std::condition_variable ahead_cv_;
-  int64_t fetched_end_ = 0;  // guarded by ahead_mu_: the end of the last block the fetch thread fetched
-  bool ahead_stop_ = false;  // guarded by ahead_mu_
+  int64_t fetched_end_ = 0;   // guarded by ahead_mu_: the end of the last block the fetch thread fetched
+  int64_t fetching_end_ = 0;  // guarded by ahead_mu_: the end of the block the fetch thread is fetching
+  bool ahead_stop_ = false;   // guarded by ahead_mu_
   std::thread segment_thread_;
 };
 

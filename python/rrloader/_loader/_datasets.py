@@ -243,7 +243,9 @@ class EngineDataset:
 
     def fetch_stats(self) -> dict[str, int]:
         """Samples and blocks the engine of this process fetched so far (a resumed epoch fetches
-        only what follows its resume point, and what its emission buffer held)."""
+        only what follows its resume point, and what its emission buffer held), and
+        ``chunks_ahead``: chunks of a remote dataset its pipelines fetched ahead of the block
+        being fetched (docs/dataloader.md, "How it fetches")."""
         return dict(self._engine().fetch_stats())
 
     def thread_stats(self) -> dict[str, int]:
