@@ -40,10 +40,11 @@
 // waits for that call and reports its error (named); one that failed earlier is asked for
 // again by the block that needs it.
 // Before each manifest round it fetches the chunks of the next kChunkLookaheadBlocks blocks
-// past the one the fetch thread is fetching, in one Engine::PrefetchChunks round (the missing
-// ones only), and holds them until the fetch thread has fetched past them: their round trips
-// overlap the fetch thread's work (a sequential read needs about one new segment per block,
-// so it otherwise waits for one round trip per block). After kChunkLookaheadIdleRounds rounds
+// past the one the fetch thread is fetching (Engine::PrefetchChunks, the missing ones only: the
+// first round all of them, later rounds the samples the window moved on by), and holds them
+// until the fetch thread has fetched past them: their round trips overlap the fetch thread's
+// work (a sequential read needs about one new segment per block, so it otherwise waits for one
+// round trip per block). After kChunkLookaheadIdleRounds rounds
 // in a row that found everything cached (a dataset that fits the cache, read once) it stops
 // fetching chunks: the rounds would only repeat the fetch thread's lookups on the same cores.
 //
