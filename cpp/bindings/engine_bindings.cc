@@ -374,14 +374,17 @@ class PyEngine {
 
   int64_t total() const { return engine_->samples().total(); }
 
-  // fetch_stats: {"samples", "blocks"} fetched since the engine was made, and the
-  // "chunks_ahead" its pipelines' look-ahead fetched.
+  // fetch_stats: {"samples", "blocks"} fetched since the engine was made, the
+  // "chunks_ahead" its pipelines' look-ahead fetched, and its BufferPool's idle bytes now and
+  // allocations served from it ("buffer_pool_idle_bytes", "buffer_pool_reused").
   nb::dict fetch_stats() const {
     const auto f = engine_->fetch_stats();
     nb::dict d;
     d["samples"] = f.samples;
     d["blocks"] = f.blocks;
     d["chunks_ahead"] = f.chunks_ahead;
+    d["buffer_pool_idle_bytes"] = engine_->buffers()->idle_bytes();
+    d["buffer_pool_reused"] = engine_->buffers()->reused();
     return d;
   }
 

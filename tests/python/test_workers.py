@@ -227,3 +227,24 @@ def test_pieces_bound_decoded_memory_without_changing_samples(big_dir, strategy)
     # uncut: the ramp's blocks (16, 16, 32) then 64-sample ones; cut: once the first piece is
     # decoded (its bytes per sample known), pieces of at most 18 samples
     assert cut_stats["blocks"] > whole_stats["blocks"], (cut_stats, whole_stats)
+
+
+def test_an_iteration_ends_with_no_idle_decode_buffers(big_dir):
+    """Pieces of 18 samples (max_ready_bytes=16 MiB over 64-sample blocks) reuse the buffers of
+    the pieces the consumer has dropped; once the consumer has taken the last sample, the
+    buffers left idle are freed, not kept through the pause between epochs (the number left
+    would depend on when the consumer dropped what)."""
+    ds = jpeg_dataset(big_dir, shuffle_strategy=dl.SampleShuffle(), fetch_block_size=64, max_ready_bytes=16 << 20)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        seen = 0
+        for sample in ds:  # each sample dropped as the next comes, as a training loop does
+            seen += 1
+            assert sample["cam"].shape == (3, 240, 320)
+        stats = ds.fetch_stats()
+        assert seen == 96
+        assert stats["buffer_pool_reused"] > 0, stats  # the pool was in use during the epoch
+        assert stats["buffer_pool_idle_bytes"] == 0, stats
+        del sample
+        # the last piece's buffer, released by the consumer afterwards, waits for the next epoch
+        assert ds.fetch_stats()["buffer_pool_idle_bytes"] > 0

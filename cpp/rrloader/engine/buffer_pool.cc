@@ -58,6 +58,15 @@ void BufferPool::Release(uint8_t* data, int64_t bytes) {
   }
 }
 
+void BufferPool::ReleaseIdle() {
+  std::multimap<int64_t, std::unique_ptr<uint8_t[]>> dropped;  // freed outside the lock
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dropped.swap(idle_);
+    idle_bytes_ = 0;
+  }
+}
+
 int64_t BufferPool::idle_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return idle_bytes_;

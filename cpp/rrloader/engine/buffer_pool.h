@@ -33,6 +33,10 @@ class BufferPool : public std::enable_shared_from_this<BufferPool> {
   // between `bytes` and `bytes` + 1/8 when there is one, else a new one.
   std::shared_ptr<uint8_t[]> Allocate(int64_t bytes);
 
+  // ReleaseIdle: frees every idle buffer (an iteration's end: kept across the pause between
+  // epochs they would be RSS that nothing uses, and how many there are depends on timing).
+  void ReleaseIdle();
+
   int64_t idle_bytes() const;
   int64_t reused() const;     // allocations served by an idle buffer
   int64_t allocated() const;  // allocations that needed new memory

@@ -124,6 +124,10 @@ Pipeline::~Pipeline() {
   // memory between epochs stays what the caches hold, not the allocator's high-water mark.
   fetched_.clear();
   ready_.clear();
+  // So do the released block buffers the pool keeps for the next blocks: between epochs they
+  // are memory nothing uses, and how many are idle at an iteration's end (0 to the pool's
+  // bound, half of the ready bytes) depends on when the consumer dropped its samples.
+  engine_->buffers()->ReleaseIdle();
   ReleaseFreeHeapMemory();
 }
 

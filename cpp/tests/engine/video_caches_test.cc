@@ -155,6 +155,20 @@ TEST(BufferPool, StaysWithinItsBound) {
   EXPECT_EQ(none->idle_bytes(), 0);
 }
 
+TEST(BufferPool, ReleaseIdleFreesTheIdleBuffersOnly) {
+  auto pool = BufferPool::Make(1 << 20);
+  auto live = pool->Allocate(2048);
+  { auto a = pool->Allocate(4096); }
+  EXPECT_EQ(pool->idle_bytes(), 4096);
+  pool->ReleaseIdle();
+  EXPECT_EQ(pool->idle_bytes(), 0);
+  live[2047] = 3;  // still the caller's
+  live.reset();    // and back to the pool afterwards, as before
+  EXPECT_EQ(pool->idle_bytes(), 2048);
+  auto again = pool->Allocate(4096);  // nothing idle of that size any more: new memory
+  EXPECT_EQ(pool->reused(), 0);
+}
+
 TEST(BufferPool, BuffersOutliveThePool) {
   std::shared_ptr<uint8_t[]> kept;
   {

@@ -245,7 +245,9 @@ class EngineDataset:
         """Samples and blocks the engine of this process fetched so far (a resumed epoch fetches
         only what follows its resume point, and what its emission buffer held), and
         ``chunks_ahead``: chunks of a remote dataset its pipelines fetched ahead of the block
-        being fetched (docs/dataloader.md, "How it fetches")."""
+        being fetched (docs/dataloader.md, "How it fetches"); ``buffer_pool_idle_bytes`` and
+        ``buffer_pool_reused``: released decode buffers kept for reuse now, and allocations
+        they served (docs/dataloader.md, "Memory")."""
         return dict(self._engine().fetch_stats())
 
     def thread_stats(self) -> dict[str, int]:
