@@ -230,11 +230,14 @@ def test_pieces_bound_decoded_memory_without_changing_samples(big_dir, strategy)
 
 
 def test_an_iteration_ends_with_no_idle_decode_buffers(big_dir):
-    """Pieces of 18 samples (max_ready_bytes=16 MiB over 64-sample blocks) reuse the buffers of
-    the pieces the consumer has dropped; once the consumer has taken the last sample, the
-    buffers left idle are freed, not kept through the pause between epochs (the number left
-    would depend on when the consumer dropped what)."""
-    ds = jpeg_dataset(big_dir, shuffle_strategy=dl.SampleShuffle(), fetch_block_size=64, max_ready_bytes=16 << 20)
+    """Pieces of 18 samples (max_ready_bytes=16 MiB over 64-sample blocks) go back to the pool as
+    the consumer drops them; once the consumer has taken the last sample, the buffers left idle
+    are freed, not kept through the pause between epochs (the number left would depend on when
+    the consumer dropped what; whether the pool reused any during the epoch depends on timing,
+    so it is not asserted)."""
+    ds = jpeg_dataset(
+        big_dir, shuffle_strategy=dl.SampleShuffle(), fetch_block_size=64, max_ready_bytes=16 << 20
+    )
     for epoch in (0, 1):
         ds.set_epoch(epoch)
         seen = 0
@@ -243,7 +246,6 @@ def test_an_iteration_ends_with_no_idle_decode_buffers(big_dir):
             assert sample["cam"].shape == (3, 240, 320)
         stats = ds.fetch_stats()
         assert seen == 96
-        assert stats["buffer_pool_reused"] > 0, stats  # the pool was in use during the epoch
         assert stats["buffer_pool_idle_bytes"] == 0, stats
         del sample
         # the last piece's buffer, released by the consumer afterwards, waits for the next epoch
