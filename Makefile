@@ -3,7 +3,7 @@ PY ?= python3
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 30
 
-.PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-build fuzz-smoke lint bench ci clean
+.PHONY: setup build demo test cpp-test py-test asan fuzz fuzz-build fuzz-smoke lint tidy bench ci clean
 
 setup:
 	PYTHON=$(PY) bash scripts/setup.sh
@@ -72,10 +72,18 @@ lint: setup
 	$(PY) -m ruff check python tests bench tools
 	clang-format --dry-run --Werror $$(git ls-files 'cpp/*.h' 'cpp/*.cc' 'fuzz/*.cc')
 
+# clang-tidy over the engine's sources (.clang-tidy: every warning an error), with the compile
+# commands of the C++ test build.
+tidy: setup
+	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
+	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
+	git ls-files 'cpp/rrloader/*.cc' | xargs -P $(JOBS) -n 1 bash -c \
+	  'clang-tidy -p build/cpp --quiet "$$0" 2> >(grep -v "warnings generated" >&2)'
+
 bench: build
 	bash bench/run_all.sh
 
-ci: test asan fuzz-smoke lint
+ci: test asan fuzz-smoke lint tidy
 
 clean:
 	rm -rf build demo_data

@@ -77,7 +77,7 @@ Result<EntityFilter> EntityFilter::Parse(const std::vector<std::string>& exprs) 
       trim(e);
     }
     if (e.empty()) return Status::InvalidArgument("empty entity path filter expression");
-    if (e[0] != '/') e = "/" + e;
+    if (e[0] != '/') e.insert(e.begin(), '/');
     if (e.size() >= 3 && e.compare(e.size() - 3, 3, "/**") == 0) {
       r.subtree = true;
       e.resize(e.size() - 3);
@@ -273,8 +273,9 @@ Result<std::shared_ptr<arrow::Table>> LocalDataset::IndexRanges(const std::optio
     for (int which = 0; which < 2; ++which) {
       const auto& vals = which == 0 ? starts[k] : ends[k];
       std::unique_ptr<arrow::ArrayBuilder> b;
-      if (!arrow::MakeBuilder(arrow::default_memory_pool(), arrow::int64(), &b).ok())
+      if (!arrow::MakeBuilder(arrow::default_memory_pool(), arrow::int64(), &b).ok()) {
         return Status::Internal("builder");
+      }
       auto* ib = static_cast<arrow::Int64Builder*>(b.get());
       for (const auto& v : vals) {
         if (!(v ? ib->Append(*v) : ib->AppendNull()).ok()) return Status::Internal("append");

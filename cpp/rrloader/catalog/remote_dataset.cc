@@ -165,8 +165,9 @@ class RemoteChunkLoader final : public store::ChunkLoader {
         ++stats_.fetch_errors;
         return answer.status();
       }
-      if (answer->size() != 1)
+      if (answer->size() != 1) {
         return Status::Corrupt("GetRrdManifest answered " + std::to_string(answer->size()) + " messages");
+      }
       stats_.manifest_bytes += (*answer)[0]->size();
     }
     return redap::DecodeGetRrdManifestResponse((*answer)[0]);
@@ -285,8 +286,9 @@ Status RemoteChunkLoader::FetchBatch(const std::vector<Wanted>& batch,
     size_t k = batch.size();
     if (!f.chunk_id.empty()) {
       auto it = by_id.find(f.chunk_id);
-      if (it == by_id.end())
+      if (it == by_id.end()) {
         return Status::Corrupt(where + ": the server sent chunk " + Hex(f.chunk_id) + ", which was not asked for");
+      }
       k = it->second;
     } else {
       while (next_unnamed < batch.size() && decoded[next_unnamed] != nullptr) ++next_unnamed;
@@ -366,8 +368,9 @@ Status RemoteChunkLoader::FetchInto(const std::vector<Wanted>& wanted,
       // Batches: in request order (segments together), cut so that each holds about the
       // same bytes, as many as fetch_concurrency allows with fetch_batch_bytes each.
       int64_t total = 0;
-      for (const auto& [w, key] : to_fetch)
+      for (const auto& [w, key] : to_fetch) {
         total += static_cast<int64_t>(std::max<uint64_t>(1, w.first->chunks()[w.second].byte_size));
+      }
       const int64_t per = std::max<int64_t>(1, options_.fetch_batch_bytes);
       const int64_t n = std::clamp<int64_t>((total + per - 1) / per, 1, std::max(1, options_.fetch_concurrency));
       const int64_t target = (total + n - 1) / n;

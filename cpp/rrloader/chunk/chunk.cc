@@ -45,17 +45,17 @@ Result<std::shared_ptr<const Chunk>> Chunk::Decode(const std::shared_ptr<arrow::
                                                    const std::string& where) {
   auto batch_or = rrd::DecodeIpcRecordBatch(ipc);
   if (!batch_or.ok()) return batch_or.status().WithPrefix(where);
-  return Parse(std::move(*batch_or), ipc->size(), where);
+  return Parse(*batch_or, ipc->size(), where);
 }
 
-Result<std::shared_ptr<const Chunk>> Chunk::FromRecordBatch(std::shared_ptr<arrow::RecordBatch> batch,
+Result<std::shared_ptr<const Chunk>> Chunk::FromRecordBatch(const std::shared_ptr<arrow::RecordBatch>& batch,
                                                             const std::string& where) {
   if (batch == nullptr) return Status::InvalidArgument(where + ": no record batch");
   const int64_t bytes = static_cast<int64_t>(arrow::util::TotalBufferSize(*batch));
-  return Parse(std::move(batch), bytes, where);
+  return Parse(batch, bytes, where);
 }
 
-Result<std::shared_ptr<const Chunk>> Chunk::Parse(std::shared_ptr<arrow::RecordBatch> batch, int64_t byte_size,
+Result<std::shared_ptr<const Chunk>> Chunk::Parse(const std::shared_ptr<arrow::RecordBatch>& batch, int64_t byte_size,
                                                   const std::string& where) {
   auto chunk = std::make_shared<Chunk>();
   chunk->batch_ = batch;

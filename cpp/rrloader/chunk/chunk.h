@@ -54,8 +54,8 @@ class Chunk {
   // and handed over through the Arrow C data interface). The batch's buffers are shared,
   // not copied; ByteSize() is the size of every buffer the batch references. `where`
   // prefixes error messages.
-  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> FromRecordBatch(std::shared_ptr<arrow::RecordBatch> batch,
-                                                                            const std::string& where);
+  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> FromRecordBatch(
+      const std::shared_ptr<arrow::RecordBatch>& batch, const std::string& where);
 
   const std::string& entity_path() const { return entity_path_; }
   const std::string& chunk_id() const { return chunk_id_; }
@@ -72,7 +72,7 @@ class Chunk {
   const std::shared_ptr<arrow::RecordBatch>& batch() const { return batch_; }
 
  private:
-  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> Parse(std::shared_ptr<arrow::RecordBatch> batch,
+  [[nodiscard]] static Result<std::shared_ptr<const Chunk>> Parse(const std::shared_ptr<arrow::RecordBatch>& batch,
                                                                   int64_t byte_size, const std::string& where);
 
   std::string entity_path_;

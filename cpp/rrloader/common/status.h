@@ -97,8 +97,11 @@ class [[nodiscard]] Result {
 
 // RRL_ASSIGN_OR_RETURN(lhs, expr): evaluate a Result expression, return its Status
 // if not OK, else move its value into lhs (which may be a declaration).
+// `tmp` and `lhs` are declarations, which parentheses would break.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define RRL_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                              \
   if (!tmp.ok()) return tmp.status();             \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)
 #define RRL_ASSIGN_OR_RETURN(lhs, expr) RRL_ASSIGN_OR_RETURN_IMPL(RRL_CONCAT(_rrl_result_, __LINE__), lhs, expr)

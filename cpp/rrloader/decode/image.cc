@@ -258,8 +258,9 @@ Result<JpegStructure> WalkJpeg(const uint8_t* data, size_t size, bool to_eoi) {
       js.saw_eoi = true;
       return js;
     }
-    if (marker == 0xD8)
+    if (marker == 0xD8) {
       return Status::Corrupt("JPEG has a second start-of-image marker at byte " + std::to_string(pos - 2));
+    }
     if ((marker >= 0xD0 && marker <= 0xD7) || marker == 0x01) continue;  // no length field
     if (pos + 2 > size) return Status::Truncated(JpegTruncatedMessage(size, "inside a marker length"));
     const size_t length = (size_t{data[pos]} << 8) | data[pos + 1];

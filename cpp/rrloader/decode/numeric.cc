@@ -71,6 +71,8 @@ void StoreAs(DType in, const uint8_t* src, int64_t n, Out* dst) {
     for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<Out>(s[i]); \
     return;                                                          \
   }
+    // int8 values are meant to be sign-extended when widened.
+    // NOLINTNEXTLINE(bugprone-signed-char-misuse)
     RRL_CASE(kInt8, int8_t)
     RRL_CASE(kInt16, int16_t)
     RRL_CASE(kInt32, int32_t)
@@ -97,8 +99,10 @@ void ConvertRun(DType in, const uint8_t* src, int64_t n, DType out, uint8_t* dst
     return;
   }
   switch (out) {
+// NOLINTBEGIN(bugprone-macro-parentheses): T is a type
 #define RRL_OUT(E, T) \
   case DType::E: StoreAs<T>(in, src, n, reinterpret_cast<T*>(dst)); return;
+    // NOLINTEND(bugprone-macro-parentheses)
     RRL_OUT(kInt8, int8_t)
     RRL_OUT(kInt16, int16_t)
     RRL_OUT(kInt32, int32_t)

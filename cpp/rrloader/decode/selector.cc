@@ -105,8 +105,11 @@ Result<std::shared_ptr<arrow::DataType>> Selector::Check(const std::shared_ptr<a
   for (const Step& st : steps_) {
     const std::string step_text = st.is_index ? "[" + std::to_string(st.index) + "]" : "." + st.name;
     auto fail = [&](const std::string& why) {
-      return Status::InvalidArgument("selector '" + text_ + "': step '" + step_text + "' (after '" +
-                                     (done.empty() ? "." : done) + "'): " + why);
+      std::string message = "selector '" + text_ + "': step '" + step_text + "' (after '";
+      message += done.empty() ? "." : done;
+      message += "'): ";
+      message += why;
+      return Status::InvalidArgument(message);
     };
     if (st.is_index) {
       if (sequence) {

@@ -49,8 +49,8 @@ int SwsColorspace(const AVColorSpace& field) {
   switch (space) {
     case AVCOL_SPC_BT709: return SWS_CS_ITU709;
     case AVCOL_SPC_FCC: return SWS_CS_FCC;
-    case AVCOL_SPC_BT470BG: return SWS_CS_ITU601;
-    case AVCOL_SPC_SMPTE170M: return SWS_CS_SMPTE170M;
+    case AVCOL_SPC_BT470BG:  // swscale's SWS_CS_SMPTE170M is the same table as SWS_CS_ITU601
+    case AVCOL_SPC_SMPTE170M: return SWS_CS_ITU601;
     case AVCOL_SPC_SMPTE240M: return SWS_CS_SMPTE240M;
     case AVCOL_SPC_BT2020_NCL:
     case AVCOL_SPC_BT2020_CL: return SWS_CS_BT2020;
@@ -273,8 +273,9 @@ Result<std::unique_ptr<VideoDecoder>> VideoDecoder::Open(VideoCodec codec, const
     }
   }
   const int rc = avcodec_open2(ctx, av_codec, nullptr);
-  if (rc < 0)
+  if (rc < 0) {
     return Status::Internal("could not open the " + std::string(av_codec->name) + " decoder: " + AvErrorString(rc));
+  }
   return d;
 }
 
@@ -427,8 +428,9 @@ Status VideoDecoder::ConvertToRgb(const AVFrame& frame, const VideoOutputSize& s
   uint8_t* dst[4] = {rgb_scratch, nullptr, nullptr, nullptr};
   int dst_stride[4] = {stride, 0, 0, 0};
   const int rows = sws_scale(rgb_scaler_.ctx.get(), frame.data, frame.linesize, 0, src_h, dst, dst_stride);
-  if (rows != out_h)
+  if (rows != out_h) {
     return Status::Internal("libswscale converted " + std::to_string(rows) + " of " + std::to_string(out_h) + " rows");
+  }
   const size_t plane = static_cast<size_t>(out_w) * out_h;
   uint8_t* r = out;
   uint8_t* g = out + plane;
@@ -597,7 +599,8 @@ std::unique_ptr<VideoDecoder> VideoFrameDecoder::Checkout(const std::string& key
   return std::move(entry.session);
 }
 
-void VideoFrameDecoder::Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session) {
+void VideoFrameDecoder::Checkin(const std::string& key, uint64_t hash, size_t size,
+                                std::unique_ptr<VideoDecoder> session) {
   const int64_t bytes = session->EstimatedBytes();
   std::unique_ptr<VideoDecoder> dropped;  // freed outside the lock
   std::vector<std::unique_ptr<VideoDecoder>> evicted;

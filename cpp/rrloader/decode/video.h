@@ -413,7 +413,7 @@ class VideoFrameDecoder {
   // when the cache is so full (in bytes or sessions) that checking in one more session of
   // its size would evict it anyway; else null.
   std::unique_ptr<VideoDecoder> Recyclable(VideoCodec codec);
-  void Checkin(std::string key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
+  void Checkin(const std::string& key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
 
   VideoFrameDecoderOptions options_;
   mutable std::mutex mu_;

@@ -925,6 +925,8 @@ Result<Block> Engine::Decode(FetchedBlock fb) const {
           const int64_t width = fo.shapes[si].back();
           std::vector<decode::Span> comps{cell};
           std::vector<int64_t> widths;
+          comps.reserve(1 + fc.joins.size());
+          widths.reserve(1 + fc.joins.size());
           for (size_t j = 0; j < fc.joins.size(); ++j) {
             decode::Span jc;
             (void)cell_span(fc.joins[j][static_cast<size_t>(i * T + t)], &jc);

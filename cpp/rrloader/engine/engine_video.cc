@@ -106,8 +106,9 @@ void Engine::VideoSetupWants(
       auto& w = (*wants)[it->second.get()];
       w.first = it->second;
       w.second.insert(layout.setup.begin(), layout.setup.end());
-      for (size_t c : layout.setup_clusters)
+      for (size_t c : layout.setup_clusters) {
         w.second.insert(layout.clusters[c].chunks.begin(), layout.clusters[c].chunks.end());
+      }
     }
   }
 }
@@ -271,8 +272,9 @@ Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_
       w.key = key;
       w.index = *index;
       for (size_t i : members) {
-        for (int64_t t = 0; t < T; ++t)
+        for (int64_t t = 0; t < T; ++t) {
           w.values.push_back(slot_values[i * static_cast<size_t>(T) + static_cast<size_t>(t)]);
+        }
       }
       std::sort(w.values.begin(), w.values.end());
       w.values.erase(std::unique(w.values.begin(), w.values.end()), w.values.end());
@@ -304,8 +306,9 @@ Status Engine::FetchVideo(const std::map<int32_t, std::vector<size_t>>& samples_
         const VideoIndex& index = *streams[s].index;
         auto& want = wants[index.segment.get()];
         want.segment = index.segment;
-        for (size_t c : clusters)
+        for (size_t c : clusters) {
           want.chunks.insert(want.chunks.end(), index.ChunksOf(c).begin(), index.ChunksOf(c).end());
+        }
       }
       std::vector<catalog::ChunkWant> list;
       for (auto& [_, want] : wants) {
@@ -705,8 +708,9 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
         }
       }
       for (int64_t i = 0; i < n; ++i) {
-        if (!valid[static_cast<size_t>(i)])
+        if (!valid[static_cast<size_t>(i)]) {
           std::memset(st.data.get() + i * per_sample, 0, static_cast<size_t>(per_sample));
+        }
         fo.offsets[static_cast<size_t>(i)] = i * per_sample;
         fo.shapes[static_cast<size_t>(i)] = shape_of(st.predicted);
       }
@@ -740,8 +744,9 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
       for (int64_t i = 0; i < n; ++i) {
         uint8_t* dst = fo.data.get() + fo.offsets[static_cast<size_t>(i)];
         if (!valid[static_cast<size_t>(i)]) {
-          if (fo.uniform)
+          if (fo.uniform) {
             std::memset(dst, 0, static_cast<size_t>(FrameLayout::Of(st.format, common, T).sample_bytes()));
+          }
           continue;
         }
         const FrameLayout layout = FrameLayout::Of(st.format, sample_shape[static_cast<size_t>(i)], T);
@@ -779,8 +784,9 @@ Result<std::vector<int64_t>> Engine::VideoKeyframes(size_t field, int32_t segmen
       // The chunks the index is created from, in one batch (as a block's prefetch does).
       const VideoIndexLayout layout = LayoutVideoIndex(**seg, options_.index, vp.columns);
       catalog::ChunkWant want{*seg, layout.setup};
-      for (size_t c : layout.setup_clusters)
+      for (size_t c : layout.setup_clusters) {
         want.chunks.insert(want.chunks.end(), layout.clusters[c].chunks.begin(), layout.clusters[c].chunks.end());
+      }
       std::sort(want.chunks.begin(), want.chunks.end());
       want.chunks.erase(std::unique(want.chunks.begin(), want.chunks.end()), want.chunks.end());
       RRL_RETURN_IF_ERROR(dataset_->Prefetch({want}, &keep_alive));

@@ -264,8 +264,9 @@ Result<std::shared_ptr<const VideoClusterPackets>> VideoIndex::Load(size_t c, st
     }
     const auto* sample_col = ch->FindComponent(columns.sample.component);
     if (sample_col == nullptr) continue;
-    if (ch->num_rows() > int64_t{UINT32_MAX})
+    if (ch->num_rows() > int64_t{UINT32_MAX}) {
       return Status::Unsupported(where + ": a video chunk of more than 2^32 rows");
+    }
     for (int64_t r = 0; r < ch->num_rows(); ++r) {
       const uint8_t* data = nullptr;
       size_t size = 0;
@@ -342,7 +343,7 @@ Result<std::shared_ptr<const VideoClusterPackets>> VideoIndex::Load(size_t c, st
   return stored;
 }
 
-Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const store::Segment> segment_ptr,
+Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(const std::shared_ptr<const store::Segment>& segment_ptr,
                                                            store::ChunkCache& cache, const std::string& index,
                                                            const VideoStreamColumns& columns,
                                                            std::optional<decode::VideoCodec> fallback_codec,
@@ -416,6 +417,7 @@ Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const
   }
   // Codec: an overriding codec; else static wins; else the temporal values, which must agree;
   // else the fallback.
+  // NOLINTNEXTLINE(bugprone-branch-clone): the first and last branches are the same assignment at different priorities
   if (codec_overrides && fallback_codec) {
     out->codec = *fallback_codec;
   } else if (static_codec) {

@@ -152,7 +152,7 @@ class VideoIndex {
   }
 
  private:
-  friend Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(std::shared_ptr<const store::Segment>,
+  friend Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(const std::shared_ptr<const store::Segment>&,
                                                                     store::ChunkCache&, const std::string&,
                                                                     const VideoStreamColumns&,
                                                                     std::optional<decode::VideoCodec>,
@@ -175,7 +175,7 @@ class VideoIndex {
 // an unknown codec value. `codec_overrides`: the stream is decoded as `fallback_codec` whatever
 // its codec component says (the component is not read, nor checked).
 [[nodiscard]] Result<std::shared_ptr<const VideoIndex>> CreateVideoIndex(
-    std::shared_ptr<const store::Segment> segment, store::ChunkCache& cache, const std::string& index,
+    const std::shared_ptr<const store::Segment>& segment, store::ChunkCache& cache, const std::string& index,
     const VideoStreamColumns& columns, std::optional<decode::VideoCodec> fallback_codec, const std::string& where,
     bool codec_overrides = false);
 

@@ -163,7 +163,7 @@ Result<std::shared_ptr<arrow::Array>> MakeIndexArray(rrd::TimeKind kind, const I
 // Compaction limits of rerun's ChunkStoreConfig::DEFAULT (0.41).
 constexpr int64_t kStoreMaxRows = 4096;
 constexpr int64_t kStoreMaxRowsIfUnsorted = 1024;
-constexpr int64_t kStoreMaxBytes = 12 * 8 * 4096;
+constexpr int64_t kStoreMaxBytes = int64_t{12} * 8 * 4096;
 
 // StoreMeta: what the chunk store's compaction looks at in a (possibly merged) temporal chunk.
 struct StoreMeta {
@@ -205,8 +205,9 @@ StoreMeta MakeStoreMeta(const std::vector<ChunkPtr>& chunks, const std::vector<s
   std::sort(m.timelines.begin(), m.timelines.end());
   if (parts.size() == 1) {
     const Chunk& c = *chunks[parts.front()];
-    for (const auto& tl : c.timelines())
+    for (const auto& tl : c.timelines()) {
       m.time_sorted = m.time_sorted && std::is_sorted(tl.values, tl.values + c.num_rows());
+    }
   } else {
     std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     for (const auto& name : m.timelines) {
@@ -476,8 +477,9 @@ EntityStore ServerFetch(const std::vector<ChunkPtr>& chunks, const DataframeQuer
       if (!newest) continue;
       static_components.insert(comp.component);
       auto it = provider.find(comp.component);
-      if (it == provider.end() || !q.eager_store || it->second.second < *newest)
+      if (it == provider.end() || !q.eager_store || it->second.second < *newest) {
         provider[comp.component] = {i, *newest};
+      }
     }
   }
   // An unrestricted timeline query (no index values, no range) gets every chunk the store holds: all of a
@@ -488,8 +490,9 @@ EntityStore ServerFetch(const std::vector<ChunkPtr>& chunks, const DataframeQuer
   std::set<size_t> providers;
   for (const auto& [_, p] : provider) providers.insert(p.first);
   for (size_t i : static_chunks) {
-    if ((unrestricted && !q.eager_store) || providers.count(i))
+    if ((unrestricted && !q.eager_store) || providers.count(i)) {
       out.chunks.push_back(StoreChunk{{chunks[i].get()}, true});
+    }
   }
   std::vector<StoreChunk> temporal;
   for (const auto& g : groups) {
@@ -879,6 +882,7 @@ Result<std::shared_ptr<arrow::Table>> RunDataframeQuery(const store::Segment& se
   for (const StoreColumn* col : output) any_static_output = any_static_output || (col && col->static_cell);
   if (q.index && !q.fill_latest_at && !q.using_index_values && any_static_output && rows.size() >= 4) {
     std::vector<std::vector<Bundle>> columns;
+    columns.reserve(view.size());
     for (StoreColumn* col : view) columns.push_back(std::move(col->bundles));
     // Any index column besides the queried one is "another timeline" of the selection, whether or not this
     // segment has it.

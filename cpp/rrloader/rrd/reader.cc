@@ -303,7 +303,7 @@ std::shared_ptr<arrow::DataType> ArrowTypeOf(TimeKind kind) {
   return arrow::int64();
 }
 
-Result<RrdIndex> OpenRrd(std::shared_ptr<io::ByteSource> src) {
+Result<RrdIndex> OpenRrd(const std::shared_ptr<io::ByteSource>& src) {
   RRL_ASSIGN_OR_RETURN(auto hb, src->ReadAt(0, std::min<uint64_t>(kStreamHeaderSize, src->Size())));
   auto header = ParseStreamHeader(View(*hb));
   if (!header.ok()) return Status(header.status().code(), src->Name() + ": " + header.status().message());

@@ -97,7 +97,7 @@ struct RrdIndex {
 
 // OpenRrd: read the stream header and either the footer or (without footer) every
 // message frame. Errors name the source and the byte offset.
-[[nodiscard]] Result<RrdIndex> OpenRrd(std::shared_ptr<io::ByteSource> source);
+[[nodiscard]] Result<RrdIndex> OpenRrd(const std::shared_ptr<io::ByteSource>& source);
 
 // ReadChunkIpc: read the ArrowMsg at `loc`, check its frame header, decompress, and
 // return its Arrow IPC bytes. `store` receives the message's store id when non-null.
