@@ -72,13 +72,15 @@ lint: setup
 	$(PY) -m ruff check python tests bench tools
 	clang-format --dry-run --Werror $$(git ls-files 'cpp/*.h' 'cpp/*.cc' 'fuzz/*.cc')
 
-# clang-tidy over the engine's sources (.clang-tidy: every warning an error), with the compile
-# commands of the C++ test build.
-tidy: setup
+# clang-tidy over the engine's sources and the bindings (.clang-tidy: every warning an error),
+# with the compile commands of the C++ test build and of the Python module's build.
+TIDY = bash -c 'clang-tidy -p "$$1" --quiet "$$0" 2> >(grep -v "warnings generated" >&2)'
+tidy: build
 	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
 	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
-	git ls-files 'cpp/rrloader/*.cc' | xargs -P $(JOBS) -n 1 bash -c \
-	  'clang-tidy -p build/cpp --quiet "$$0" 2> >(grep -v "warnings generated" >&2)'
+	git ls-files 'cpp/rrloader/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} build/cpp
+	git ls-files 'cpp/bindings/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} \
+	  "$$(dirname "$$(ls build/cp*/compile_commands.json | head -n 1)")"
 
 bench: build
 	bash bench/run_all.sh

@@ -149,8 +149,9 @@ nb::tuple BlockToPython(rrl::engine::Block&& b) {
     nb::capsule owner = OwnerOf(fo.data);
     if (fo.uniform) {
       std::vector<size_t> shape{n};
-      for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0])
+      for (int64_t s : fo.shapes.empty() ? std::vector<int64_t>{} : fo.shapes[0]) {
         shape.push_back(static_cast<size_t>(s));
+      }
       d["batch"] = NumpyArray(fo.data.get(), shape.size(), shape.data(), owner, nullptr, dt);
     } else {
       nb::list items;
@@ -441,6 +442,8 @@ class PyEngine {
   ~PyEngine() {
     // OwnerProcess: in a forked child the engine (its pool's threads, their condition
     // variables, libavcodec's frame threads) is leaked, not destroyed.
+    // (A failed allocation here ends the process: a destructor cannot report it.)
+    // NOLINTNEXTLINE(bugprone-unhandled-exception-at-new)
     if (owner_.foreign()) new std::shared_ptr<const rrl::engine::Engine>(std::move(engine_));
   }
 

@@ -97,7 +97,7 @@ class PyLocalDataset {
   std::vector<std::string> files() const { return ds_->files(); }
   std::map<std::string, std::string> timelines() const { return rrl_bindings::TimelineKindNames(ds_->timelines()); }
   nb::capsule schema() const { return SchemaCapsule(*ds_->Schema()); }
-  nb::capsule index_ranges(std::optional<std::string> timeline) const {
+  nb::capsule index_ranges(const std::optional<std::string>& timeline) const {
     return TableCapsule(Unwrap(ds_->IndexRanges(timeline)));
   }
   std::vector<std::pair<std::string, uint64_t>> chunk_row_counts() const {
@@ -179,7 +179,7 @@ NB_MODULE(_core, m) {
   nb::set_leak_warnings(false);
 
   m.def(
-      "_set_exception_table", [](nb::dict table) { ExceptionTable() = table; },
+      "_set_exception_table", [](nb::dict table) { ExceptionTable() = std::move(table); },
       "Internal: map StatusCode numbers to Python exception classes.");
 
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {

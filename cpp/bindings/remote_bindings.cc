@@ -210,7 +210,7 @@ std::vector<rrl::Result<std::vector<std::shared_ptr<arrow::Buffer>>>> CallRpcMan
 // from it). Thread-safe like the dataset; the fetch callable is owned through PyCallable.
 class PyRemoteDataset {
  public:
-  PyRemoteDataset(std::vector<std::string> segment_ids, nb::object schema, nb::object rpc, int64_t cache_bytes,
+  PyRemoteDataset(std::vector<std::string> segment_ids, const nb::object& schema, nb::object rpc, int64_t cache_bytes,
                   int fetch_concurrency, std::string description, int64_t manifest_cache_bytes,
                   int64_t fetch_batch_bytes, std::string layer, nb::object rpc_many) {
     nb::object capsule = schema.attr("__arrow_c_schema__")();
@@ -220,8 +220,9 @@ class PyRemoteDataset {
       Throw(rrl::Status::InvalidArgument("schema.__arrow_c_schema__() did not return an arrow_schema capsule"));
     }
     auto imported = arrow::ImportSchema(c_schema);
-    if (!imported.ok())
+    if (!imported.ok()) {
       Throw(rrl::Status::InvalidArgument("cannot import the schema: " + imported.status().ToString()));
+    }
     auto callable = std::make_shared<PyCallable>(std::move(rpc));
     rrl::catalog::RemoteOptions o;
     o.cache_bytes = cache_bytes;
