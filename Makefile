@@ -16,12 +16,15 @@ build: setup
 demo: build
 	$(PY) -m rrloader.demo --out demo_data
 
+# The C++ test build (warnings as errors); its compile commands also serve `make tidy`.
+CPP_CONFIGURE = cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
+  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
+
 # The README's test command: C++ unit tests (warnings as errors) and the Python suite.
 test: build cpp-test py-test
 
 cpp-test: setup
-	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
-	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
+	$(CPP_CONFIGURE)
 	cmake --build build/cpp -j $(JOBS)
 	ctest --test-dir build/cpp --output-on-failure
 
@@ -76,8 +79,7 @@ lint: setup
 # with the compile commands of the C++ test build and of the Python module's build.
 TIDY = bash -c 'clang-tidy -p "$$1" --quiet "$$0" 2> >(grep -v "warnings generated" >&2)'
 tidy: build
-	cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRLOADER_BUILD_TESTS=ON \
-	  -DRRLOADER_BUILD_PYTHON=OFF -DRRLOADER_WERROR=ON > /dev/null
+	$(CPP_CONFIGURE)
 	git ls-files 'cpp/rrloader/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} build/cpp
 	git ls-files 'cpp/bindings/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} \
 	  "$$(dirname "$$(ls build/cp*/compile_commands.json | head -n 1)")"
