@@ -599,7 +599,17 @@ std::unique_ptr<VideoDecoder> VideoFrameDecoder::Checkout(const std::string& key
   return std::move(entry.session);
 }
 
-void VideoFrameDecoder::Checkin(const std::string& key, uint64_t hash, size_t size,
+VideoFrameDecoder::Entry VideoFrameDecoder::FirstToGoLocked(const VideoCodec* codec) {
+  Entry oldest = lru_.end();  // least recently used of any kind
+  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
+    if (codec != nullptr && it->session->codec() != *codec) continue;
+    if (it->spent) return std::next(it).base();
+    if (oldest == lru_.end()) oldest = std::next(it).base();
+  }
+  return oldest;
+}
+
+void VideoFrameDecoder::Checkin(const std::string& key, uint64_t hash, size_t size, bool spent,
                                 std::unique_ptr<VideoDecoder> session) {
   const int64_t bytes = session->EstimatedBytes();
   std::unique_ptr<VideoDecoder> dropped;  // freed outside the lock
@@ -607,13 +617,21 @@ void VideoFrameDecoder::Checkin(const std::string& key, uint64_t hash, size_t si
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (bytes > options_.session_cache_bytes || options_.max_sessions == 0) return;
+    // Behind what this pass already fed of the GOP: the frames after it were delivered, so
+    // (each sample coming once per pass) nothing will continue it.
+    if (fed_through_.size() >= kMaxFedMarks) fed_through_.clear();  // a hint only: start over
+    auto [mark, inserted] = fed_through_.try_emplace(key, session->last_fed_position());
+    if (!inserted) {
+      spent = spent || mark->second > session->last_fed_position();
+      mark->second = std::max(mark->second, session->last_fed_position());
+    }
     if (auto it = index_.find(key); it != index_.end()) {
       bytes_cached_ -= it->second->bytes;
       dropped = std::move(it->second->session);
       lru_.erase(it->second);
       index_.erase(it);
     }
-    lru_.push_front(CachedSession{key, hash, size, std::move(session), bytes});
+    lru_.push_front(CachedSession{key, hash, size, std::move(session), bytes, spent});
     index_[key] = lru_.begin();
     bytes_cached_ += bytes;
     const auto over = [&] {
@@ -621,29 +639,32 @@ void VideoFrameDecoder::Checkin(const std::string& key, uint64_t hash, size_t si
              (options_.max_sessions >= 0 && static_cast<int64_t>(lru_.size()) > options_.max_sessions);
     };
     while (over() && !lru_.empty()) {
-      CachedSession& last = lru_.back();
-      bytes_cached_ -= last.bytes;
-      evicted.push_back(std::move(last.session));
-      index_.erase(last.key);
-      lru_.pop_back();
+      const Entry victim = FirstToGoLocked(nullptr);
+      bytes_cached_ -= victim->bytes;
+      evicted.push_back(std::move(victim->session));
+      index_.erase(victim->key);
+      lru_.erase(victim);
     }
   }
 }
 
 std::unique_ptr<VideoDecoder> VideoFrameDecoder::Recyclable(VideoCodec codec) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-    if (it->session->codec() != codec) continue;
-    const bool room = bytes_cached_ + it->bytes <= options_.session_cache_bytes &&
-                      (options_.max_sessions < 0 || static_cast<int64_t>(lru_.size()) < options_.max_sessions);
-    if (room) return nullptr;  // checking in one more session would not evict it: keep it
-    std::unique_ptr<VideoDecoder> taken = std::move(it->session);
-    bytes_cached_ -= it->bytes;
-    index_.erase(it->key);
-    lru_.erase(std::next(it).base());
-    return taken;
-  }
-  return nullptr;
+  const Entry it = FirstToGoLocked(&codec);
+  if (it == lru_.end()) return nullptr;
+  const bool room = bytes_cached_ + it->bytes <= options_.session_cache_bytes &&
+                    (options_.max_sessions < 0 || static_cast<int64_t>(lru_.size()) < options_.max_sessions);
+  if (room) return nullptr;  // checking in one more session would not evict it: keep it
+  std::unique_ptr<VideoDecoder> taken = std::move(it->session);
+  bytes_cached_ -= it->bytes;
+  index_.erase(it->key);
+  lru_.erase(it);
+  return taken;
+}
+
+void VideoFrameDecoder::BeginPass() {
+  std::lock_guard<std::mutex> lock(mu_);
+  fed_through_.clear();
 }
 
 void VideoFrameDecoder::ClearSessions() {
@@ -823,7 +844,9 @@ Result<GopOutcome> VideoFrameDecoder::DecodeGop(const GopRequest& request, const
   }
   std::sort(outcome.missing.begin(), outcome.missing.end());
   std::sort(outcome.delivered.begin(), outcome.delivered.end());
-  Checkin(key, hash, keyframe.size, std::move(session));
+  const bool spent =
+      session->flushed() || (request.ends_gop && session->last_fed_position() >= request.packets.back().position);
+  Checkin(key, hash, keyframe.size, spent, std::move(session));
   return outcome;
 }
 

@@ -303,6 +303,11 @@ struct GopRequest {
   // describe: optional; names a packet position in error messages (e.g. "frame=120", the
   // index value the caller knows it by). Called only on errors, from the decoding thread.
   std::function<std::string(int64_t position)> describe;
+  // ends_gop: the packets run to the GOP's last one (the stream's next packet is a
+  // keyframe, or there is none). A session fed through them can serve its kept frames
+  // only, so the cache gives it up before sessions that can continue (default false:
+  // not known, treated as a session that may continue).
+  bool ends_gop = false;
 };
 
 // FrameSink: where the frame of `position` goes: a buffer of at least 3 * height * width
@@ -353,12 +358,20 @@ struct VideoStats {
 };
 
 // VideoFrameDecoderOptions: decoder settings plus the session cache bounds.
+// What the cache gives up first when it is over a bound: a spent session (flushed, fed
+// through the end of its GOP, or behind a position of its GOP that this pass, see
+// BeginPass, already fed: it serves its kept frames only, since a pass asks for each
+// sample once), least recently used first; then one that could continue, least recently
+// used first. Why: a shuffle by blocks
+// ends most blocks mid-GOP, and the block that starts where one ended comes at a random
+// later time of the epoch; under plain LRU the GOPs decoded in between (all spent) pushed
+// its session out, and that block decoded the GOP's head again from the keyframe.
 struct VideoFrameDecoderOptions {
   VideoDecoderOptions decoder;
-  // session_cache_bytes: LRU bound on the EstimatedBytes of idle sessions (default
+  // session_cache_bytes: bound on the EstimatedBytes of idle sessions (default
   // 256 MiB; 0 keeps none, so every call starts from the keyframe).
   int64_t session_cache_bytes = int64_t{256} << 20;
-  // max_sessions: LRU bound on the number of idle sessions, beside the byte bound (default
+  // max_sessions: bound on the number of idle sessions, beside the byte bound (default
   // -1: none; 0 keeps none, as rerun-sdk 0.41's max_decoder_sessions=0).
   int64_t max_sessions = -1;
 };
@@ -399,6 +412,9 @@ class VideoFrameDecoder {
   VideoStats stats() const;
   // ClearSessions: drops every cached session.
   void ClearSessions();
+  // BeginPass: a new pass over the data starts (an epoch): the positions fed so far no
+  // longer mark sessions behind them as spent (see VideoFrameDecoderOptions).
+  void BeginPass();
 
  private:
   struct CachedSession {
@@ -407,19 +423,28 @@ class VideoFrameDecoder {
     size_t keyframe_size = 0;
     std::unique_ptr<VideoDecoder> session;
     int64_t bytes = 0;
+    bool spent = false;  // can serve its kept frames only (see VideoFrameDecoderOptions)
   };
+  using Entry = std::list<CachedSession>::iterator;
   std::unique_ptr<VideoDecoder> Checkout(const std::string& key, uint64_t hash, size_t size);
-  // Recyclable: the least recently used idle session of `codec`, taken out of the cache,
-  // when the cache is so full (in bytes or sessions) that checking in one more session of
-  // its size would evict it anyway; else null.
+  // Recyclable: the idle session of `codec` that the cache would give up first, taken out
+  // of the cache, when the cache is so full (in bytes or sessions) that checking in one
+  // more session of its size would evict it anyway; else null.
   std::unique_ptr<VideoDecoder> Recyclable(VideoCodec codec);
-  void Checkin(const std::string& key, uint64_t hash, size_t size, std::unique_ptr<VideoDecoder> session);
+  void Checkin(const std::string& key, uint64_t hash, size_t size, bool spent, std::unique_ptr<VideoDecoder> session);
+  // FirstToGoLocked: the session the cache gives up first (of `codec`, unless null), or
+  // lru_.end(). Requires mu_.
+  Entry FirstToGoLocked(const VideoCodec* codec);
 
   VideoFrameDecoderOptions options_;
   mutable std::mutex mu_;
   std::list<CachedSession> lru_;  // front = most recently used
   std::unordered_map<std::string, std::list<CachedSession>::iterator> index_;
   int64_t bytes_cached_ = 0;
+  // fed_through_: per session key, the furthest position fed in this pass (at most
+  // kMaxFedMarks keys, ~100 B each; past that the marks start over).
+  static constexpr size_t kMaxFedMarks = 65536;
+  std::unordered_map<std::string, int64_t> fed_through_;
   std::atomic<int64_t> frames_decoded_{0};
   std::atomic<int64_t> frames_delivered_{0};
   std::atomic<int64_t> frames_reformatted_{0};

@@ -260,6 +260,10 @@ class Engine {
   // VideoStats: the statistics of video field `field` (a position in fields()); kInvalidArgument
   // when it is not a video field.
   [[nodiscard]] Result<VideoFieldStats> VideoStats(size_t field) const;
+  // BeginVideoPass: a pipeline (one pass over its order) starts: every video field's
+  // decoder forgets the positions it fed (decode::VideoFrameDecoder::BeginPass), a hint to
+  // its session cache. Thread-safe.
+  void BeginVideoPass() const;
   // FetchStats: samples and blocks fetched since Make (every sample Fetch was asked for), and
   // the chunks PrefetchChunks fetched (a pipeline's look-ahead, remote datasets).
   struct FetchStats {

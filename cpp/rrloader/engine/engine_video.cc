@@ -488,6 +488,7 @@ Status Engine::DecodeVideo(const FetchedBlock& fb, Block* out) const {
     request.wanted = wanted;
     request.size = f.video.size;
     request.verify_keyframe = true;
+    request.ends_gop = gop.ends_gop;
     const VideoStreamBlock& view = st.video->views[static_cast<size_t>(gop.stream)];
     request.describe = [&](int64_t position) {
       const size_t at = WantedIndex(view.positions, position);
@@ -829,6 +830,12 @@ Result<std::vector<int64_t>> Engine::VideoKeyframes(size_t field, int32_t segmen
   // already; sorting keeps the promise whatever a cluster's internal order.
   std::sort(out.begin(), out.end());
   return out;
+}
+
+void Engine::BeginVideoPass() const {
+  for (const auto& decoder : video_decoders_) {
+    if (decoder != nullptr) decoder->BeginPass();
+  }
 }
 
 Result<VideoFieldStats> Engine::VideoStats(size_t field) const {

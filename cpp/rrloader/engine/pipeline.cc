@@ -99,6 +99,7 @@ Pipeline::Pipeline(std::shared_ptr<const Engine> engine, std::vector<int64_t> or
       options_(std::move(options)),
       emitter_(std::move(emitter)) {
   owner_pid_ = getpid();
+  engine_->BeginVideoPass();
   looks_ahead_ = engine_->PrefetchesSegments();
   fetch_thread_ = std::thread([this] { FetchLoop(); });
   decode_thread_ = std::thread([this] { DecodeLoop(); });

@@ -68,6 +68,9 @@ VideoBlockPlan PlanVideoBlock(const std::vector<VideoStreamView>& streams, const
       if (view.prior_keyframe[next] == next) break;
       gop.last = next;
     }
+    const int64_t next = gop.last + 1;
+    gop.ends_gop = next < view.count && (view.continues == nullptr || view.continues[gop.last] != 0) &&
+                   view.prior_keyframe[next] == next;
     const auto number = static_cast<int32_t>(plan.gops.size());
     for (const auto& m : members) plan.slots[m.first] = VideoSlot{number, m.second};
     plan.gops.push_back(std::move(gop));

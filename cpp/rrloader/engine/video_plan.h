@@ -53,6 +53,9 @@ struct PlannedGop {
   int64_t last = 0;             // last position to hand to the decoder (>= wanted.back())
   std::vector<int64_t> wanted;  // sorted, unique
   int64_t slots = 0;            // slots served (>= wanted.size())
+  // ends_gop: `last` is the GOP's last packet (the view's next packet is the stream's next
+  // one and a keyframe); false when that is not known from the view.
+  bool ends_gop = false;
 };
 
 // VideoSlot: where a slot's frame comes from; gop = -1 when its sample is missing.

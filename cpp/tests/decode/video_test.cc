@@ -25,6 +25,7 @@ extern "C" {
 // LeakSanitizer hook (read only under ASan): libx265 leaks the strings of its parameter
 // parsing when an encoder opens (x265_copy_params / x265_param_parse); the encoder is only
 // used here, to make test streams.
+// NOLINTNEXTLINE(bugprone-reserved-identifier): the name LeakSanitizer looks up.
 extern "C" __attribute__((visibility("default"), used)) const char* __lsan_default_suppressions() {
   return "leak:libx265\n";
 }
@@ -90,7 +91,7 @@ void FillFrame(const EncodeSpec& spec, AVFrame* frame, int i) {
     uint8_t* row = frame->data[plane] + static_cast<ptrdiff_t>(y) * frame->linesize[plane];
     if (depth > 8) {
       const auto v = static_cast<uint16_t>(value << (depth - 8));
-      std::memcpy(row + 2 * x, &v, 2);
+      std::memcpy(row + (ptrdiff_t{2} * x), &v, 2);
     } else {
       row[x] = value;
     }
@@ -173,9 +174,12 @@ Stream Encode(const EncodeSpec& spec) {
   return s;
 }
 
+// `stream` is the name of the declared variable: it cannot be parenthesised.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ENCODE_OR_SKIP(stream, spec) \
   Stream stream = Encode(spec);      \
   if (stream.packets.empty()) GTEST_SKIP() << (spec).encoder << " is not available"
+// NOLINTEND(bugprone-macro-parentheses)
 
 Bytes ToLengthPrefixed(const Bytes& annexb) {
   // Split at start codes and re-frame with 4-byte lengths.
@@ -428,6 +432,71 @@ TEST(VideoDecodeTest, CacheIsBoundedInSessions) {
   ASSERT_TRUE(fresh.DecodeGop(Request(s, 0, 12, {2, 3}), g.Sink()).ok());
   ASSERT_TRUE(fresh.DecodeGop(Request(s, 24, 36, {25, 27}), g.Sink()).ok());
   for (int64_t p : {2, 3, 25, 27}) EXPECT_EQ(f.by_position[p], g.by_position[p]) << p;
+}
+
+// A session fed through the end of its GOP (ends_gop) can serve its kept frame only: when the
+// cache is full it goes (or is reused) before an older one that stopped mid-GOP, which a later
+// request for the rest of that GOP continues — a shuffle by blocks ends most blocks mid-GOP.
+TEST(VideoDecodeTest, SpentSessionsGoBeforeOnesThatCanContinue) {
+  EncodeSpec spec;
+  spec.frames = 48;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoderOptions two;
+  two.max_sessions = 2;
+  VideoFrameDecoder d(two);
+  Frames f;
+  auto whole = [&](size_t first) {
+    GopRequest r = Request(s, first, first + 12, {static_cast<int64_t>(first) + 11});
+    r.ends_gop = true;
+    return r;
+  };
+  ASSERT_TRUE(d.DecodeGop(Request(s, 0, 12, {5}), f.Sink()).ok());  // stops mid-GOP
+  ASSERT_TRUE(d.DecodeGop(whole(12), f.Sink()).ok());               // spent
+  ASSERT_TRUE(d.DecodeGop(whole(24), f.Sink()).ok());               // reuses GOP 1's, not GOP 0's
+  EXPECT_EQ(d.stats().sessions_recycled, 1);
+  EXPECT_EQ(d.stats().sessions_cached, 2);
+  auto rest = d.DecodeGop(Request(s, 0, 12, {6, 9}), f.Sink());
+  ASSERT_TRUE(rest.ok());
+  EXPECT_TRUE(rest->session_hit);
+  EXPECT_EQ(rest->packets_fed, 4);  // 6..9 only
+  // Without ends_gop a request fed to its last packet is not known to be spent: plain LRU.
+  ASSERT_TRUE(d.DecodeGop(Request(s, 36, 48, {47}), f.Sink()).ok());  // reuses GOP 2's (spent)
+  ASSERT_TRUE(d.DecodeGop(Request(s, 12, 24, {13}), f.Sink()).ok());  // reuses GOP 0's (LRU)
+  auto gop3 = d.DecodeGop(Request(s, 36, 48, {47}), f.Sink());
+  ASSERT_TRUE(gop3.ok());
+  EXPECT_TRUE(gop3->session_hit);  // its kept frame
+  EXPECT_EQ(gop3->packets_fed, 0);
+  // The continued frames equal a fresh decode's.
+  VideoFrameDecoder fresh;
+  Frames g;
+  ASSERT_TRUE(fresh.DecodeGop(Request(s, 0, 12, {5, 6, 9}), g.Sink()).ok());
+  for (int64_t p : {5, 6, 9}) EXPECT_EQ(f.by_position[p], g.by_position[p]) << p;
+}
+
+// A session checked in behind a position of its GOP that this pass already fed is spent too
+// (a pass asks for each sample once: nothing will continue it); BeginPass forgets the marks.
+TEST(VideoDecodeTest, SessionsBehindThePassAreSpentUntilTheNextPass) {
+  EncodeSpec spec;
+  spec.frames = 36;
+  ENCODE_OR_SKIP(s, spec);
+  VideoFrameDecoderOptions two;
+  two.max_sessions = 2;
+  VideoFrameDecoder d(two);
+  Frames f;
+  auto decode = [&](size_t first, int64_t wanted) {
+    auto r = d.DecodeGop(Request(s, first, first + 12, {wanted}), f.Sink());
+    EXPECT_TRUE(r.ok());
+    return r.ok() && r->session_hit;
+  };
+  EXPECT_FALSE(decode(12, 13));
+  EXPECT_FALSE(decode(0, 9));
+  EXPECT_FALSE(decode(0, 3));    // GOP 0 again from its keyframe: its session ends behind 9
+  EXPECT_FALSE(decode(24, 25));  // reuses GOP 0's session, not the least recently used GOP 1's
+  EXPECT_TRUE(decode(12, 14));
+  d.BeginPass();
+  EXPECT_FALSE(decode(0, 3));    // reuses GOP 2's (least recently used); GOP 0's may continue now
+  EXPECT_FALSE(decode(24, 25));  // reuses GOP 1's
+  EXPECT_TRUE(decode(0, 4));
 }
 
 // Frame-threaded sessions hold frames back; the packets after a wanted frame let it out, so
@@ -748,7 +817,7 @@ TEST(VideoDecodeTest, LowLevelSessionTagsFramesWithPositions) {
 static_assert(Yuv420ChromaHeight(5) == 3 && Yuv420ChromaWidth(4) == 2);
 static_assert(VideoFrameBytes(VideoOutputFormat::kYuv420, 48, 64) == 48 * 64 * 3 / 2);
 static_assert(VideoFrameBytes(VideoOutputFormat::kYuv420, 21, 33) == 21 * 33 + 2 * 11 * 17);
-static_assert(VideoFrameBytes(VideoOutputFormat::kRgb, 21, 33) == 3 * 21 * 33);
+static_assert(VideoFrameBytes(VideoOutputFormat::kRgb, 21, 33) == int64_t{3} * 21 * 33);
 
 // YuvFrames: position -> (Y [H, W], UV [2, ceil(H/2), ceil(W/2)]) and what the sink was told.
 struct YuvFrames {
@@ -799,11 +868,13 @@ std::map<int64_t, DecodedPicture> DecodedPlanes(const Stream& s) {
     const int cw = Yuv420ChromaWidth(f.width);
     const int ch = Yuv420ChromaHeight(f.height);
     for (int r = 0; r < f.height; ++r) {
-      pic.y.insert(pic.y.end(), f.data[0] + r * f.linesize[0], f.data[0] + r * f.linesize[0] + f.width);
+      const uint8_t* row = f.data[0] + static_cast<ptrdiff_t>(r) * f.linesize[0];
+      pic.y.insert(pic.y.end(), row, row + f.width);
     }
     for (int p = 1; p <= 2; ++p) {
       for (int r = 0; r < ch; ++r) {
-        pic.uv.insert(pic.uv.end(), f.data[p] + r * f.linesize[p], f.data[p] + r * f.linesize[p] + cw);
+        const uint8_t* row = f.data[p] + static_cast<ptrdiff_t>(r) * f.linesize[p];
+        pic.uv.insert(pic.uv.end(), row, row + cw);
       }
     }
     return Status::OK();

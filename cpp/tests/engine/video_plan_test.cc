@@ -65,6 +65,30 @@ TEST(VideoPlan, SequentialSamplesShareTheirGops) {
   }
 }
 
+// ends_gop: a request that runs to the packet before the next keyframe ends its GOP (the
+// decoder's cache gives its session up first); one that stops mid-GOP, or at the view's end
+// (what follows is not known) or at a gap in the view, does not.
+TEST(VideoPlan, RequestsKnowWhetherTheyEndTheirGop) {
+  const Stream s = Regular(70, 1, 30);
+  const std::vector<int32_t> stream(3, 0);
+  const VideoBlockPlan plan = PlanVideoBlock({s.View()}, stream, {29, 35, 69}, 1, 0);
+  ASSERT_EQ(plan.gops.size(), 3u);
+  EXPECT_TRUE(plan.gops[0].ends_gop);   // 29, then keyframe 30
+  EXPECT_FALSE(plan.gops[1].ends_gop);  // 35: mid-GOP
+  EXPECT_FALSE(plan.gops[2].ends_gop);  // 69: the view's last packet
+  // Lookahead that reaches the GOP's end ends it too.
+  const VideoBlockPlan ahead = PlanVideoBlock({s.View()}, stream, {29, 55, 69}, 1, 8);
+  EXPECT_TRUE(ahead.gops[0].ends_gop);
+  EXPECT_EQ(ahead.gops[1].last, 59);
+  EXPECT_TRUE(ahead.gops[1].ends_gop);
+  // A gap in the view right after the request: not known.
+  std::vector<uint8_t> continues(70, 1);
+  continues[29] = 0;
+  VideoStreamView gap = s.View();
+  gap.continues = continues.data();
+  EXPECT_FALSE(PlanVideoBlock({gap}, stream, {29, 35, 69}, 1, 0).gops[0].ends_gop);
+}
+
 TEST(VideoPlan, RepeatedAndShuffledSamplesAskForEachFrameOnce) {
   const Stream s = Regular(30, 10, 12);
   // A 50 Hz grid over 10-unit packets: several values map to the same packet.
