@@ -75,12 +75,12 @@ lint: setup
 	$(PY) -m ruff check python tests bench tools
 	clang-format --dry-run --Werror $$(git ls-files 'cpp/*.h' 'cpp/*.cc' 'fuzz/*.cc')
 
-# clang-tidy over the engine's sources and the bindings (.clang-tidy: every warning an error),
-# with the compile commands of the C++ test build and of the Python module's build.
+# clang-tidy over the engine's sources, its C++ tests and the bindings (.clang-tidy: every
+# warning an error), with the compile commands of the C++ test build and of the Python module's build.
 TIDY = bash -c 'clang-tidy -p "$$1" --quiet "$$0" 2> >(grep -v "warnings generated" >&2)'
 tidy: build
 	$(CPP_CONFIGURE)
-	git ls-files 'cpp/rrloader/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} build/cpp
+	git ls-files 'cpp/rrloader/*.cc' 'cpp/tests/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} build/cpp
 	git ls-files 'cpp/bindings/*.cc' | xargs -P $(JOBS) -I{} $(TIDY) {} \
 	  "$$(dirname "$$(ls build/cp*/compile_commands.json | head -n 1)")"
 

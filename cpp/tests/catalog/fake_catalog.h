@@ -78,6 +78,7 @@ class FakeCatalog {
       ++many_calls;
       max_in_flight = in_flight;
       std::vector<Result<std::vector<std::shared_ptr<arrow::Buffer>>>> out;
+      out.reserve(requests.size());
       for (const auto& r : requests) out.push_back(Call(method, r));
       return out;
     };
@@ -95,9 +96,9 @@ class FakeCatalog {
   static std::string Id16(uint64_t n) {
     std::string id(16, '\0');
     const uint64_t hi = 1000 + n, lo = n;
-    for (int i = 0; i < 8; ++i) {
-      id[static_cast<size_t>(i)] = static_cast<char>((hi >> (56 - 8 * i)) & 0xFF);
-      id[static_cast<size_t>(8 + i)] = static_cast<char>((lo >> (56 - 8 * i)) & 0xFF);
+    for (size_t i = 0; i < 8; ++i) {
+      id[i] = static_cast<char>((hi >> (56 - 8 * i)) & 0xFF);
+      id[8 + i] = static_cast<char>((lo >> (56 - 8 * i)) & 0xFF);
     }
     return id;
   }

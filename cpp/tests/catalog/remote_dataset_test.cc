@@ -23,7 +23,7 @@ RemoteOptions Options(int64_t cache_bytes = kDefaultRemoteCacheBytes) {
 }
 
 std::shared_ptr<RemoteDataset> Make(testing::FakeCatalog& catalog, std::vector<std::string> segments,
-                                    RemoteOptions options = Options()) {
+                                    const RemoteOptions& options = Options()) {
   return RemoteDataset::Make(std::move(segments), *testing::CatalogSchema({"/a", "/b"}), catalog.Rpc(), options)
       .value();
 }
@@ -100,7 +100,7 @@ TEST(RemoteDataset, ManifestOncePerSegmentAndNoChunkUntilLoaded) {
 
 TEST(RemoteDataset, PrefetchFetchesOnlyTheWantedChunksInOneCallThenHitsTheCache) {
   testing::FakeCatalog catalog;
-  for (int k = 0; k < 8; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
+  for (int64_t k = 0; k < 8; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
   catalog.AddRange("s2", "/a", 0, 10);
   auto ds = Make(catalog, {"s1", "s2"});
   auto s1 = ds->EntitySegment("s1", "/a").value();
@@ -134,7 +134,7 @@ TEST(RemoteDataset, PrefetchFetchesOnlyTheWantedChunksInOneCallThenHitsTheCache)
 
 TEST(RemoteDataset, LargePrefetchesAreSplitIntoConcurrentCalls) {
   testing::FakeCatalog catalog;
-  for (int k = 0; k < 12; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
+  for (int64_t k = 0; k < 12; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
   RemoteOptions o = Options();
   o.fetch_batch_bytes = 1;  // every chunk is big enough for a call of its own...
   o.fetch_concurrency = 3;  // ...but at most 3 calls
@@ -166,7 +166,7 @@ TEST(RemoteDataset, ChunksOutliveASmallCacheWhileABlockHoldsThem) {
 
 TEST(RemoteDataset, ConcurrentPrefetchesOfOneChunkFetchItOnce) {
   testing::FakeCatalog catalog;
-  for (int k = 0; k < 4; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
+  for (int64_t k = 0; k < 4; ++k) catalog.AddRange("s1", "/a", 10 * k, 10);
   auto ds = Make(catalog, {"s1"});
   auto seg = ds->EntitySegment("s1", "/a").value();
   std::vector<std::thread> threads;
@@ -233,6 +233,7 @@ TEST(RemoteDataset, ABlocksMissingManifestsAreOneBatchedRound) {
   (void)ds->EntitySegment("s3", "/a").value();  // one cached already: not asked again
   EXPECT_EQ(catalog.manifest_calls, 1);
   std::vector<EntityKey> keys;
+  keys.reserve(ids.size() + 1);
   for (const auto& id : ids) keys.emplace_back(id, "/a");
   keys.emplace_back("s7", "/b");  // a segment twice: fetched once
   auto segs = ds->EntitySegments(keys).value();
@@ -321,6 +322,7 @@ TEST(RemoteDataset, ABatchedRoundReportsTheFirstFailureInKeyOrder) {
       RemoteDataset::Make(ids, *testing::CatalogSchema({"/a"}), catalog.Rpc(), Options(), catalog.RpcMany()).value();
   catalog.removed = {"s4", "s2"};
   std::vector<EntityKey> keys;
+  keys.reserve(ids.size() + 1);
   for (const auto& id : ids) keys.emplace_back(id, "/a");
   auto st = ds->EntitySegments(keys).status();
   EXPECT_EQ(st.code(), StatusCode::kNotFound);

@@ -161,7 +161,7 @@ TEST(Jpeg, ColorIsRgbForEverySubsampling) {
 }
 
 TEST(Jpeg, FlatColorDecodesToItsRgbValue) {
-  Bytes px(16 * 16 * 3);
+  Bytes px(size_t{16} * 16 * 3);
   for (size_t i = 0; i < px.size(); i += 3) {
     px[i] = 200;
     px[i + 1] = 30;
@@ -197,7 +197,7 @@ TEST(Jpeg, OddAndTinySizes) {
 }
 
 TEST(Jpeg, CmykIsFourChannelsInvertedLikePillow) {
-  Bytes px(16 * 8 * 4);
+  Bytes px(size_t{16} * 8 * 4);
   for (size_t i = 0; i < px.size(); i += 4) {
     px[i] = 10;
     px[i + 1] = 80;
@@ -396,7 +396,7 @@ TEST(Png, PaletteIsExpandedToRgbOrRgba) {
       SCOPED_TRACE(std::string(with_alpha ? "tRNS" : "no tRNS") + (interlaced ? " interlaced" : ""));
       PngSpec spec = PaletteSpec(15, 6, with_alpha);
       spec.interlaced = interlaced;
-      Bytes idx(15 * 6);
+      Bytes idx(size_t{15} * 6);
       for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<uint8_t>(i % 40);
       auto d = Decode(EncodePng(spec, idx));
       ASSERT_TRUE(d.ok()) << d.status().ToString();
@@ -437,7 +437,7 @@ TEST(Png, SixteenBitIsUnsupported) {
   spec.height = 4;
   spec.color_type = SPNG_COLOR_TYPE_TRUECOLOR;
   spec.bit_depth = 16;
-  const Status st = DecodeStatus(EncodePng(spec, Bytes(4 * 4 * 6, 9)));
+  const Status st = DecodeStatus(EncodePng(spec, Bytes(size_t{4} * 4 * 6, 9)));
   EXPECT_EQ(st.code(), StatusCode::kUnsupported);
   EXPECT_NE(st.message().find("16-bit PNG is not supported"), std::string::npos) << st.message();
 }
@@ -539,7 +539,7 @@ TEST(Encoded, RandomBytesNeverSucceedOrCrash) {
     Bytes data = (i % 2 == 0) ? jpeg : png;
     // Keep the signature, mutate a few bytes after it.
     for (int k = 0; k < 4; ++k) data[8 + rng() % (data.size() - 8)] = static_cast<uint8_t>(rng());
-    Bytes out(16 * 16 * 4);
+    Bytes out(size_t{16} * 16 * 4);
     auto r = DecodeEncodedImage(data.data(), data.size(), {}, out.data(), static_cast<int64_t>(out.size()));
     if (!r.ok()) {
       EXPECT_NE(r.status().code(), StatusCode::kInternal) << r.status().ToString();
@@ -577,7 +577,7 @@ TEST(Raw, LayoutsAndChannelOrder) {
 }
 
 TEST(Raw, WrongBufferSizesAreCorrupt) {
-  for (size_t size : {size_t{0}, size_t{7 * 5 * 3 - 1}, size_t{7 * 5 * 3 + 1}, size_t{7 * 5}}) {
+  for (size_t size : {size_t{0}, (size_t{7} * 5 * 3) - 1, (size_t{7} * 5 * 3) + 1, size_t{7} * 5}) {
     auto r = ProbeRawImage(size, Raw(7, 5, 2), {});
     EXPECT_EQ(r.status().code(), StatusCode::kCorrupt) << size;
     EXPECT_NE(r.status().message().find("needs 105 bytes"), std::string::npos) << r.status().message();
@@ -585,7 +585,7 @@ TEST(Raw, WrongBufferSizesAreCorrupt) {
 }
 
 TEST(Raw, UnsupportedFormatsAreNamed) {
-  auto u16 = ProbeRawImage(7 * 5 * 6, Raw(7, 5, 2, /*U16*/ 8), {});
+  auto u16 = ProbeRawImage(size_t{7} * 5 * 6, Raw(7, 5, 2, /*U16*/ 8), {});
   EXPECT_EQ(u16.status().code(), StatusCode::kUnsupported);
   EXPECT_NE(u16.status().message().find("U16"), std::string::npos) << u16.status().message();
   auto nv12 = ProbeRawImage(6 * 4 * 3 / 2, Raw(6, 4, 0, 0, /*NV12*/ 26), {});
@@ -611,7 +611,7 @@ TEST(Raw, DimensionsAndLimits) {
 }
 
 TEST(Raw, OutputTooSmallIsInvalidArgument) {
-  const Bytes px(7 * 5 * 3, 1);
+  const Bytes px(size_t{7} * 5 * 3, 1);
   Bytes out(7 * 5 * 3 - 1);
   auto r = DecodeRawImage(px.data(), px.size(), Raw(7, 5, 2), {}, out.data(), static_cast<int64_t>(out.size()));
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);

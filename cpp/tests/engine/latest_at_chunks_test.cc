@@ -42,6 +42,7 @@ TEST(LatestAtChunks, NamesEveryChunkResolveLatestAtLoads) {
     auto seg = ds->EntitySegment("s", "/a").value();
     std::vector<int64_t> values;
     const int n = 1 + static_cast<int>(rng() % 6);
+    values.reserve(static_cast<size_t>(n));
     for (int k = 0; k < n; ++k) values.push_back(static_cast<int64_t>(rng() % 260) - 10);
     const ColumnRef col{"/a", "Scalars:scalars"};
     const auto wanted = LatestAtChunks(*seg, "frame", col, values);
@@ -57,7 +58,7 @@ TEST(LatestAtChunks, NamesEveryChunkResolveLatestAtLoads) {
 
 TEST(LatestAtChunks, AboutOneChunkPerValueOnDisjointChunks) {
   testing::FakeCatalog catalog;
-  for (int k = 0; k < 100; ++k) catalog.AddRange("s", "/a", 10 * k, 10);
+  for (int64_t k = 0; k < 100; ++k) catalog.AddRange("s", "/a", 10 * k, 10);
   catalog::RemoteOptions o;
   o.description = "test";
   auto ds = catalog::RemoteDataset::Make({"s"}, *testing::CatalogSchema({"/a"}), catalog.Rpc(), o).value();

@@ -60,6 +60,7 @@ TEST(ResolveLatestAt, MatchesABruteForceWhateverTheCacheHolds) {
       static_row = 5000 + 100 * static_cast<uint64_t>(chunks + 1);
     }
     std::vector<int64_t> values;
+    values.reserve(20);
     for (int k = 0; k < 20; ++k) values.push_back(static_cast<int64_t>(rng() % 140) - 10);
     std::vector<uint64_t> expected;
     for (int64_t v : values) {
@@ -127,8 +128,9 @@ TEST(ResolveLatestAt, MatchesABruteForceWhateverTheCacheHolds) {
 // recently used: a cache with room for two of three chunks evicts the one not asked for.
 TEST(LatestAtMemo, TouchKeepsTheCacheCountsAndOrder) {
   testing::FakeCatalog catalog;
-  for (int k = 0; k < 3; ++k) {
-    catalog.Add("s", "/a", {10 * k, 10 * k + 5}, {std::vector<double>{1.0 * k}, std::vector<double>{2.0 * k}});
+  for (int64_t k = 0; k < 3; ++k) {
+    catalog.Add("s", "/a", {10 * k, 10 * k + 5},
+                {std::vector<double>{static_cast<double>(k)}, std::vector<double>{2.0 * static_cast<double>(k)}});
   }
   catalog::RemoteOptions o;
   o.description = "test";
