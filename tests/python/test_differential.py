@@ -965,8 +965,32 @@ def _rec_ancestor_clear_sliced(rec):
     )
 
 
+def _rec_clear_not_bool(rec):
+    """Clear:is_recursive columns of type int64 (a custom descriptor), on /a at 2 and on / at 3."""
+    import pyarrow as pa
+    import rerun as rr
+
+    rec.send_columns(
+        "/a",
+        indexes=[rr.TimeColumn("frame", sequence=[1, 2, 3])],
+        columns=rr.Scalars.columns(scalars=[1.0, 2.0, 3.0]),
+    )
+    rec.send_columns(
+        "/b", indexes=[rr.TimeColumn("frame", sequence=[1])], columns=rr.Scalars.columns(scalars=[9.0])
+    )
+    clear = rr.ComponentDescriptor(
+        "Clear:is_recursive",
+        archetype="rerun.archetypes.Clear",
+        component_type="rerun.components.ClearIsRecursive",
+    )
+    for entity, frame in (("/a", 2), ("/", 3)):
+        column = rr.ComponentColumn(clear, rr.AnyBatchValue(clear, pa.array([1], pa.int64())), lengths=[1])
+        rec.send_columns(entity, indexes=[rr.TimeColumn("frame", sequence=[frame])], columns=[column])
+
+
 # name -> [(recording id, writer, write_footer, flush_num_rows or None)]
 RULE_DATASETS = {
+    "clear_not_bool": [("s0", _rec_clear_not_bool, True, None)],
     "uiv_range": [("s0", _rec_uiv_range, True, None)],
     "ancestor_clear": [("s0", _rec_ancestor_clear, True, None)],
     "two_segments": [("s0", _rec_empty_here, True, None), ("s1", _rec_data_there, True, None)],
@@ -1000,6 +1024,14 @@ RULES = {
     # clear of /p (whose only column, a tombstone column, is not selected) is not fetched.
     "projection_narrowing_drops_clear_only_entities": Rule(
         "ancestor_clear", dict(), {"/p/c:Scalars:scalars": [[0.0], [1.0], [2.0], [3.0]]}, "e4"
+    ),
+    # A clear whose flag is not a bool still clears, never recursively (the engine read it as a bool before:
+    # undefined behaviour, found by fuzz_rrd_reader).
+    "clear_of_another_type_is_not_recursive": Rule(
+        "clear_not_bool",
+        dict(fill_latest_at=True),
+        {"/a:Scalars:scalars": [[1.0], [], [3.0]], "/b:Scalars:scalars": [[9.0], [9.0], [9.0]]},
+        "e15",
     ),
     "fill_fetches_every_filtered_entity": Rule(
         "ancestor_clear", dict(fill_latest_at=True), {"/p/c:Scalars:scalars": [[0.0], [1.0], [], [3.0]]}, "e4"

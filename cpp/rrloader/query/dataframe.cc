@@ -43,8 +43,12 @@ struct Source {
   int64_t row = 0;
 };
 
+// ClearIsRecursive: whether a clear's cell says recursive. A Clear:is_recursive column of
+// another type than list<bool> still clears, but never recursively (rerun-sdk 0.41's
+// reading of such a file, checked in tests/python/test_dataframe_clears.py).
 bool ClearIsRecursive(const arrow::ListArray& list, int64_t row) {
   if (list.IsNull(row) || list.value_length(row) == 0) return false;
+  if (list.values()->type_id() != arrow::Type::BOOL) return false;
   const auto& values = static_cast<const arrow::BooleanArray&>(*list.values());
   const int64_t at = list.value_offset(row);
   return !values.IsNull(at) && values.Value(at);
