@@ -15,7 +15,13 @@ Result<std::shared_ptr<arrow::Buffer>> DecompressPayload(const std::shared_ptr<a
                                                          std::string_view payload, Compression compression,
                                                          uint64_t uncompressed_size) {
   if (compression != Compression::kLz4) {
+    // An empty payload may point nowhere (a default string_view: null): its offset in
+    // `owner` would be meaningless, and the pointer arithmetic undefined.
+    if (payload.empty()) return arrow::SliceBuffer(owner, 0, 0);
     const auto offset = reinterpret_cast<const uint8_t*>(payload.data()) - owner->data();
+    if (offset < 0 || offset > owner->size() || static_cast<int64_t>(payload.size()) > owner->size() - offset) {
+      return Status::Internal("payload is not inside the buffer it was read from");
+    }
     return arrow::SliceBuffer(owner, offset, static_cast<int64_t>(payload.size()));
   }
   // LZ4 expands at most ~255x; a larger claim is a corrupt size field, not data.

@@ -22,7 +22,7 @@ inline constexpr uint64_t kMaxPayloadBytes = uint64_t{4} << 30;
 
 // DecompressPayload: the Arrow IPC bytes of a payload. For kLz4 a raw LZ4 block that must
 // decode to exactly `uncompressed_size` bytes; otherwise `payload` itself (zero copy:
-// the returned buffer is a slice of `owner`).
+// the returned buffer is a slice of `owner`, which must hold it: else kInternal).
 [[nodiscard]] Result<std::shared_ptr<arrow::Buffer>> DecompressPayload(const std::shared_ptr<arrow::Buffer>& owner,
                                                                        std::string_view payload,
                                                                        Compression compression,
