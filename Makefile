@@ -53,8 +53,8 @@ fuzz-smoke fuzz: fuzz-build build
 	$(PY) tools/make_fuzz_corpus.py build/fuzz-corpus
 	$(PY) tools/make_image_fuzz_corpus.py build/fuzz-corpus-image
 	mkdir -p build/fuzz-run build/fuzz-run-image
-	UBSAN_OPTIONS=halt_on_error=1 ./build/fuzz/fuzz_rrd_reader fuzz/regressions/fuzz_rrd_reader/*
-	UBSAN_OPTIONS=halt_on_error=1 ./build/fuzz/fuzz_redap fuzz/regressions/fuzz_redap/*
+	./build/fuzz/fuzz_rrd_reader fuzz/regressions/fuzz_rrd_reader/*
+	./build/fuzz/fuzz_redap fuzz/regressions/fuzz_redap/*
 	./build/fuzz/fuzz_rrd_reader -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
 	  -rss_limit_mb=4096 -print_final_stats=1 build/fuzz-run build/fuzz-corpus
 	./build/fuzz/fuzz_image_decoder -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
