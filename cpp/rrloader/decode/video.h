@@ -362,10 +362,10 @@ struct VideoStats {
 // through the end of its GOP, or behind a position of its GOP that this pass, see
 // BeginPass, already fed: it serves its kept frames only, since a pass asks for each
 // sample once), least recently used first; then one that could continue, least recently
-// used first. Why: a shuffle by blocks
-// ends most blocks mid-GOP, and the block that starts where one ended comes at a random
-// later time of the epoch; under plain LRU the GOPs decoded in between (all spent) pushed
-// its session out, and that block decoded the GOP's head again from the keyframe.
+// used first. Why: a shuffle by blocks ends most blocks mid-GOP, and the block that
+// starts where one ended comes at a random later time of the epoch; under plain LRU the
+// GOPs decoded in between (all spent) pushed its session out, and that block decoded the
+// GOP's head again from the keyframe.
 struct VideoFrameDecoderOptions {
   VideoDecoderOptions decoder;
   // session_cache_bytes: bound on the EstimatedBytes of idle sessions (default
