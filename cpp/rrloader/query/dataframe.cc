@@ -45,7 +45,7 @@ struct Source {
 
 // ClearIsRecursive: whether a clear's cell says recursive. A Clear:is_recursive column of
 // another type than list<bool> still clears, but never recursively (rerun-sdk 0.41's
-// reading of such a file, checked in tests/python/test_dataframe_clears.py).
+// reading of such a file: test_differential.py's rule clear_of_another_type_is_not_recursive).
 bool ClearIsRecursive(const arrow::ListArray& list, int64_t row) {
   if (list.IsNull(row) || list.value_length(row) == 0) return false;
   if (list.values()->type_id() != arrow::Type::BOOL) return false;
